@@ -1,0 +1,466 @@
+//! The one path that answers a question: store it, retrieve, assemble the prompt, stream the
+//! answer (or the offline reply), checkpoint and persist it. The WebSocket gateway, replays and
+//! evaluations all call [`answer`].
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::llm::{ChatRequest, Llm, LlmEvent};
+use crate::prompt::{Budget, HistoryTurn, OfflinePassage, Prompts, SystemContext};
+use crate::retrieval::{Passage, Retriever, Scope};
+use crate::transcript::{
+    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, StoredMessage,
+    TranscriptError, TranscriptStore,
+};
+
+/// How often a streaming answer is saved: at most this much text is at risk in a crash.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
+/// How long a resent question waits for an answer still streaming elsewhere.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(120);
+const HISTORY_TURNS: usize = 12;
+const SNIPPET_CHARS: usize = 240;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Store(#[from] TranscriptError),
+    #[error(transparent)]
+    Prompt(#[from] crate::prompt::PromptError),
+    #[error("this conversation belongs to another learner")]
+    ForeignConversation,
+    #[error("the earlier answer to this question is still being written")]
+    DuplicateInFlight,
+}
+
+/// Everything `answer` needs; cheap to clone.
+#[derive(Clone)]
+pub struct ChatDeps {
+    pub store: Arc<dyn TranscriptStore>,
+    pub retriever: Retriever,
+    pub llm: Option<Arc<dyn Llm>>,
+    pub prompts: Arc<Prompts>,
+    pub budget: Budget,
+    pub top_k: usize,
+    pub temperature: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Learner {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PageRef {
+    pub url: Option<String>,
+    pub title: Option<String>,
+}
+
+/// One question as it arrives.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub learner: Learner,
+    pub conversation_id: String,
+    pub client_id: String,
+    pub text: String,
+    pub page: PageRef,
+    pub course: Option<String>,
+}
+
+/// What happens during a turn, in order: `Ack`, `Sources`, `Delta`*, `Done`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    Ack { message_id: String, duplicate: bool },
+    Sources(Vec<SourceRef>),
+    Delta { seq: u64, text: String },
+    Done(TurnSummary),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TurnSummary {
+    pub message_id: String,
+    pub status: Option<MessageStatus>,
+    pub offline: bool,
+    pub replayed: bool,
+    pub model: String,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub retrieval_ms: i64,
+    pub first_token_ms: Option<i64>,
+    pub total_ms: i64,
+    /// Why the answer failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Signals that end an answer early.
+#[derive(Clone, Default)]
+pub struct Stops {
+    /// The learner pressed stop: the answer is kept as `cancelled`.
+    pub cancel: CancellationToken,
+    /// The server is going down: the answer is kept as `interrupted`.
+    pub shutdown: CancellationToken,
+}
+
+/// Answers one question, sending events as they happen.
+pub async fn answer(
+    deps: &ChatDeps,
+    turn: Turn,
+    events: mpsc::Sender<TurnEvent>,
+    stops: Stops,
+) -> Result<TurnSummary, ChatError> {
+    let started = Instant::now();
+    let send = |event: TurnEvent| {
+        let events = events.clone();
+        async move {
+            // A closed receiver means the learner left; the answer is still stored.
+            let _ = events.send(event).await;
+        }
+    };
+    if let Some(conversation) = deps.store.conversation(&turn.conversation_id).await? {
+        if conversation.learner_id != turn.learner.id {
+            return Err(ChatError::ForeignConversation);
+        }
+    }
+    let question_id = uuid::Uuid::now_v7().to_string();
+    let inserted = deps
+        .store
+        .insert_question(&NewQuestion {
+            id: question_id.clone(),
+            conversation_id: turn.conversation_id.clone(),
+            learner_id: turn.learner.id.clone(),
+            course_id: turn.course.clone(),
+            client_id: turn.client_id.clone(),
+            text: turn.text.clone(),
+            page_url: turn.page.url.clone(),
+        })
+        .await?;
+    let newly_inserted = matches!(inserted, QuestionInsert::Inserted);
+    let (question_id, conversation_id) = match inserted {
+        QuestionInsert::Inserted => (question_id, turn.conversation_id.clone()),
+        QuestionInsert::Duplicate {
+            message_id,
+            conversation_id,
+        } => {
+            send(TurnEvent::Ack {
+                message_id: message_id.clone(),
+                duplicate: true,
+            })
+            .await;
+            match wait_for_answer(deps, &message_id).await? {
+                Some(stored) => return Ok(replay(stored, &send).await),
+                // The question was stored but never answered (a crash in between): answer now.
+                None => (message_id, conversation_id),
+            }
+        }
+    };
+    if newly_inserted {
+        send(TurnEvent::Ack {
+            message_id: question_id.clone(),
+            duplicate: false,
+        })
+        .await;
+    }
+
+    let retrieval_started = Instant::now();
+    let scope = Scope {
+        course: turn.course.clone(),
+        learner: Some(turn.learner.id.clone()),
+    };
+    let passages = match deps.retriever.search(&turn.text, &scope, deps.top_k).await {
+        Ok(passages) => passages,
+        Err(error) => {
+            tracing::warn!(%error, "retrieval failed; answering without passages");
+            Vec::new()
+        }
+    };
+    let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
+
+    let answer_id = uuid::Uuid::now_v7().to_string();
+    deps.store
+        .start_answer(&answer_id, &question_id, &conversation_id, &turn.learner.id)
+        .await?;
+    let mut record = AnswerRecord {
+        sources: passages.iter().map(source_ref).collect(),
+        prompt_version: Some(deps.prompts.system_version().to_string()),
+        retrieval_ms: Some(retrieval_ms),
+        ..Default::default()
+    };
+    let status = match &deps.llm {
+        None => offline_answer(deps, &passages, &mut record, &send).await?,
+        Some(llm) => {
+            let history = history(deps, &conversation_id, &question_id).await?;
+            stream_answer(
+                deps,
+                llm.as_ref(),
+                &turn,
+                &history,
+                &passages,
+                StreamCtx {
+                    answer_id: &answer_id,
+                    started,
+                    stops: &stops,
+                    record: &mut record,
+                },
+                &send,
+            )
+            .await?
+        }
+    };
+    record.total_ms = Some(started.elapsed().as_millis() as i64);
+    deps.store
+        .finish_answer(&answer_id, status.0, &record)
+        .await?;
+    let summary = TurnSummary {
+        message_id: answer_id,
+        status: Some(status.0),
+        offline: record.offline,
+        replayed: false,
+        model: record.model.clone().unwrap_or_default(),
+        tokens_in: record.tokens_in.unwrap_or(0),
+        tokens_out: record.tokens_out.unwrap_or(0),
+        retrieval_ms,
+        first_token_ms: record.first_token_ms,
+        total_ms: record.total_ms.unwrap_or(0),
+        error: status.1,
+    };
+    send(TurnEvent::Done(summary.clone())).await;
+    Ok(summary)
+}
+
+/// A status and, for a failure, its reason.
+type Ending = (MessageStatus, Option<String>);
+
+async fn offline_answer<F, Fut>(
+    deps: &ChatDeps,
+    passages: &[Passage],
+    record: &mut AnswerRecord,
+    send: &F,
+) -> Result<Ending, ChatError>
+where
+    F: Fn(TurnEvent) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let lines: Vec<OfflinePassage> = passages
+        .iter()
+        .map(|p| OfflinePassage {
+            n: p.n,
+            section: p.chunk.section_label(),
+            url: p.chunk.url.clone(),
+            snippet: snippet(&p.chunk.text).replace('\n', " "),
+        })
+        .collect();
+    let text = deps.prompts.render_offline(&lines)?;
+    send(TurnEvent::Sources(record.sources.clone())).await;
+    // Sent paragraph by paragraph so clients exercise the same streaming path.
+    for (seq, part) in text.split_inclusive("\n\n").enumerate() {
+        send(TurnEvent::Delta {
+            seq: seq as u64,
+            text: part.to_string(),
+        })
+        .await;
+    }
+    record.tokens_out = Some(crate::retrieval::chunk::count_tokens(&text) as i64);
+    record.tokens_in = Some(0);
+    record.text = text;
+    record.offline = true;
+    record.model = Some("offline".to_string());
+    record.first_token_ms = record.retrieval_ms;
+    Ok((MessageStatus::Complete, None))
+}
+
+struct StreamCtx<'a> {
+    answer_id: &'a str,
+    started: Instant,
+    stops: &'a Stops,
+    record: &'a mut AnswerRecord,
+}
+
+async fn stream_answer<F, Fut>(
+    deps: &ChatDeps,
+    llm: &dyn Llm,
+    turn: &Turn,
+    history: &[HistoryTurn],
+    passages: &[Passage],
+    ctx: StreamCtx<'_>,
+    send: &F,
+) -> Result<Ending, ChatError>
+where
+    F: Fn(TurnEvent) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let system = deps.prompts.render_system(&SystemContext {
+        learner_name: &turn.learner.name,
+        course: turn.course.as_deref().unwrap_or("your course"),
+        page_title: turn.page.title.as_deref(),
+    })?;
+    let prompt = crate::prompt::assemble(deps.budget, &system, history, passages, &turn.text);
+    let record = ctx.record;
+    record.model = Some(llm.model().to_string());
+    // Citations refer to the passages the model actually saw.
+    record.sources.truncate(prompt.passages_used);
+    send(TurnEvent::Sources(record.sources.clone())).await;
+    let request = ChatRequest {
+        messages: prompt.messages,
+        max_tokens: deps.budget.reserved_answer,
+        temperature: deps.temperature,
+    };
+    let stream = tokio::select! {
+        result = llm.stream(request) => result,
+        _ = ctx.stops.cancel.cancelled() => return Ok((MessageStatus::Cancelled, None)),
+        _ = ctx.stops.shutdown.cancelled() => return Ok((MessageStatus::Interrupted, None)),
+    };
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "llm request failed");
+            return Ok((MessageStatus::Failed, Some(error.to_string())));
+        }
+    };
+    let mut seq = 0u64;
+    let mut usage: Option<(u32, u32)> = None;
+    let mut last_checkpoint = Instant::now();
+    let mut checkpointed_len = 0;
+    let ending = loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = ctx.stops.cancel.cancelled() => break (MessageStatus::Cancelled, None),
+            _ = ctx.stops.shutdown.cancelled() => break (MessageStatus::Interrupted, None),
+        };
+        match next {
+            None => break (MessageStatus::Complete, None),
+            Some(Ok(LlmEvent::Delta(text))) => {
+                if record.first_token_ms.is_none() {
+                    record.first_token_ms = Some(ctx.started.elapsed().as_millis() as i64);
+                }
+                record.text.push_str(&text);
+                send(TurnEvent::Delta { seq, text }).await;
+                seq += 1;
+            }
+            Some(Ok(LlmEvent::Usage {
+                tokens_in,
+                tokens_out,
+            })) => usage = Some((tokens_in, tokens_out)),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "llm stream failed");
+                break (MessageStatus::Failed, Some(error.to_string()));
+            }
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && record.text.len() != checkpointed_len {
+            deps.store
+                .checkpoint_answer(ctx.answer_id, &record.text)
+                .await?;
+            checkpointed_len = record.text.len();
+            last_checkpoint = Instant::now();
+        }
+    };
+    let (tokens_in, tokens_out) = usage.map_or_else(
+        || {
+            (
+                prompt.tokens as i64,
+                crate::retrieval::chunk::count_tokens(&record.text) as i64,
+            )
+        },
+        |(i, o)| (i64::from(i), i64::from(o)),
+    );
+    record.tokens_in = Some(tokens_in);
+    record.tokens_out = Some(tokens_out);
+    Ok(ending)
+}
+
+/// Past exchanges of the conversation, oldest first, without the current question.
+async fn history(
+    deps: &ChatDeps,
+    conversation_id: &str,
+    current_question: &str,
+) -> Result<Vec<HistoryTurn>, ChatError> {
+    let messages = deps.store.messages(conversation_id).await?;
+    let mut turns = Vec::new();
+    for question in messages
+        .iter()
+        .filter(|m| m.role == "learner" && m.id != current_question)
+    {
+        let answer = messages.iter().find(|m| {
+            m.reply_to.as_deref() == Some(question.id.as_str()) && !m.text.is_empty()
+        });
+        if let Some(answer) = answer {
+            turns.push(HistoryTurn {
+                question: question.text.clone(),
+                answer: answer.text.clone(),
+            });
+        }
+    }
+    let skip = turns.len().saturating_sub(HISTORY_TURNS);
+    Ok(turns.split_off(skip))
+}
+
+/// The stored answer to a question; if it is still streaming, waits for it to end.
+async fn wait_for_answer(
+    deps: &ChatDeps,
+    question_id: &str,
+) -> Result<Option<StoredMessage>, ChatError> {
+    let deadline = Instant::now() + DUPLICATE_WAIT;
+    loop {
+        match deps.store.answer_to(question_id).await? {
+            Some(stored) if stored.status == MessageStatus::Streaming => {
+                if Instant::now() >= deadline {
+                    return Err(ChatError::DuplicateInFlight);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+async fn replay<F, Fut>(stored: StoredMessage, send: &F) -> TurnSummary
+where
+    F: Fn(TurnEvent) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    send(TurnEvent::Sources(stored.sources.clone())).await;
+    if !stored.text.is_empty() {
+        send(TurnEvent::Delta {
+            seq: 0,
+            text: stored.text.clone(),
+        })
+        .await;
+    }
+    let summary = TurnSummary {
+        message_id: stored.id,
+        status: Some(stored.status),
+        offline: stored.offline,
+        replayed: true,
+        model: stored.model.unwrap_or_default(),
+        tokens_in: stored.tokens_in.unwrap_or(0),
+        tokens_out: stored.tokens_out.unwrap_or(0),
+        retrieval_ms: stored.retrieval_ms.unwrap_or(0),
+        first_token_ms: stored.first_token_ms,
+        total_ms: stored.total_ms.unwrap_or(0),
+        error: None,
+    };
+    send(TurnEvent::Done(summary.clone())).await;
+    summary
+}
+
+fn source_ref(passage: &Passage) -> SourceRef {
+    SourceRef {
+        n: passage.n,
+        title: passage.chunk.title.clone(),
+        section: passage.chunk.section_label(),
+        url: passage.chunk.url.clone(),
+        snippet: snippet(&passage.chunk.text),
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() <= SNIPPET_CHARS {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(SNIPPET_CHARS).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+    format!("{cut}…")
+}

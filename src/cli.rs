@@ -1,0 +1,212 @@
+//! The command line: each subcommand is one library call.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{Role, TokenKeys, claims_for, resolve_secret};
+use crate::config::{Overrides, Settings};
+use crate::startup::{Application, build_retriever, index_dir};
+
+#[derive(Debug, Parser)]
+#[command(name = "companion", version, about = "An AI learning companion")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct Common {
+    /// A TOML file layered over the defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the index, transcripts and secrets live.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the companion (WebSocket, demo page, APIs).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address and port, e.g. 127.0.0.1:8080 (port 0 picks one).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Index a content folder (the configured one by default) and report what was done.
+    Ingest {
+        #[command(flatten)]
+        common: Common,
+        /// Content folder to index instead of the configured one.
+        #[arg(long)]
+        content: Option<PathBuf>,
+        /// Drop the index and build it from scratch.
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// Measure retrieval (and, later, answers) on a question set.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+    /// Print a signed token for local use and tests.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        course: Option<String>,
+        /// Lifetime in seconds (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// recall@1/5/10, MRR and latency for bm25, dense and hybrid retrieval.
+    Retrieval {
+        #[command(flatten)]
+        common: Common,
+        /// Content folder to index into a fresh, temporary index.
+        #[arg(long)]
+        content: PathBuf,
+        /// JSON Lines: {"id", "question", "expected_files": [paths relative to --content]}.
+        #[arg(long)]
+        questions: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
+    Ok(Settings::load(&Overrides {
+        config_file: common.config.clone(),
+        listen,
+        data_dir: common.data_dir.clone(),
+    })?)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "companion=info,tower_http=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve { common, listen } => {
+            init_tracing();
+            let settings = load(&common, listen)?;
+            runtime.block_on(async {
+                let app = Application::build(settings).await?;
+                app.run_until(shutdown_signal()).await
+            })
+        }
+        Command::Ingest {
+            common,
+            content,
+            rebuild,
+        } => {
+            init_tracing();
+            let settings = load(&common, None)?;
+            runtime.block_on(async {
+                let retriever = build_retriever(&settings).await?;
+                let dir = content.unwrap_or_else(|| settings.content.dir.clone());
+                let report = index_dir(&retriever, &settings, &dir, true, rebuild).await?;
+                for (file, reason) in &report.skipped {
+                    eprintln!("skipped {file}: {reason}");
+                }
+                println!(
+                    "indexed {} files ({} chunks), {} unchanged, {} removed, {} skipped in {} ms",
+                    report.files_indexed,
+                    report.chunks_written,
+                    report.files_unchanged,
+                    report.files_removed,
+                    report.skipped.len(),
+                    report.elapsed_ms
+                );
+                Ok(())
+            })
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Retrieval {
+                    common,
+                    content,
+                    questions,
+                    json,
+                },
+        } => {
+            init_tracing();
+            let settings = load(&common, None)?;
+            let questions = crate::eval::read_questions(&questions)?;
+            anyhow::ensure!(content.is_dir(), "--content {} is not a folder", content.display());
+            let report = runtime.block_on(crate::eval::retrieval(&settings, &content, &questions))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::eval::render_table(&report));
+            }
+            Ok(())
+        }
+        Command::Token {
+            common,
+            role,
+            id,
+            name,
+            course,
+            ttl,
+        } => {
+            let settings = load(&common, None)?;
+            anyhow::ensure!(!id.trim().is_empty(), "--id must not be empty");
+            let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
+            let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
+            let claims = claims_for(
+                role,
+                &id,
+                name,
+                course,
+                ttl.unwrap_or(settings.auth.token_ttl_secs),
+            );
+            println!("{}", keys.mint(&claims)?);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,563 @@
+//! Layered settings: compiled-in defaults, an optional file, the environment, CLI overrides;
+//! validated once into typed [`Settings`].
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    server: RawServer,
+    auth: RawAuth,
+    content: RawContent,
+    retrieval: RawRetrieval,
+    embedding: RawEmbedding,
+    index: RawIndex,
+    llm: RawLlm,
+    database: RawDatabase,
+    limits: RawLimits,
+    demo: RawDemo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    data_dir: PathBuf,
+    shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    secret: String,
+    token_ttl_secs: u64,
+    leeway_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContent {
+    dir: PathBuf,
+    chunk_tokens: usize,
+    chunk_overlap_tokens: usize,
+    max_file_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetrieval {
+    top_k: usize,
+    candidates: usize,
+    mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmbedding {
+    provider: String,
+    model_dir: String,
+    allow_bm25_fallback: bool,
+    openai_model: String,
+    openai_dimensions: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    backend: String,
+    url: String,
+    api_key: String,
+    collection: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLlm {
+    base_url: String,
+    api_key: String,
+    model: String,
+    context_window: usize,
+    max_answer_tokens: usize,
+    temperature: f32,
+    idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+    max_connections: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_question_chars: usize,
+    max_frame_bytes: usize,
+    asks_per_minute: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemo {
+    enabled: bool,
+    learner_id: String,
+    learner_name: String,
+}
+
+/// Everything the service needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shutdown_grace: std::time::Duration,
+    pub auth: AuthSettings,
+    pub content: ContentSettings,
+    pub retrieval: RetrievalSettings,
+    pub embedding: EmbeddingSettings,
+    pub index: IndexSettings,
+    pub llm: Option<LlmSettings>,
+    pub llm_model: String,
+    pub llm_context_window: usize,
+    pub llm_max_answer_tokens: usize,
+    pub database: DatabaseSettings,
+    pub limits: Limits,
+    pub demo: Option<DemoSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `None`: use (or create) the secret file under the data directory.
+    pub secret: Option<SecretString>,
+    pub token_ttl_secs: u64,
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContentSettings {
+    pub dir: PathBuf,
+    pub chunk_tokens: usize,
+    pub chunk_overlap_tokens: usize,
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalMode {
+    Hybrid,
+    Bm25,
+    Dense,
+}
+
+impl std::str::FromStr for RetrievalMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hybrid" => Ok(Self::Hybrid),
+            "bm25" => Ok(Self::Bm25),
+            "dense" => Ok(Self::Dense),
+            other => Err(format!(
+                "unknown retrieval mode {other:?}, expected hybrid, bm25 or dense"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrievalSettings {
+    pub top_k: usize,
+    pub candidates: usize,
+    pub mode: RetrievalMode,
+}
+
+#[derive(Debug, Clone)]
+pub enum EmbeddingProvider {
+    None,
+    Local { model_dir: PathBuf },
+    OpenAi { model: String, dimensions: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingSettings {
+    pub provider: EmbeddingProvider,
+    pub allow_bm25_fallback: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum IndexSettings {
+    Edge {
+        path: PathBuf,
+    },
+    Qdrant {
+        url: String,
+        api_key: Option<SecretString>,
+        collection: String,
+    },
+}
+
+/// Present only when an LLM endpoint is configured.
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub model: String,
+    pub temperature: f32,
+    pub max_answer_tokens: usize,
+    pub idle_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// A `sqlite://` or `postgres://` URL.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_question_chars: usize,
+    pub max_frame_bytes: usize,
+    pub asks_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    pub learner_id: String,
+    pub learner_name: String,
+}
+
+/// Variables read from the process environment, passed in so tests can control them.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Settings {
+    /// Loads every layer and validates the result.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| ProcessEnv.var("COMPANION_CONFIG").map(PathBuf::from));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", file.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("COMPANION")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        if let Some(listen) = &overrides.listen {
+            builder = builder.set_override("server.listen", listen.as_str())?;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            builder = builder.set_override("server.data_dir", dir.to_string_lossy().as_ref())?;
+        }
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        Self::validate(raw, &ProcessEnv)
+    }
+
+    fn validate(raw: RawSettings, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("{:?} is not an address:port", raw.server.listen),
+            )
+        })?;
+        let data_dir = raw.server.data_dir;
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        if raw.content.chunk_tokens < 32 {
+            return Err(invalid("content.chunk_tokens", "must be at least 32"));
+        }
+        if raw.content.chunk_overlap_tokens >= raw.content.chunk_tokens / 2 {
+            return Err(invalid(
+                "content.chunk_overlap_tokens",
+                "must be less than half of content.chunk_tokens",
+            ));
+        }
+        if raw.retrieval.top_k == 0 || raw.retrieval.top_k > 50 {
+            return Err(invalid("retrieval.top_k", "must be between 1 and 50"));
+        }
+        if raw.retrieval.candidates < raw.retrieval.top_k {
+            return Err(invalid(
+                "retrieval.candidates",
+                "must be at least retrieval.top_k",
+            ));
+        }
+        let mode: RetrievalMode = raw
+            .retrieval
+            .mode
+            .parse()
+            .map_err(|e: String| invalid("retrieval.mode", e))?;
+        let provider = match raw.embedding.provider.as_str() {
+            "none" => EmbeddingProvider::None,
+            "local" => EmbeddingProvider::Local {
+                model_dir: if raw.embedding.model_dir.is_empty() {
+                    data_dir.join("models").join("all-MiniLM-L6-v2")
+                } else {
+                    PathBuf::from(raw.embedding.model_dir)
+                },
+            },
+            "openai" => {
+                if raw.embedding.openai_dimensions == 0 {
+                    return Err(invalid("embedding.openai_dimensions", "must be positive"));
+                }
+                EmbeddingProvider::OpenAi {
+                    model: raw.embedding.openai_model,
+                    dimensions: raw.embedding.openai_dimensions,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "embedding.provider",
+                    format!("unknown provider {other:?}, expected local, openai or none"),
+                ));
+            }
+        };
+        let index = match raw.index.backend.as_str() {
+            "edge" => IndexSettings::Edge {
+                path: data_dir.join("index"),
+            },
+            "qdrant" => {
+                if raw.index.url.is_empty() {
+                    return Err(invalid(
+                        "index.url",
+                        "must be set when index.backend is \"qdrant\"",
+                    ));
+                }
+                IndexSettings::Qdrant {
+                    url: raw.index.url,
+                    api_key: non_empty(raw.index.api_key).map(SecretString::from),
+                    collection: raw.index.collection,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "index.backend",
+                    format!("unknown backend {other:?}, expected edge or qdrant"),
+                ));
+            }
+        };
+        if raw.llm.max_answer_tokens == 0 || raw.llm.max_answer_tokens * 2 > raw.llm.context_window
+        {
+            return Err(invalid(
+                "llm.max_answer_tokens",
+                "must be positive and at most half of llm.context_window",
+            ));
+        }
+        if !(0.0..=2.0).contains(&raw.llm.temperature) {
+            return Err(invalid("llm.temperature", "must be between 0 and 2"));
+        }
+        let base_url = non_empty(raw.llm.base_url).or_else(|| env.var("OPENAI_BASE_URL"));
+        let api_key = non_empty(raw.llm.api_key).or_else(|| env.var("OPENAI_API_KEY"));
+        let llm = match (base_url, api_key) {
+            (None, None) => None,
+            (base_url, api_key) => {
+                let base_url = base_url.unwrap_or_else(|| "https://api.openai.com/v1".into());
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(invalid(
+                        "llm.base_url",
+                        format!("{base_url:?} is not an http(s) URL"),
+                    ));
+                }
+                Some(LlmSettings {
+                    base_url: base_url.trim_end_matches('/').to_string(),
+                    // Local OpenAI-compatible servers often need no key; the client still sends one.
+                    api_key: SecretString::from(api_key.unwrap_or_else(|| "unused".into())),
+                    model: raw.llm.model.clone(),
+                    temperature: raw.llm.temperature,
+                    max_answer_tokens: raw.llm.max_answer_tokens,
+                    idle_timeout: std::time::Duration::from_secs(raw.llm.idle_timeout_secs.max(1)),
+                })
+            }
+        };
+        let database_url = if raw.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("transcripts.db").display()
+            )
+        } else {
+            raw.database.url
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if raw.limits.max_question_chars == 0 {
+            return Err(invalid("limits.max_question_chars", "must be positive"));
+        }
+        if raw.limits.max_frame_bytes < 1024 {
+            return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
+        }
+        if raw.demo.enabled && raw.demo.learner_id.is_empty() {
+            return Err(invalid(
+                "demo.learner_id",
+                "must be set when demo.enabled is true",
+            ));
+        }
+        Ok(Settings {
+            listen,
+            shutdown_grace: std::time::Duration::from_secs(raw.server.shutdown_grace_secs),
+            auth: AuthSettings {
+                secret: non_empty(raw.auth.secret).map(SecretString::from),
+                token_ttl_secs: raw.auth.token_ttl_secs,
+                leeway_secs: raw.auth.leeway_secs,
+            },
+            content: ContentSettings {
+                dir: raw.content.dir,
+                chunk_tokens: raw.content.chunk_tokens,
+                chunk_overlap_tokens: raw.content.chunk_overlap_tokens,
+                max_file_bytes: raw.content.max_file_bytes,
+            },
+            retrieval: RetrievalSettings {
+                top_k: raw.retrieval.top_k,
+                candidates: raw.retrieval.candidates,
+                mode,
+            },
+            embedding: EmbeddingSettings {
+                provider,
+                allow_bm25_fallback: raw.embedding.allow_bm25_fallback,
+            },
+            index,
+            llm,
+            llm_model: raw.llm.model,
+            llm_context_window: raw.llm.context_window,
+            llm_max_answer_tokens: raw.llm.max_answer_tokens,
+            database: DatabaseSettings {
+                url: database_url,
+                max_connections: raw.database.max_connections.max(1),
+            },
+            limits: Limits {
+                max_question_chars: raw.limits.max_question_chars,
+                max_frame_bytes: raw.limits.max_frame_bytes,
+                asks_per_minute: raw.limits.asks_per_minute,
+            },
+            demo: raw.demo.enabled.then_some(DemoSettings {
+                learner_id: raw.demo.learner_id,
+                learner_name: raw.demo.learner_name,
+            }),
+            data_dir,
+        })
+    }
+
+    /// The data directory, created if missing.
+    pub fn ensure_data_dir(&self) -> std::io::Result<&Path> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        Ok(&self.data_dir)
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.trim().is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl EnvSource for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn raw_from(extra: &str) -> Result<RawSettings, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .add_source(config::File::from_str(extra, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()
+    }
+
+    #[test]
+    fn defaults_validate_into_offline_settings() {
+        let settings = Settings::validate(raw_from("").unwrap(), &NoEnv).unwrap();
+        assert!(settings.llm.is_none());
+        assert_eq!(settings.retrieval.mode, RetrievalMode::Hybrid);
+        assert!(settings.database.url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let err = raw_from("[server]\nlisten_port = 3").unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Settings::validate(
+            raw_from("[server]\nlisten = \"nowhere\"").unwrap(),
+            &NoEnv,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn openai_environment_variables_select_an_llm() {
+        struct Env;
+        impl EnvSource for Env {
+            fn var(&self, name: &str) -> Option<String> {
+                (name == "OPENAI_BASE_URL").then(|| "http://127.0.0.1:9/v1/".to_string())
+            }
+        }
+        let settings = Settings::validate(raw_from("").unwrap(), &Env).unwrap();
+        assert_eq!(settings.llm.unwrap().base_url, "http://127.0.0.1:9/v1");
+    }
+}

@@ -1,0 +1,174 @@
+//! HTTP: the router, shared state, the one error type that becomes a status code, health
+//! checks. Only this module knows axum, status codes and wire JSON.
+pub mod api;
+pub mod pages;
+pub mod ws;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::TokenKeys;
+use crate::chat::ChatDeps;
+use crate::config::{DemoSettings, Limits};
+
+/// Shared by every handler; clones are cheap handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub chat: ChatDeps,
+    pub keys: Arc<TokenKeys>,
+    pub limits: Limits,
+    pub demo: Option<DemoSettings>,
+    pub pages: Arc<pages::CoursePages>,
+    pub ready: Arc<AtomicBool>,
+    /// Answers in flight, waited for at shutdown.
+    pub turns: TaskTracker,
+    /// Stop taking new questions and close sockets once their answer is done.
+    pub shutdown: CancellationToken,
+    /// The grace period is over: answers still streaming stop and are stored as interrupted.
+    pub turn_shutdown: CancellationToken,
+    pub rate: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/ws", get(ws::upgrade))
+        .route("/", get(pages::home))
+        .route("/course/{*path}", get(pages::page))
+        .route("/static/{file}", get(pages::asset))
+        .route("/api/v1/demo/token", post(api::demo_token))
+        .route("/api/v1/conversations/{id}", get(api::conversation))
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting"})),
+        )
+            .into_response()
+    }
+}
+
+/// Every HTTP failure, mapped once to a status code and a clear JSON message.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<crate::transcript::TranscriptError> for ApiError {
+    fn from(e: crate::transcript::TranscriptError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response()
+    }
+}
+
+/// Questions per learner per minute, across connections and nodes' local view.
+pub struct RateLimiter {
+    per_minute: u32,
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a question now, or says no if the learner is over the limit.
+    pub fn allow(&self, learner: &str) -> bool {
+        if self.per_minute == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() > 10_000 {
+            recent.retain(|_, q| q.back().is_some_and(|t| now - *t < Duration::from_secs(60)));
+        }
+        let queue = recent.entry(learner.to_string()).or_default();
+        while queue
+            .front()
+            .is_some_and(|t| now - *t >= Duration::from_secs(60))
+        {
+            queue.pop_front();
+        }
+        if queue.len() >= self.per_minute as usize {
+            return false;
+        }
+        queue.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limiter_refuses_past_the_limit_per_learner() {
+        let limiter = RateLimiter::new(2);
+        assert!(limiter.allow("a"));
+        assert!(limiter.allow("a"));
+        assert!(!limiter.allow("a"));
+        assert!(limiter.allow("b"));
+    }
+}

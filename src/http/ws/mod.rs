@@ -1,0 +1,360 @@
+//! The WebSocket gateway: authenticates the upgrade, then runs a send half (frames out of a
+//! channel) and a receive half (client frames in), one answer streaming at a time.
+pub mod protocol;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{ApiError, AppState};
+use crate::auth::Role;
+use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent};
+use protocol::{
+    ClientFrame, ErrorCode, LearnerInfo, PROTOCOL_VERSION, SUBPROTOCOL, ServerFrame, Timings,
+    Usage, parse_client_frame,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    conversation: Option<String>,
+}
+
+/// `GET /ws`: the token comes as `?token=` or as a `bearer.<token>` subprotocol.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let offered: Vec<String> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let token = query
+        .token
+        .clone()
+        .or_else(|| {
+            offered
+                .iter()
+                .find_map(|p| p.strip_prefix("bearer.").map(str::to_string))
+        })
+        .ok_or(ApiError::Unauthorized("missing token".into()))?;
+    let claims = state
+        .keys
+        .verify(&token)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    if !matches!(claims.role, Role::Learner | Role::Admin) {
+        return Err(ApiError::Forbidden("only learners chat".into()));
+    }
+    if !state.is_ready() {
+        return Err(ApiError::Unavailable("the index is still being built".into()));
+    }
+    let conversation_id = match query.conversation {
+        Some(id) => {
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Err(ApiError::BadRequest(format!(
+                    "conversation {id:?} is not a valid id"
+                )));
+            }
+            match state.chat.store.conversation(&id).await? {
+                Some(c) if c.learner_id != claims.sub => {
+                    return Err(ApiError::NotFound("conversation".into()));
+                }
+                _ => id,
+            }
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let learner = Learner {
+        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        id: claims.sub.clone(),
+    };
+    let course = claims.course.clone();
+    let ws = if offered.iter().any(|p| p == SUBPROTOCOL) {
+        ws.protocols([SUBPROTOCOL])
+    } else {
+        ws
+    };
+    let max_frame = state.limits.max_frame_bytes;
+    Ok(ws
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| {
+            session(
+                socket,
+                state,
+                Session {
+                    learner,
+                    conversation_id,
+                    course,
+                },
+            )
+        }))
+}
+
+struct Session {
+    learner: Learner,
+    conversation_id: String,
+    course: Option<String>,
+}
+
+struct InFlight {
+    client_id: String,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+async fn session(socket: WebSocket, state: AppState, session: Session) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<ServerFrame>(256);
+    let sender = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            let Ok(text) = serde_json::to_string(&frame) else {
+                continue;
+            };
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let _ = out
+        .send(ServerFrame::Ready {
+            protocol: PROTOCOL_VERSION,
+            conversation_id: session.conversation_id.clone(),
+            learner: LearnerInfo {
+                id: session.learner.id.clone(),
+                name: session.learner.name.clone(),
+            },
+        })
+        .await;
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = state.shutdown.cancelled() => break,
+        };
+        let text = match message {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                let _ = out
+                    .send(ServerFrame::error(
+                        None,
+                        ErrorCode::BadJson,
+                        "binary frames are not accepted; send JSON text",
+                    ))
+                    .await;
+                continue;
+            }
+            Some(Ok(_)) => continue,
+        };
+        let frame = match parse_client_frame(text.as_str()) {
+            Ok(frame) => frame,
+            Err(error) => {
+                let _ = out.send(error).await;
+                continue;
+            }
+        };
+        if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+            in_flight = None;
+        }
+        match frame {
+            ClientFrame::Ping { nonce } => {
+                let _ = out.send(ServerFrame::Pong { nonce }).await;
+            }
+            ClientFrame::Cancel { id } => match &in_flight {
+                Some(f) if f.client_id == id => f.cancel.cancel(),
+                _ => {
+                    let _ = out
+                        .send(ServerFrame::error(
+                            Some(id.clone()),
+                            ErrorCode::UnknownAsk,
+                            format!("no answer is streaming for ask {id:?}"),
+                        ))
+                        .await;
+                }
+            },
+            ClientFrame::Ask {
+                id,
+                text,
+                page,
+                course,
+            } => {
+                if let Err(error) = check_ask(&state, &session, &id, &text, in_flight.is_some()) {
+                    let _ = out.send(error).await;
+                    continue;
+                }
+                let page = page.unwrap_or_default();
+                let turn = Turn {
+                    learner: session.learner.clone(),
+                    conversation_id: session.conversation_id.clone(),
+                    client_id: id.clone(),
+                    text: text.trim().to_string(),
+                    page: PageRef {
+                        url: page.url,
+                        title: page.title,
+                    },
+                    course: course.or_else(|| session.course.clone()),
+                };
+                let cancel = CancellationToken::new();
+                let stops = Stops {
+                    cancel: cancel.clone(),
+                    shutdown: state.turn_shutdown.clone(),
+                };
+                let task = state
+                    .turns
+                    .spawn(run_turn(state.clone(), turn, stops, out.clone()));
+                in_flight = Some(InFlight {
+                    client_id: id,
+                    cancel,
+                    task,
+                });
+            }
+        }
+    }
+    // The learner left: an answer in flight goes on and is stored; only the socket closes.
+    drop(out);
+    let _ = sender.await;
+}
+
+fn check_ask(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+    text: &str,
+    busy: bool,
+) -> Result<(), ServerFrame> {
+    let err = |code, message: String| ServerFrame::error(Some(id.to_string()), code, message);
+    if id.is_empty() || id.chars().count() > 100 {
+        return Err(err(
+            ErrorCode::InvalidField,
+            "ask frame: `id` must be 1 to 100 characters".into(),
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(err(ErrorCode::EmptyQuestion, "the question is empty".into()));
+    }
+    let chars = text.chars().count();
+    if chars > state.limits.max_question_chars {
+        return Err(err(
+            ErrorCode::QuestionTooLong,
+            format!(
+                "the question has {chars} characters; the limit is {}",
+                state.limits.max_question_chars
+            ),
+        ));
+    }
+    if state.turn_shutdown.is_cancelled() || state.shutdown.is_cancelled() {
+        return Err(err(
+            ErrorCode::ShuttingDown,
+            "the server is restarting; ask again in a moment".into(),
+        ));
+    }
+    if busy {
+        return Err(err(
+            ErrorCode::Busy,
+            "an answer is already streaming on this connection; wait for it or cancel it".into(),
+        ));
+    }
+    if !state.rate.allow(&session.learner.id) {
+        return Err(err(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} questions in a minute; wait a little",
+                state.limits.asks_per_minute
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `chat::answer` and turns its events into frames.
+async fn run_turn(state: AppState, turn: Turn, stops: Stops, out: mpsc::Sender<ServerFrame>) {
+    let client_id = turn.client_id.clone();
+    let (events, mut events_rx) = mpsc::channel::<TurnEvent>(64);
+    let forward_out = out.clone();
+    let forward_id = client_id.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            // A failed answer says why before its `done`.
+            if let TurnEvent::Done(summary) = &event {
+                if let Some(error) = &summary.error {
+                    let frame = ServerFrame::error(
+                        Some(forward_id.clone()),
+                        ErrorCode::LlmUnavailable,
+                        format!("the AI model failed: {error}"),
+                    );
+                    let _ = forward_out.send(frame).await;
+                }
+            }
+            let _ = forward_out.send(frame_of(&forward_id, event)).await;
+        }
+    });
+    let result = chat::answer(&state.chat, turn, events, stops).await;
+    let _ = forward.await;
+    let error = match result {
+        Ok(_) => None,
+        Err(ChatError::DuplicateInFlight) => Some((
+            ErrorCode::DuplicateInFlight,
+            ChatError::DuplicateInFlight.to_string(),
+        )),
+        Err(error) => {
+            tracing::error!(%error, "turn failed");
+            Some((
+                ErrorCode::Internal,
+                "the question could not be answered; try again".to_string(),
+            ))
+        }
+    };
+    if let Some((code, message)) = error {
+        let _ = out
+            .send(ServerFrame::error(Some(client_id), code, message))
+            .await;
+    }
+}
+
+fn frame_of(id: &str, event: TurnEvent) -> ServerFrame {
+    let id = id.to_string();
+    match event {
+        TurnEvent::Ack {
+            message_id,
+            duplicate,
+        } => ServerFrame::Ack {
+            id,
+            message_id,
+            duplicate,
+        },
+        TurnEvent::Sources(sources) => ServerFrame::Sources { id, sources },
+        TurnEvent::Delta { seq, text } => ServerFrame::Delta { id, seq, text },
+        TurnEvent::Done(summary) => ServerFrame::Done {
+            id,
+            message_id: summary.message_id,
+            status: summary
+                .status
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            offline: summary.offline,
+            replayed: summary.replayed,
+            model: summary.model,
+            usage: Usage {
+                tokens_in: summary.tokens_in,
+                tokens_out: summary.tokens_out,
+            },
+            timings: Timings {
+                retrieval_ms: summary.retrieval_ms,
+                first_token_ms: summary.first_token_ms,
+                total_ms: summary.total_ms,
+            },
+        },
+    }
+}

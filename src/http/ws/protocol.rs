@@ -1,0 +1,219 @@
+//! The WebSocket wire protocol, version 1: one typed enum per direction (see docs/protocol.md).
+use serde::{Deserialize, Serialize};
+
+use crate::transcript::SourceRef;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const SUBPROTOCOL: &str = "companion.v1";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Ask {
+        id: String,
+        text: String,
+        #[serde(default)]
+        page: Option<PageInfo>,
+        #[serde(default)]
+        course: Option<String>,
+    },
+    Cancel {
+        id: String,
+    },
+    Ping {
+        #[serde(default)]
+        nonce: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+pub struct PageInfo {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LearnerInfo {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Usage {
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timings {
+    pub retrieval_ms: i64,
+    pub first_token_ms: Option<i64>,
+    pub total_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Ready {
+        protocol: u32,
+        conversation_id: String,
+        learner: LearnerInfo,
+    },
+    Ack {
+        id: String,
+        message_id: String,
+        duplicate: bool,
+    },
+    Sources {
+        id: String,
+        sources: Vec<SourceRef>,
+    },
+    Delta {
+        id: String,
+        seq: u64,
+        text: String,
+    },
+    Done {
+        id: String,
+        message_id: String,
+        status: String,
+        offline: bool,
+        replayed: bool,
+        model: String,
+        usage: Usage,
+        timings: Timings,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    Error {
+        id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Stable machine codes of `error` frames.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    MissingField,
+    InvalidField,
+    EmptyQuestion,
+    QuestionTooLong,
+    NotReady,
+    Busy,
+    UnknownAsk,
+    RateLimited,
+    LlmUnavailable,
+    DuplicateInFlight,
+    ShuttingDown,
+    Internal,
+}
+
+impl ServerFrame {
+    pub fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a text frame, mapping every failure to the error frame the client gets.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        ServerFrame::error(None, ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
+    })?;
+    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_string);
+    let Some(kind) = value.get("type") else {
+        return Err(ServerFrame::error(
+            id,
+            ErrorCode::MissingField,
+            "frame has no `type` field",
+        ));
+    };
+    let Some(kind) = kind.as_str() else {
+        return Err(ServerFrame::error(
+            id,
+            ErrorCode::InvalidField,
+            "`type` must be a string",
+        ));
+    };
+    let kind = kind.to_string();
+    if !matches!(kind.as_str(), "ask" | "cancel" | "ping") {
+        return Err(ServerFrame::error(
+            id,
+            ErrorCode::UnknownType,
+            format!("unknown frame type {kind:?}; expected ask, cancel or ping"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        let code = if message.starts_with("missing field") {
+            ErrorCode::MissingField
+        } else {
+            ErrorCode::InvalidField
+        };
+        ServerFrame::error(id, code, format!("{kind} frame: {message}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ask_frame_parses_with_its_optional_page() {
+        let frame = parse_client_frame(
+            r#"{"type":"ask","id":"c1","text":"hi","page":{"url":"/course/x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Ask {
+                id: "c1".into(),
+                text: "hi".into(),
+                page: Some(PageInfo {
+                    url: Some("/course/x".into()),
+                    title: None
+                }),
+                course: None
+            }
+        );
+    }
+
+    fn code_of(text: &str) -> ErrorCode {
+        match parse_client_frame(text).unwrap_err() {
+            ServerFrame::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_frames_get_stable_codes() {
+        assert_eq!(code_of("{not json"), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"{"id":"x"}"#), ErrorCode::MissingField);
+        assert_eq!(code_of(r#"{"type":"shout"}"#), ErrorCode::UnknownType);
+        assert_eq!(code_of(r#"{"type":"ask","id":"x"}"#), ErrorCode::MissingField);
+        assert_eq!(code_of(r#"{"type":"ask","id":"x","text":3}"#), ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn server_frames_serialise_with_their_type_tag() {
+        let json = serde_json::to_value(ServerFrame::Delta {
+            id: "c1".into(),
+            seq: 2,
+            text: "hi".into(),
+        })
+        .unwrap();
+        assert_eq!(json["type"], "delta");
+        assert_eq!(json["seq"], 2);
+    }
+}

@@ -1,0 +1,25 @@
+//! Companion: an AI learning companion served over WebSocket.
+//!
+//! Map of the crate (see ARCHITECTURE.md for how a message flows):
+//! - [`config`]: layered settings (default file, local file, environment) validated into types.
+//! - [`auth`]: signed tokens (HS256) for learners, mentors, course teams and admins.
+//! - [`retrieval`]: course content parsing, chunking, embedding, the vector index seam, search.
+//! - [`llm`]: the LLM seam and its OpenAI-compatible streaming client.
+//! - [`prompt`]: system prompt templates and token-budgeted context assembly.
+//! - [`transcript`]: the transcript store seam and its SQL implementation.
+//! - [`chat`]: the one path that answers a question.
+//! - [`eval`]: retrieval evaluation over a question set.
+//! - [`http`]: axum routes, the WebSocket gateway and its wire protocol, pages.
+//! - [`startup`]: builds everything from settings, binds, serves, shuts down.
+//! - [`cli`]: the command line.
+pub mod auth;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod eval;
+pub mod http;
+pub mod llm;
+pub mod prompt;
+pub mod retrieval;
+pub mod startup;
+pub mod transcript;

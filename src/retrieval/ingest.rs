@@ -1,0 +1,229 @@
+//! Ingestion of a content folder into the index: incremental by content hash (unchanged files
+//! skipped, changed ones replaced, deleted ones removed), refusing bad files one by one.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::Retriever;
+use super::chunk::{self, ChunkSizes};
+use super::document;
+use super::store::{IndexedPoint, StoreError, point_id};
+use super::embed::EmbedError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("content folder {0} does not exist or is not a folder")]
+    NoContentDir(String),
+    #[error("cannot read the index manifest {path}: {reason}")]
+    Manifest { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+}
+
+/// What an ingest did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct IngestReport {
+    pub files_seen: usize,
+    pub files_indexed: usize,
+    pub files_unchanged: usize,
+    pub files_removed: usize,
+    /// (source, reason) of every file refused.
+    pub skipped: Vec<(String, String)>,
+    pub chunks_written: usize,
+    pub rebuilt: bool,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    /// Embedders and chunk sizes that produced the index.
+    signature: String,
+    files: BTreeMap<String, String>,
+}
+
+pub struct IngestOptions<'a> {
+    pub content_dir: &'a Path,
+    /// Where the record of what is indexed is kept (next to the index).
+    pub manifest_path: PathBuf,
+    pub sizes: ChunkSizes,
+    pub max_file_bytes: u64,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Drop everything and index from scratch.
+    pub rebuild: bool,
+}
+
+/// Brings the index in line with the content folder.
+pub async fn ingest(
+    retriever: &Retriever,
+    options: IngestOptions<'_>,
+) -> Result<IngestReport, IngestError> {
+    let started = std::time::Instant::now();
+    let dir = options.content_dir;
+    if !dir.is_dir() {
+        return Err(IngestError::NoContentDir(dir.display().to_string()));
+    }
+    let signature = format!(
+        "v1;{};chunk={}/{}",
+        retriever.embedder_id(),
+        options.sizes.max_tokens,
+        options.sizes.overlap_tokens
+    );
+    let mut manifest = read_manifest(&options.manifest_path)?;
+    let rebuild = options.rebuild || manifest.signature != signature;
+    retriever.store().prepare(retriever.schema(), rebuild).await?;
+    if rebuild {
+        manifest = Manifest {
+            signature,
+            files: BTreeMap::new(),
+        };
+    }
+    let root_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "content".into());
+    let files = content_files(dir);
+    let mut report = IngestReport {
+        files_seen: files.len(),
+        rebuilt: rebuild,
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (idx, path) in files.iter().enumerate() {
+        let relative = path.strip_prefix(dir).unwrap_or(path);
+        let source = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        seen.insert(source.clone());
+        if options.progress {
+            draw_progress(idx + 1, files.len(), &source);
+        }
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.skipped.push((source, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let hash = hex::encode(sha2::Sha256::digest(&bytes));
+        if manifest.files.get(&source) == Some(&hash) {
+            report.files_unchanged += 1;
+            continue;
+        }
+        let doc = match document::parse(relative, &root_name, &bytes, options.max_file_bytes) {
+            Ok(doc) => doc,
+            Err(e) => {
+                report.skipped.push((source, e.to_string()));
+                continue;
+            }
+        };
+        let chunks = chunk::chunk(&doc, options.sizes);
+        let dense = match retriever.dense() {
+            Some(embedder) => Some(
+                embedder
+                    .embed_documents(chunks.iter().map(|c| c.embedding_text()).collect())
+                    .await?,
+            ),
+            None => None,
+        };
+        let points: Vec<IndexedPoint> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| IndexedPoint {
+                id: point_id(&chunk.source, None, chunk.chunk_idx),
+                sparse: retriever.bm25().embed_document(&chunk.embedding_text()),
+                dense: dense.as_ref().map(|d| d[i].clone()),
+                learner: None,
+                chunk,
+            })
+            .collect();
+        retriever.store().delete_source(&source, None).await?;
+        report.chunks_written += points.len();
+        retriever.store().upsert(points).await?;
+        manifest.files.insert(source, hash);
+        report.files_indexed += 1;
+    }
+    let removed: Vec<String> = manifest
+        .files
+        .keys()
+        .filter(|s| !seen.contains(*s))
+        .cloned()
+        .collect();
+    for source in removed {
+        retriever.store().delete_source(&source, None).await?;
+        manifest.files.remove(&source);
+        report.files_removed += 1;
+    }
+    if options.progress {
+        eprintln!();
+    }
+    if report.files_indexed > 0 || report.files_removed > 0 || rebuild {
+        retriever.store().commit().await?;
+    }
+    write_manifest(&options.manifest_path, &manifest)?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Markdown and text files below `dir`, hidden ones excluded, in a stable order.
+fn content_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("md" | "markdown" | "txt")
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, IngestError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(e) => Err(IngestError::Manifest {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), IngestError> {
+    let err = |e: std::io::Error| IngestError::Manifest {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn draw_progress(done: usize, total: usize, current: &str) {
+    let width = 30;
+    let filled = done * width / total.max(1);
+    let name: String = current.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    eprint!(
+        "\r[{}{}] {done}/{total} {name:<40}",
+        "#".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    let _ = std::io::stderr().flush();
+}

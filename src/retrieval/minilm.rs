@@ -1,0 +1,330 @@
+//! The in-process dense embedder: all-MiniLM-L6-v2 (a 6-layer BERT, 384 dimensions) run on the
+//! CPU with candle; mean pooling over real tokens, L2-normalised, inputs cut at 256 tokens.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+
+use super::embed::{DenseEmbedder, EmbedError};
+
+/// Files the model directory must hold (`scripts/fetch-model.sh` puts them there).
+pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+/// Inputs longer than this many tokens (special tokens included) are cut, as
+/// sentence-transformers does for this model.
+pub const MAX_TOKENS: usize = 256;
+/// Documents are run through the model this many at a time.
+pub const BATCH_SIZE: usize = 32;
+const DIMENSIONS: usize = 384;
+
+/// all-MiniLM-L6-v2 held in memory; cheap to clone (the model is shared).
+#[derive(Clone)]
+pub struct MiniLm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl MiniLm {
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
+    pub fn load(dir: &Path) -> Result<MiniLm, EmbedError> {
+        let missing: Vec<&str> = MODEL_FILES
+            .iter()
+            .copied()
+            .filter(|f| !dir.join(f).is_file())
+            .collect();
+        if !missing.is_empty() {
+            return Err(EmbedError::ModelMissing {
+                dir: dir.display().to_string(),
+                missing: missing.join(", "),
+            });
+        }
+        let load = |what: &str, e: &dyn std::fmt::Display| {
+            EmbedError::Load(format!("{}: {what}: {e}", dir.display()))
+        };
+
+        let config_text = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| load("reading config.json", &e))?;
+        let config: Config =
+            serde_json::from_str(&config_text).map_err(|e| load("parsing config.json", &e))?;
+        if config.hidden_size != DIMENSIONS {
+            return Err(load(
+                "config.json",
+                &format!("hidden_size is {}, expected {DIMENSIONS}", config.hidden_size),
+            ));
+        }
+
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| load("reading tokenizer.json", &e))?;
+        // tokenizer.json ships with truncation at 128 and fixed padding to 128; we cut at 256
+        // and pad each batch ourselves to its longest input.
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| load("setting truncation", &e))?;
+        tokenizer.with_padding(None);
+
+        let device = Device::Cpu;
+        // Read into memory rather than mmap: no `unsafe`, and the weights are copied into
+        // tensors either way (about 90 MB).
+        let weights = std::fs::read(dir.join("model.safetensors"))
+            .map_err(|e| load("reading model.safetensors", &e))?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(|e| load("parsing model.safetensors", &e))?;
+        let model = BertModel::load(vb, &config).map_err(|e| load("building the model", &e))?;
+
+        Ok(MiniLm {
+            inner: Arc::new(Inner {
+                model,
+                tokenizer,
+                device,
+            }),
+        })
+    }
+
+    /// Embeds `texts` on the calling thread (blocking; CPU-heavy). Vectors come back in the
+    /// order of `texts`. Async callers should use the [`DenseEmbedder`] methods instead.
+    pub fn embed_blocking<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.inner.embed(texts)
+    }
+}
+
+impl Inner {
+    fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokenize = |e: tokenizers::Error| EmbedError::Embed(format!("tokenizing: {e}"));
+        let encodings: Vec<Encoding> = if texts.len() == 1 {
+            vec![
+                self.tokenizer
+                    .encode_fast(texts[0].as_ref(), true)
+                    .map_err(tokenize)?,
+            ]
+        } else {
+            let inputs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+            self.tokenizer
+                .encode_batch_fast(inputs, true)
+                .map_err(tokenize)?
+        };
+
+        // Batch inputs of similar length together so that little work goes on padding.
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
+        for batch in order.chunks(BATCH_SIZE) {
+            let group: Vec<&Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
+            let vectors = self
+                .forward(&group)
+                .map_err(|e| EmbedError::Embed(e.to_string()))?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one padded batch through BERT; mean-pools over the attention mask and normalises.
+    fn forward(&self, batch: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let rows = batch.len();
+        let len = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; rows * len];
+        let mut mask = vec![0u32; rows * len];
+        for (r, enc) in batch.iter().enumerate() {
+            let n = enc.get_ids().len();
+            ids[r * len..r * len + n].copy_from_slice(enc.get_ids());
+            mask[r * len..r * len + n].copy_from_slice(enc.get_attention_mask());
+        }
+        let ids = Tensor::from_vec(ids, (rows, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows, len), &self.device)?;
+        let token_types = ids.zeros_like()?;
+
+        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // (rows, len, 384)
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, len, 1)
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (rows, 384)
+        let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (rows, 1)
+        let pooled = summed.broadcast_div(&counts)?;
+
+        let mut vectors = pooled.to_vec2::<f32>()?;
+        for v in &mut vectors {
+            normalise(v);
+        }
+        Ok(vectors)
+    }
+}
+
+/// Scales `v` to unit length (left as is when it is all zeros).
+pub(crate) fn normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+#[async_trait]
+impl DenseEmbedder for MiniLm {
+    fn dimensions(&self) -> usize {
+        DIMENSIONS
+    }
+
+    fn id(&self) -> String {
+        "minilm:all-MiniLM-L6-v2".to_string()
+    }
+
+    async fn embed_documents(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.embed(&texts))
+            .await
+            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
+    }
+
+    async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let inner = Arc::clone(&self.inner);
+        let text = text.to_string();
+        let mut vectors = tokio::task::spawn_blocking(move || inner.embed(&[text]))
+            .await
+            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))??;
+        vectors
+            .pop()
+            .ok_or_else(|| EmbedError::Embed("the model returned no vector".to_string()))
+    }
+}
+
+/// Query latency of `model`: (p50, p99) in milliseconds over `n` synchronous embeddings of a
+/// 20-word question (after a few warm-up runs). What `embed_query` costs, less the hop to the
+/// blocking thread pool.
+pub fn bench_query_latency(model: &MiniLm, n: usize) -> (f64, f64) {
+    const QUESTION: &str =
+        "How do I write a for loop in Python that goes over a list and prints each item with its index?";
+    for _ in 0..3 {
+        model.embed_blocking(&[QUESTION]).expect("warm-up embedding");
+    }
+    let n = n.max(1);
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            model.embed_blocking(&[QUESTION]).expect("embedding");
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| times[(((n as f64) * q).ceil() as usize).clamp(1, n) - 1];
+    (at(0.50), at(0.99))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model fetched by `scripts/fetch-model.sh`, or None (tests then skip).
+    fn model() -> Option<MiniLm> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/all-MiniLM-L6-v2");
+        match MiniLm::load(&dir) {
+            Ok(m) => Some(m),
+            Err(EmbedError::ModelMissing { .. }) => {
+                eprintln!("skipping: no model in {} (run scripts/fetch-model.sh)", dir.display());
+                None
+            }
+            Err(e) => panic!("model present but failed to load: {e}"),
+        }
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn a_missing_model_directory_names_the_missing_files() {
+        let dir = std::env::temp_dir().join("companion-no-such-model-dir");
+        match MiniLm::load(&dir) {
+            Err(EmbedError::ModelMissing { missing, .. }) => {
+                assert!(missing.contains("model.safetensors"), "{missing}");
+                assert!(missing.contains("tokenizer.json"), "{missing}");
+            }
+            Err(e) => panic!("expected ModelMissing, got {e}"),
+            Ok(_) => panic!("expected ModelMissing, got a model"),
+        }
+    }
+
+    #[tokio::test]
+    async fn similar_sentences_score_higher_than_unrelated_ones() {
+        let Some(m) = model() else { return };
+        let q = m.embed_query("How do I loop over a list in Python?").await.unwrap();
+        let docs = m
+            .embed_documents(vec![
+                "Use a for loop to iterate through the items of a Python list.".to_string(),
+                "The recipe calls for two eggs and a cup of flour.".to_string(),
+            ])
+            .await
+            .unwrap();
+        let (similar, unrelated) = (cosine(&q, &docs[0]), cosine(&q, &docs[1]));
+        assert!(similar > unrelated + 0.2, "similar {similar}, unrelated {unrelated}");
+    }
+
+    #[tokio::test]
+    async fn vectors_are_unit_length_and_384_long() {
+        let Some(m) = model() else { return };
+        let texts = vec![
+            "hello world".to_string(),
+            String::new(),
+            "word ".repeat(1000), // longer than MAX_TOKENS: truncated, not an error
+        ];
+        for v in m.embed_documents(texts).await.unwrap() {
+            assert_eq!(v.len(), m.dimensions());
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+        }
+        let q = m.embed_query("hello world").await.unwrap();
+        eprintln!("hello world -> {:?}", &q[..5]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_gives_the_same_vectors_as_one_by_one() {
+        let Some(m) = model() else { return };
+        let texts: Vec<String> = [
+            "Variables hold values.",
+            "A function is a named block of code that you can call with arguments and that may return a value.",
+            "Lists are ordered; sets are not.",
+            "What does the keyword return do?",
+            "Recursion is when a function calls itself, and it needs a base case so that it stops.",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let batched = m.embed_documents(texts.clone()).await.unwrap();
+        for (text, b) in texts.iter().zip(&batched) {
+            let single = m.embed_query(text).await.unwrap();
+            let diff = single
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-4, "{text:?}: max difference {diff}");
+        }
+    }
+
+    #[test]
+    #[ignore = "benchmark; run with --ignored --nocapture"]
+    fn query_latency_is_printed() {
+        let Some(m) = model() else { return };
+        let (p50, p99) = bench_query_latency(&m, 200);
+        println!(
+            "minilm query latency over 200 runs, {} threads: p50 {p50:.2} ms, p99 {p99:.2} ms",
+            candle_core::utils::get_num_threads()
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Start-up: builds every backend from [`Settings`], binds first (port 0 works), indexes the
+//! content in the background, serves, and shuts down gracefully.
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{TokenKeys, resolve_secret};
+use crate::chat::ChatDeps;
+use crate::config::{EmbeddingProvider, IndexSettings, Settings};
+use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
+use crate::llm::{Llm, openai::OpenAiLlm};
+use crate::prompt::{Budget, Prompts};
+use crate::retrieval::chunk::ChunkSizes;
+use crate::retrieval::edge_store::EdgeStore;
+use crate::retrieval::embed::DenseEmbedder;
+use crate::retrieval::ingest::{IngestOptions, ingest};
+use crate::retrieval::store::VectorStore;
+use crate::retrieval::Retriever;
+use crate::transcript::TranscriptStore;
+use crate::transcript::sql::SqlStore;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings
+            .ensure_data_dir()
+            .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+        let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
+        let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
+        let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .with_context(|| "cannot open the transcript database")?;
+        let interrupted = store.mark_interrupted().await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "answers left unfinished by the last run are marked interrupted");
+        }
+        let retriever = build_retriever(&settings).await?;
+        let llm: Option<Arc<dyn Llm>> = settings
+            .llm
+            .as_ref()
+            .map(|llm| Arc::new(OpenAiLlm::new(llm)) as Arc<dyn Llm>);
+        match &settings.llm {
+            Some(llm) => tracing::info!(base_url = %llm.base_url, model = %llm.model, "llm configured"),
+            None => tracing::warn!("no LLM endpoint configured: answering in offline mode"),
+        }
+        let prompts = Prompts::builtin()?;
+        let pages = CoursePages::load(&settings.content.dir, settings.content.max_file_bytes);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let state = AppState {
+            chat: ChatDeps {
+                store: Arc::new(store),
+                retriever,
+                llm,
+                prompts: Arc::new(prompts),
+                budget: Budget {
+                    context_window: settings.llm_context_window,
+                    reserved_answer: settings.llm_max_answer_tokens,
+                    max_question_tokens: 1500,
+                },
+                top_k: settings.retrieval.top_k,
+                temperature: settings.llm.as_ref().map_or(0.3, |l| l.temperature),
+            },
+            keys: Arc::new(keys),
+            limits: settings.limits.clone(),
+            demo: settings.demo.clone(),
+            pages: Arc::new(pages),
+            ready: Arc::new(AtomicBool::new(false)),
+            turns: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            turn_shutdown: CancellationToken::new(),
+            rate: Arc::new(RateLimiter::new(settings.limits.asks_per_minute)),
+        };
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `signal` completes, then drains: no new questions, answers in flight get
+    /// the grace period, the rest are stored as interrupted, the store is closed.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            settings,
+        } = self;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        println!("companion listening on http://{addr}");
+        let ingest_state = state.clone();
+        let ingest_settings = settings.clone();
+        tokio::spawn(async move {
+            match index_content(&ingest_state.chat.retriever, &ingest_settings, false).await {
+                Ok(report) => {
+                    tracing::info!(
+                        indexed = report.files_indexed,
+                        unchanged = report.files_unchanged,
+                        removed = report.files_removed,
+                        skipped = report.skipped.len(),
+                        chunks = report.chunks_written,
+                        elapsed_ms = report.elapsed_ms,
+                        "content indexed"
+                    );
+                    for (file, reason) in &report.skipped {
+                        tracing::warn!(%file, %reason, "content file skipped");
+                    }
+                    ingest_state.ready.store(true, Ordering::Release);
+                }
+                Err(error) => tracing::error!(%error, "indexing failed; the service stays unready"),
+            }
+        });
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            signal.await;
+            shutdown.cancel();
+        });
+        let app = http::router(state.clone());
+        let serve_shutdown = state.shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+                .await
+        });
+        state.shutdown.cancelled().await;
+        tracing::info!("shutting down: letting answers in flight finish");
+        state.turns.close();
+        if tokio::time::timeout(settings.shutdown_grace, state.turns.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: storing unfinished answers as interrupted");
+            state.turn_shutdown.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.turns.wait()).await;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+        state.chat.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The retriever from settings: the vector store backend and the dense embedder.
+pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
+    let store: Arc<dyn VectorStore> = match &settings.index {
+        IndexSettings::Edge { path } => Arc::new(EdgeStore::new(path.clone())),
+        IndexSettings::Qdrant { url, .. } => {
+            anyhow::bail!("index.backend \"qdrant\" ({url}) is not available in this build yet")
+        }
+    };
+    let dense = build_dense(settings)?;
+    Ok(Retriever::new(
+        store,
+        dense,
+        settings.retrieval.mode,
+        settings.retrieval.candidates,
+    ))
+}
+
+fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
+    match &settings.embedding.provider {
+        EmbeddingProvider::None => Ok(None),
+        EmbeddingProvider::Local { model_dir } => {
+            let _ = model_dir;
+            Ok(None)
+        }
+        EmbeddingProvider::OpenAi { .. } => Ok(None),
+    }
+}
+
+/// Ingests the configured content folder.
+pub async fn index_content(
+    retriever: &Retriever,
+    settings: &Settings,
+    progress: bool,
+) -> anyhow::Result<crate::retrieval::ingest::IngestReport> {
+    index_dir(retriever, settings, &settings.content.dir, progress, false).await
+}
+
+pub async fn index_dir(
+    retriever: &Retriever,
+    settings: &Settings,
+    dir: &std::path::Path,
+    progress: bool,
+    rebuild: bool,
+) -> anyhow::Result<crate::retrieval::ingest::IngestReport> {
+    let manifest_path = settings.data_dir.join("index-manifest.json");
+    Ok(ingest(
+        retriever,
+        IngestOptions {
+            content_dir: dir,
+            manifest_path,
+            sizes: ChunkSizes {
+                max_tokens: settings.content.chunk_tokens,
+                overlap_tokens: settings.content.chunk_overlap_tokens,
+            },
+            max_file_bytes: settings.content.max_file_bytes,
+            progress,
+            rebuild,
+        },
+    )
+    .await?)
+}

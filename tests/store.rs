@@ -1,0 +1,168 @@
+//! The transcript store suite, run against SQLite and against PostgreSQL (127.0.0.1:5432,
+//! database `test`, or `COMPANION_TEST_DATABASE_URL`); each PostgreSQL run gets its own schema.
+use companion::transcript::sql::SqlStore;
+use companion::transcript::{
+    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, TranscriptStore,
+};
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+async fn sqlite_store() -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    (SqlStore::connect(&url, 4).await.unwrap(), dir)
+}
+
+/// A store in a fresh schema, or `None` (with a message) when no PostgreSQL is reachable.
+async fn postgres_store() -> Option<SqlStore> {
+    use sqlx::Connection;
+    let base = std::env::var("COMPANION_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            eprintln!("SKIPPED: PostgreSQL store tests: cannot connect to {base}: {e}");
+            return None;
+        }
+    };
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    Some(SqlStore::connect(&url, 4).await.unwrap())
+}
+
+fn question(id: &str, client_id: &str, conversation: &str, learner: &str) -> NewQuestion {
+    NewQuestion {
+        id: id.into(),
+        conversation_id: conversation.into(),
+        learner_id: learner.into(),
+        course_id: Some("python-foundations".into()),
+        client_id: client_id.into(),
+        text: format!("question {client_id}"),
+        page_url: Some("/course/x".into()),
+    }
+}
+
+async fn a_question_and_its_answer_round_trip_with_metadata(store: &dyn TranscriptStore) {
+    let q = question("m1", "c1", "conv1", "ada");
+    assert!(matches!(store.insert_question(&q).await.unwrap(), QuestionInsert::Inserted));
+    store.start_answer("m2", "m1", "conv1", "ada").await.unwrap();
+    store.checkpoint_answer("m2", "partial").await.unwrap();
+    let record = AnswerRecord {
+        text: "full answer".into(),
+        sources: vec![SourceRef {
+            n: 1,
+            title: "While loops".into(),
+            section: "Control flow › While loops".into(),
+            url: "/course/w#x".into(),
+            snippet: "A while loop…".into(),
+        }],
+        prompt_version: Some("system-v1".into()),
+        model: Some("m".into()),
+        offline: true,
+        tokens_in: Some(10),
+        tokens_out: Some(5),
+        retrieval_ms: Some(3),
+        first_token_ms: Some(7),
+        total_ms: Some(9),
+    };
+    store.finish_answer("m2", MessageStatus::Complete, &record).await.unwrap();
+    let conversation = store.conversation("conv1").await.unwrap().unwrap();
+    assert_eq!(conversation.learner_id, "ada");
+    let messages = store.messages("conv1").await.unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].text, "question c1");
+    assert_eq!(messages[0].client_id.as_deref(), Some("c1"));
+    let answer = &messages[1];
+    assert_eq!(answer.text, "full answer");
+    assert_eq!(answer.status, MessageStatus::Complete);
+    assert_eq!(answer.sources, record.sources);
+    assert_eq!(answer.prompt_version.as_deref(), Some("system-v1"));
+    assert!(answer.offline);
+    assert_eq!((answer.tokens_in, answer.tokens_out), (Some(10), Some(5)));
+    assert_eq!(answer.total_ms, Some(9));
+    assert_eq!(store.answer_to("m1").await.unwrap().unwrap().id, "m2");
+}
+
+async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &dyn TranscriptStore) {
+    store.insert_question(&question("d1", "same", "conv2", "ben")).await.unwrap();
+    match store.insert_question(&question("d2", "same", "conv2", "ben")).await.unwrap() {
+        QuestionInsert::Duplicate { message_id, conversation_id } => {
+            assert_eq!(message_id, "d1");
+            assert_eq!(conversation_id, "conv2");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another learner may use the same client id.
+    assert!(matches!(
+        store.insert_question(&question("d3", "same", "conv3", "cy")).await.unwrap(),
+        QuestionInsert::Inserted
+    ));
+    assert_eq!(store.messages("conv2").await.unwrap().len(), 1);
+}
+
+async fn streaming_answers_left_by_a_crash_become_interrupted(store: &dyn TranscriptStore) {
+    store.insert_question(&question("i1", "ci", "conv4", "dee")).await.unwrap();
+    store.start_answer("i2", "i1", "conv4", "dee").await.unwrap();
+    store.checkpoint_answer("i2", "half an ans").await.unwrap();
+    assert_eq!(store.mark_interrupted().await.unwrap(), 1);
+    let answer = store.answer_to("i1").await.unwrap().unwrap();
+    assert_eq!(answer.status, MessageStatus::Interrupted);
+    assert_eq!(answer.text, "half an ans");
+    // A checkpoint after the answer ended changes nothing.
+    store.checkpoint_answer("i2", "late").await.unwrap();
+    assert_eq!(store.answer_to("i1").await.unwrap().unwrap().text, "half an ans");
+}
+
+async fn unknown_ids_read_as_nothing(store: &dyn TranscriptStore) {
+    assert!(store.conversation("nope").await.unwrap().is_none());
+    assert!(store.messages("nope").await.unwrap().is_empty());
+    assert!(store.answer_to("nope").await.unwrap().is_none());
+}
+
+async fn suite(store: &dyn TranscriptStore) {
+    a_question_and_its_answer_round_trip_with_metadata(store).await;
+    a_resent_client_id_is_a_duplicate_not_a_second_question(store).await;
+    streaming_answers_left_by_a_crash_become_interrupted(store).await;
+    unknown_ids_read_as_nothing(store).await;
+}
+
+#[tokio::test]
+async fn the_store_suite_passes_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    suite(&store).await;
+}
+
+#[tokio::test]
+async fn the_store_suite_passes_on_postgres() {
+    if let Some(store) = postgres_store().await {
+        suite(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_inserts_of_one_client_id_store_one_question() {
+    let (store, _dir) = sqlite_store().await;
+    let store = std::sync::Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_question(&question(&format!("r{i}"), "race", "conv-race", "eve"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut inserted = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), QuestionInsert::Inserted) {
+            inserted += 1;
+        }
+    }
+    assert_eq!(inserted, 1);
+    assert_eq!(store.messages("conv-race").await.unwrap().len(), 1);
+}

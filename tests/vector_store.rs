@@ -1,0 +1,529 @@
+//! The vector store suite, run against the embedded qdrant-edge store and, when
+//! `COMPANION_TEST_QDRANT_URL` is set (the gRPC URL, e.g. http://localhost:6334, with the API
+//! key in `COMPANION_TEST_QDRANT_API_KEY` if needed), against a Qdrant server in a collection of
+//! its own that is dropped afterwards.
+use std::panic::AssertUnwindSafe;
+
+use companion::retrieval::chunk::Chunk;
+use companion::retrieval::edge_store::EdgeStore;
+use companion::retrieval::embed::Bm25;
+use companion::retrieval::qdrant_store::QdrantStore;
+use companion::retrieval::store::{
+    Hit, IndexSchema, IndexedPoint, SearchQuery, VectorStore, point_id,
+};
+use futures::FutureExt;
+
+const DIM: usize = 4;
+const SCHEMA: IndexSchema = IndexSchema {
+    dense_dim: Some(DIM),
+};
+
+fn chunk(course: &str, source: &str, chunk_idx: usize, text: &str) -> Chunk {
+    Chunk {
+        source: source.into(),
+        course: course.into(),
+        chapter: "02-control-flow".into(),
+        chapter_title: "Control flow".into(),
+        title: "Loops".into(),
+        heading_path: vec!["Loops".into()],
+        url: format!("/course/{course}/{source}#part-{chunk_idx}"),
+        kind: "markdown".into(),
+        chunk_idx,
+        text: text.into(),
+    }
+}
+
+fn point(chunk: Chunk, learner: Option<&str>, dense: Option<Vec<f32>>) -> IndexedPoint {
+    IndexedPoint {
+        id: point_id(&chunk.source, learner, chunk.chunk_idx),
+        sparse: Bm25::new().embed_document(&chunk.embedding_text()),
+        learner: learner.map(str::to_string),
+        dense,
+        chunk,
+    }
+}
+
+/// A fresh, empty index with `points` in it.
+async fn fill(store: &dyn VectorStore, schema: IndexSchema, points: Vec<IndexedPoint>) {
+    store.prepare(schema, true).await.unwrap();
+    assert_eq!(
+        store.count().await.unwrap(),
+        0,
+        "prepare with reset empties"
+    );
+    store.upsert(points).await.unwrap();
+    store.commit().await.unwrap();
+}
+
+async fn bm25_search(
+    store: &dyn VectorStore,
+    text: &str,
+    course: Option<&str>,
+    learner: Option<&str>,
+) -> Vec<Hit> {
+    store
+        .search(SearchQuery {
+            dense: None,
+            sparse: Some(Bm25::new().embed_query(text)),
+            course: course.map(str::to_string),
+            learner: learner.map(str::to_string),
+            candidates: 20,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+}
+
+fn texts(hits: &[Hit]) -> Vec<&str> {
+    hits.iter().map(|h| h.chunk.text.as_str()).collect()
+}
+
+async fn prepare_upsert_and_count(store: &dyn VectorStore) {
+    let points = vec![
+        point(
+            chunk("py", "loops.md", 0, "While loops repeat a block."),
+            None,
+            None,
+        ),
+        point(
+            chunk("py", "loops.md", 1, "For loops walk a sequence."),
+            None,
+            None,
+        ),
+        point(
+            chunk("py", "lists.md", 0, "Lists hold items in order."),
+            None,
+            None,
+        ),
+    ];
+    fill(store, SCHEMA, points.clone()).await;
+    assert_eq!(store.count().await.unwrap(), 3);
+
+    // Upserting the same ids again replaces, never duplicates.
+    store.upsert(points).await.unwrap();
+    store.commit().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 3);
+
+    // Preparing again with the same schema and no reset keeps the points.
+    store.prepare(SCHEMA, false).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 3);
+}
+
+async fn bm25_search_finds_the_right_chunk(store: &dyn VectorStore) {
+    let functions = chunk(
+        "py",
+        "functions.md",
+        0,
+        "Functions return values to the caller.",
+    );
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(
+                chunk("py", "loops.md", 0, "While loops repeat a block."),
+                None,
+                None,
+            ),
+            point(functions.clone(), None, None),
+            point(
+                chunk("py", "lists.md", 0, "Lists hold items in order."),
+                None,
+                None,
+            ),
+        ],
+    )
+    .await;
+    let hits = bm25_search(store, "how does a function return a value?", None, None).await;
+    assert!(!hits.is_empty(), "no hits");
+    assert_eq!(hits[0].chunk, functions, "got {:?}", texts(&hits));
+    assert_eq!(hits[0].id, point_id("functions.md", None, 0));
+    assert!(
+        hits.iter().all(|h| h.chunk.source == "functions.md"),
+        "only chunks sharing a term match: {:?}",
+        texts(&hits)
+    );
+}
+
+async fn hybrid_search_fuses_both_retrievers(store: &dyn VectorStore) {
+    // `dense_only` is the nearest to the query vector but shares no word with the question;
+    // `sparse_only` matches the words and points away from the query vector.
+    let dense_only = chunk("py", "recursion.md", 0, "Recursion calls itself.");
+    let sparse_only = chunk("py", "dicts.md", 0, "Dictionaries map keys to values.");
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(dense_only.clone(), None, Some(vec![1.0, 0.0, 0.0, 0.0])),
+            point(sparse_only.clone(), None, Some(vec![-1.0, 0.0, 0.0, 0.0])),
+            point(
+                chunk("py", "loops.md", 0, "While loops repeat a block."),
+                None,
+                Some(vec![0.0, 0.0, 1.0, 0.0]),
+            ),
+            point(
+                chunk("py", "lists.md", 0, "Lists hold items in order."),
+                None,
+                Some(vec![0.0, 0.0, 0.0, 1.0]),
+            ),
+        ],
+    )
+    .await;
+    let query = |dense: Option<Vec<f32>>, sparse: bool| SearchQuery {
+        dense,
+        sparse: sparse.then(|| Bm25::new().embed_query("dictionary keys")),
+        course: Some("py".into()),
+        learner: None,
+        candidates: 10,
+        limit: 2,
+    };
+    let q = vec![1.0, 0.1, 0.0, 0.0];
+
+    let dense = store.search(query(Some(q.clone()), false)).await.unwrap();
+    assert_eq!(dense.len(), 2);
+    assert_eq!(dense[0].chunk, dense_only, "dense: {:?}", texts(&dense));
+    assert!(
+        dense.iter().all(|h| h.chunk != sparse_only),
+        "dense: {:?}",
+        texts(&dense)
+    );
+
+    let sparse = store.search(query(None, true)).await.unwrap();
+    assert_eq!(texts(&sparse), vec![sparse_only.text.as_str()]);
+
+    let hybrid = store.search(query(Some(q), true)).await.unwrap();
+    assert_eq!(hybrid.len(), 2, "hybrid: {:?}", texts(&hybrid));
+    assert!(
+        hybrid.iter().any(|h| h.chunk == dense_only),
+        "hybrid: {:?}",
+        texts(&hybrid)
+    );
+    assert!(
+        hybrid.iter().any(|h| h.chunk == sparse_only),
+        "hybrid: {:?}",
+        texts(&hybrid)
+    );
+    // In both lists beats first in one: the word match is also ranked by the dense retriever.
+    assert_eq!(hybrid[0].chunk, sparse_only, "hybrid: {:?}", texts(&hybrid));
+    assert!(hybrid[0].score >= hybrid[1].score);
+
+    // An empty sparse query (only stop words) falls back to the dense retriever alone.
+    let mut stop_words = query(Some(vec![1.0, 0.0, 0.0, 0.0]), false);
+    stop_words.sparse = Some(Bm25::new().embed_query("the and of"));
+    let fallback = store.search(stop_words).await.unwrap();
+    assert_eq!(fallback[0].chunk, dense_only);
+}
+
+async fn course_filter_excludes_other_courses(store: &dyn VectorStore) {
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(
+                chunk("py", "loops.md", 0, "While loops repeat a block."),
+                None,
+                None,
+            ),
+            point(
+                chunk(
+                    "js",
+                    "loops.md",
+                    0,
+                    "While loops repeat a block in JavaScript.",
+                ),
+                None,
+                None,
+            ),
+            point(
+                chunk(
+                    "my course",
+                    "loops.md",
+                    0,
+                    "While loops repeat, with spaces.",
+                ),
+                None,
+                None,
+            ),
+        ],
+    )
+    .await;
+    let courses = |hits: Vec<Hit>| {
+        let mut c: Vec<String> = hits.into_iter().map(|h| h.chunk.course).collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        courses(bm25_search(store, "while loop", Some("py"), None).await),
+        vec!["py"]
+    );
+    assert_eq!(
+        courses(bm25_search(store, "while loop", Some("js"), None).await),
+        vec!["js"]
+    );
+    // A course id with a space is still an exact match, not a full-text one.
+    assert_eq!(
+        courses(bm25_search(store, "while loop", Some("my course"), None).await),
+        vec!["my course"]
+    );
+    assert!(
+        bm25_search(store, "while loop", Some("course"), None)
+            .await
+            .is_empty()
+    );
+    assert!(
+        bm25_search(store, "while loop", Some("rust"), None)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        courses(bm25_search(store, "while loop", None, None).await),
+        vec!["js", "my course", "py"]
+    );
+}
+
+async fn learner_files_are_private(store: &dyn VectorStore) {
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(
+                chunk("py", "zoo.md", 0, "A zebra in the course notes."),
+                None,
+                None,
+            ),
+            point(
+                chunk("py", "mine.md", 0, "My own zebra notes."),
+                Some("a"),
+                None,
+            ),
+        ],
+    )
+    .await;
+    let owners = |hits: &[Hit]| {
+        let mut o: Vec<Option<String>> = hits.iter().map(|h| h.learner.clone()).collect();
+        o.sort();
+        o
+    };
+    let for_a = bm25_search(store, "zebra", Some("py"), Some("a")).await;
+    assert_eq!(owners(&for_a), vec![None, Some("a".to_string())]);
+    let private = for_a.iter().find(|h| h.learner.is_some()).unwrap();
+    assert_eq!(private.chunk.source, "mine.md");
+    assert_eq!(private.id, point_id("mine.md", Some("a"), 0));
+
+    for scope in [Some("b"), None] {
+        let hits = bm25_search(store, "zebra", Some("py"), scope).await;
+        assert_eq!(owners(&hits), vec![None], "learner scope {scope:?}");
+        let hits = bm25_search(store, "zebra", None, scope).await;
+        assert_eq!(
+            owners(&hits),
+            vec![None],
+            "learner scope {scope:?}, any course"
+        );
+    }
+}
+
+async fn delete_source_removes_only_that_source(store: &dyn VectorStore) {
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(
+                chunk("py", "notes.md", 0, "Course notes, part one."),
+                None,
+                None,
+            ),
+            point(
+                chunk("py", "notes.md", 1, "Course notes, part two."),
+                None,
+                None,
+            ),
+            point(chunk("py", "other.md", 0, "Other course page."), None, None),
+            point(
+                chunk("py", "notes.md", 0, "Learner a notes, part one."),
+                Some("a"),
+                None,
+            ),
+            point(
+                chunk("py", "notes.md", 1, "Learner a notes, part two."),
+                Some("a"),
+                None,
+            ),
+            point(
+                chunk("py", "notes.md", 0, "Learner b notes."),
+                Some("b"),
+                None,
+            ),
+            point(
+                chunk("py", "my notes.md", 0, "Learner a, spaced name."),
+                Some("a"),
+                None,
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(store.count().await.unwrap(), 7);
+
+    store.delete_source("notes.md", Some("a")).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 5);
+    let left = bm25_search(store, "notes", None, Some("a")).await;
+    assert!(
+        left.iter()
+            .all(|h| h.learner.is_none() || h.chunk.source == "my notes.md"),
+        "{:?}",
+        texts(&left)
+    );
+    let for_b = bm25_search(store, "notes", None, Some("b")).await;
+    assert!(for_b.iter().any(|h| h.learner.as_deref() == Some("b")));
+
+    store.delete_source("notes.md", None).await.unwrap();
+    assert_eq!(
+        store.count().await.unwrap(),
+        3,
+        "course notes.md gone, other.md and b's stay"
+    );
+    let course = bm25_search(store, "course", None, None).await;
+    assert_eq!(texts(&course), vec!["Other course page."]);
+    assert_eq!(bm25_search(store, "notes", None, Some("b")).await.len(), 1);
+
+    store.delete_source("my notes.md", Some("a")).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+    // Deleting what is not there is not an error.
+    store.delete_source("missing.md", Some("a")).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+}
+
+async fn a_different_schema_resets_the_index(store: &dyn VectorStore) {
+    let loops = chunk("py", "loops.md", 0, "While loops repeat a block.");
+    fill(
+        store,
+        SCHEMA,
+        vec![point(loops.clone(), None, Some(vec![1.0, 0.0, 0.0, 0.0]))],
+    )
+    .await;
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    let wider = IndexSchema { dense_dim: Some(8) };
+    store.prepare(wider, false).await.unwrap();
+    assert_eq!(
+        store.count().await.unwrap(),
+        0,
+        "a new dense size recreates the collection"
+    );
+    store
+        .upsert(vec![point(loops.clone(), None, Some(vec![0.5; 8]))])
+        .await
+        .unwrap();
+    store.commit().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    let bm25_only = IndexSchema { dense_dim: None };
+    store.prepare(bm25_only, false).await.unwrap();
+    assert_eq!(
+        store.count().await.unwrap(),
+        0,
+        "dropping the dense vector recreates it"
+    );
+    store
+        .upsert(vec![point(loops.clone(), None, None)])
+        .await
+        .unwrap();
+    store.commit().await.unwrap();
+    store.prepare(bm25_only, false).await.unwrap();
+    assert_eq!(
+        store.count().await.unwrap(),
+        1,
+        "the same schema keeps the points"
+    );
+    let hits = bm25_search(store, "while loops", None, None).await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].chunk, loops);
+}
+
+async fn the_payload_round_trips_to_the_same_chunk(store: &dyn VectorStore) {
+    let original = Chunk {
+        source: "chapters/03 functions/intro.md".into(),
+        course: "python-foundations".into(),
+        chapter: "03-functions".into(),
+        chapter_title: "Functions — the basics".into(),
+        title: "Defining functions".into(),
+        heading_path: vec![
+            "Defining functions".into(),
+            "Arguments".into(),
+            "Default values: \"None\" & friends".into(),
+        ],
+        url: "/course/python-foundations/03/intro#default-values-none--friends".into(),
+        kind: "markdown".into(),
+        chunk_idx: 7,
+        text: "Default arguments are evaluated once — ünïcödé, tabs\tand\nnewlines stay.".into(),
+    };
+    let empty_path = Chunk {
+        heading_path: Vec::new(),
+        chunk_idx: 0,
+        text: "Default arguments, a second chunk with no headings.".into(),
+        ..original.clone()
+    };
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(
+                original.clone(),
+                Some("learner-1"),
+                Some(vec![0.1, 0.2, 0.3, 0.4]),
+            ),
+            point(empty_path.clone(), None, None),
+        ],
+    )
+    .await;
+    let hits = bm25_search(
+        store,
+        "default arguments",
+        Some("python-foundations"),
+        Some("learner-1"),
+    )
+    .await;
+    assert_eq!(hits.len(), 2, "{:?}", texts(&hits));
+    let private = hits.iter().find(|h| h.learner.is_some()).unwrap();
+    assert_eq!(private.chunk, original);
+    assert_eq!(private.learner.as_deref(), Some("learner-1"));
+    assert_eq!(private.id, point_id(&original.source, Some("learner-1"), 7));
+    let shared = hits.iter().find(|h| h.learner.is_none()).unwrap();
+    assert_eq!(shared.chunk, empty_path);
+    assert_eq!(shared.id, point_id(&empty_path.source, None, 0));
+}
+
+async fn run_suite(store: &dyn VectorStore) {
+    prepare_upsert_and_count(store).await;
+    bm25_search_finds_the_right_chunk(store).await;
+    hybrid_search_fuses_both_retrievers(store).await;
+    course_filter_excludes_other_courses(store).await;
+    learner_files_are_private(store).await;
+    delete_source_removes_only_that_source(store).await;
+    a_different_schema_resets_the_index(store).await;
+    the_payload_round_trips_to_the_same_chunk(store).await;
+}
+
+#[tokio::test]
+async fn edge_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::new(dir.path().join("index"));
+    run_suite(&store).await;
+}
+
+#[tokio::test]
+async fn qdrant_server_store_suite() {
+    let Ok(url) = std::env::var("COMPANION_TEST_QDRANT_URL") else {
+        eprintln!("SKIPPED: Qdrant server store tests: COMPANION_TEST_QDRANT_URL is not set");
+        return;
+    };
+    let api_key = std::env::var("COMPANION_TEST_QDRANT_API_KEY").ok();
+    let collection = format!("companion_test_{}", uuid::Uuid::new_v4().simple());
+    let store = QdrantStore::new(&url, api_key, &collection).unwrap();
+    let outcome = AssertUnwindSafe(run_suite(&store)).catch_unwind().await;
+    if let Err(e) = store.delete_collection().await {
+        eprintln!("could not drop test collection {collection}: {e}");
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
