@@ -6,4 +6,18 @@ cd "$(dirname "$0")/.."
 if ! scripts/fetch-model.sh data/models/all-MiniLM-L6-v2; then
   echo "warning: could not fetch the embedding model; model tests will say they skip" >&2
 fi
+# The mentor page is tested in headless Chromium driven by Playwright (tests/browser).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  apt-get install -y chromium >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } \
+    || echo "warning: could not install chromium" >&2
+fi
+if command -v npm >/dev/null; then
+  (cd tests/browser && npm ci --no-audit --no-fund) || echo "warning: npm ci failed in tests/browser" >&2
+fi
+if [ -x /usr/bin/chromium ] && [ -d tests/browser/node_modules/playwright-core ]; then
+  export COMPANION_REQUIRE_BROWSER=1
+else
+  echo "warning: no Chromium or Playwright; the browser test will say it skips" >&2
+fi
 cargo test --all-targets --no-fail-fast -- --test-threads=4

@@ -39,6 +39,8 @@ pub enum ChatError {
 #[derive(Clone)]
 pub struct ChatDeps {
     pub store: Arc<dyn TranscriptStore>,
+    /// Flag detection, run beside each new question; `None` runs none.
+    pub flagger: Option<Arc<crate::review::flags::Flagger>>,
     pub retriever: Retriever,
     pub llm: Option<Arc<dyn Llm>>,
     pub prompts: Arc<Prompts>,
@@ -162,6 +164,17 @@ pub async fn answer(
             duplicate: false,
         })
         .await;
+        // Beside the answer, never in its way: the rules log their own failures.
+        if let Some(flagger) = &deps.flagger {
+            let flagger = flagger.clone();
+            let question = crate::review::flags::QuestionRef {
+                learner_id: turn.learner.id.clone(),
+                conversation_id: conversation_id.clone(),
+                message_id: question_id.clone(),
+                text: turn.text.clone(),
+            };
+            tokio::spawn(async move { flagger.on_question(&question).await });
+        }
     }
 
     let retrieval_started = Instant::now();

@@ -44,6 +44,8 @@ struct RawSettings {
     database: RawDatabase,
     limits: RawLimits,
     demo: RawDemo,
+    retention: RawRetention,
+    moderation: RawModeration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,23 @@ struct RawLimits {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRetention {
+    days: u64,
+    purge_every_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModeration {
+    enabled: bool,
+    base_url: String,
+    api_key: String,
+    model: String,
+    timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDemo {
     enabled: bool,
     learner_id: String,
@@ -151,6 +170,26 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub limits: Limits,
     pub demo: Option<DemoSettings>,
+    pub retention: RetentionSettings,
+    /// Present only when `moderation.enabled`.
+    pub moderation: Option<ModerationSettings>,
+}
+
+/// How long transcripts are kept.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Conversations untouched for this long are purged; `None`: kept forever.
+    pub keep_for: Option<std::time::Duration>,
+    pub purge_every: std::time::Duration,
+}
+
+/// An OpenAI-compatible `/moderations` endpoint asked about every question.
+#[derive(Debug, Clone)]
+pub struct ModerationSettings {
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub model: String,
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -443,6 +482,43 @@ impl Settings {
         if raw.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
         }
+        if raw.retention.purge_every_secs == 0 {
+            return Err(invalid("retention.purge_every_secs", "must be positive"));
+        }
+        if raw.retention.days > 365 * 100 {
+            return Err(invalid(
+                "retention.days",
+                "must be at most 36500 (0 keeps transcripts forever)",
+            ));
+        }
+        let moderation = if raw.moderation.enabled {
+            let base_url = non_empty(raw.moderation.base_url)
+                .or_else(|| llm.as_ref().map(|l| l.base_url.clone()))
+                .ok_or_else(|| {
+                    invalid(
+                        "moderation.base_url",
+                        "must be set when moderation.enabled is true and no LLM endpoint is configured",
+                    )
+                })?;
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                return Err(invalid(
+                    "moderation.base_url",
+                    format!("{base_url:?} is not an http(s) URL"),
+                ));
+            }
+            let api_key = non_empty(raw.moderation.api_key)
+                .map(SecretString::from)
+                .or_else(|| llm.as_ref().map(|l| l.api_key.clone()))
+                .unwrap_or_else(|| SecretString::from("unused".to_string()));
+            Some(ModerationSettings {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                api_key,
+                model: raw.moderation.model,
+                timeout: std::time::Duration::from_secs(raw.moderation.timeout_secs.max(1)),
+            })
+        } else {
+            None
+        };
         if raw.demo.enabled && raw.demo.learner_id.is_empty() {
             return Err(invalid(
                 "demo.learner_id",
@@ -486,6 +562,12 @@ impl Settings {
                 max_frame_bytes: raw.limits.max_frame_bytes,
                 asks_per_minute: raw.limits.asks_per_minute,
             },
+            retention: RetentionSettings {
+                keep_for: (raw.retention.days > 0)
+                    .then(|| std::time::Duration::from_secs(raw.retention.days * 86_400)),
+                purge_every: std::time::Duration::from_secs(raw.retention.purge_every_secs),
+            },
+            moderation,
             demo: raw.demo.enabled.then_some(DemoSettings {
                 learner_id: raw.demo.learner_id,
                 learner_name: raw.demo.learner_name,
@@ -547,6 +629,34 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn retention_zero_keeps_forever_and_moderation_borrows_the_llm_endpoint() {
+        let settings = Settings::validate(raw_from("").unwrap(), &NoEnv).unwrap();
+        assert!(settings.retention.keep_for.is_none());
+        assert!(settings.moderation.is_none());
+        let settings = Settings::validate(
+            raw_from(
+                "[retention]\ndays = 30\n[moderation]\nenabled = true\n\
+                 [llm]\nbase_url = \"http://127.0.0.1:9/v1\"",
+            )
+            .unwrap(),
+            &NoEnv,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.retention.keep_for,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            settings.moderation.unwrap().base_url,
+            "http://127.0.0.1:9/v1"
+        );
+        let err = Settings::validate(raw_from("[moderation]\nenabled = true").unwrap(), &NoEnv)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("moderation.base_url"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`prompt`]: system prompt templates and token-budgeted context assembly.
 //! - [`transcript`]: the transcript store seam and its SQL implementation.
 //! - [`chat`]: the one path that answers a question.
+//! - [`review`]: feedback, flags, annotations, search, retention and the mentor's digest.
 //! - [`eval`]: retrieval evaluation over a question set.
 //! - [`http`]: axum routes, the WebSocket gateway and its wire protocol, pages.
 //! - [`startup`]: builds everything from settings, binds, serves, shuts down.
@@ -21,5 +22,6 @@ pub mod http;
 pub mod llm;
 pub mod prompt;
 pub mod retrieval;
+pub mod review;
 pub mod startup;
 pub mod transcript;

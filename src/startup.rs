@@ -15,6 +15,7 @@ use crate::config::{EmbeddingProvider, IndexSettings, Settings};
 use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
 use crate::llm::{Llm, openai::OpenAiLlm};
 use crate::prompt::{Budget, Prompts};
+use secrecy::ExposeSecret;
 use crate::retrieval::chunk::ChunkSizes;
 use crate::retrieval::edge_store::EdgeStore;
 use crate::retrieval::embed::DenseEmbedder;
@@ -58,9 +59,25 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let store = Arc::new(store);
+        let review: Arc<dyn crate::review::ReviewStore> = store.clone();
+        let moderation = settings.moderation.as_ref().map(|m| {
+            tracing::info!(base_url = %m.base_url, model = %m.model, "moderation endpoint configured");
+            crate::review::flags::Moderation::new(
+                &m.base_url,
+                m.api_key.expose_secret(),
+                &m.model,
+                m.timeout,
+            )
+        });
+        let flagger = Arc::new(crate::review::flags::Flagger::new(
+            review.clone(),
+            moderation,
+        ));
         let state = AppState {
             chat: ChatDeps {
-                store: Arc::new(store),
+                store: store.clone(),
+                flagger: Some(flagger),
                 retriever,
                 llm,
                 prompts: Arc::new(prompts),
@@ -81,6 +98,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             turn_shutdown: CancellationToken::new(),
             rate: Arc::new(RateLimiter::new(settings.limits.asks_per_minute)),
+            review,
         };
         Ok(Self {
             listener,
@@ -126,6 +144,14 @@ impl Application {
                 Err(error) => tracing::error!(%error, "indexing failed; the service stays unready"),
             }
         });
+        if let Some(keep_for) = settings.retention.keep_for {
+            tokio::spawn(purge_old_transcripts(
+                state.review.clone(),
+                keep_for,
+                settings.retention.purge_every,
+                state.shutdown.clone(),
+            ));
+        }
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             signal.await;
@@ -153,6 +179,29 @@ impl Application {
         state.chat.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Retention: purges conversations untouched for `keep_for`, now and every `every`, until
+/// shutdown. A failed purge is logged and tried again next time.
+async fn purge_old_transcripts(
+    review: Arc<dyn crate::review::ReviewStore>,
+    keep_for: std::time::Duration,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let cutoff = crate::transcript::now_ms() - keep_for.as_millis() as i64;
+        match review.purge_before(cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "old conversations purged (retention)"),
+            Err(error) => tracing::warn!(%error, "retention purge failed"),
+        }
     }
 }
 

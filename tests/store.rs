@@ -166,3 +166,244 @@ async fn concurrent_inserts_of_one_client_id_store_one_question() {
     assert_eq!(inserted, 1);
     assert_eq!(store.messages("conv-race").await.unwrap().len(), 1);
 }
+
+/// The review store (feedback, flags, annotations, search, pages, retention, deletion) on one
+/// backend; run on both below.
+async fn review_suite(store: &SqlStore) {
+    use companion::review::{
+        Annotation, AnnotationKind, Feedback, Flag, FlagKind, Rating, ReviewStore, Severity,
+    };
+    use companion::transcript::now_ms;
+
+    store
+        .insert_question(&question("rq1", "rc1", "rconv1", "ada"))
+        .await
+        .unwrap();
+    store
+        .start_answer("ra1", "rq1", "rconv1", "ada")
+        .await
+        .unwrap();
+    let answer = AnswerRecord {
+        text: "A while loop stops when its condition is false.".into(),
+        ..Default::default()
+    };
+    store
+        .finish_answer("ra1", MessageStatus::Complete, &answer)
+        .await
+        .unwrap();
+    let mut q2 = question("rq2", "rc2", "rconv2", "ada");
+    q2.text = "Is 100% coverage needed_now?".into();
+    store.insert_question(&q2).await.unwrap();
+    let mut q3 = question("rq3", "rc3", "rconv3", "bob");
+    q3.text = "Is 1000 coverage neededXnow?".into();
+    store.insert_question(&q3).await.unwrap();
+
+    assert_eq!(
+        store.message("ra1").await.unwrap().unwrap().learner_id,
+        "ada"
+    );
+    assert!(store.message("nope").await.unwrap().is_none());
+
+    // Feedback: one rating per learner and answer, the latest wins.
+    let mut feedback = Feedback {
+        id: "f1".into(),
+        message_id: "ra1".into(),
+        learner_id: "ada".into(),
+        rating: Rating::Up,
+        comment: None,
+        created_at: now_ms(),
+    };
+    store.put_feedback(&feedback).await.unwrap();
+    feedback.id = "f2".into();
+    feedback.rating = Rating::Down;
+    feedback.comment = Some("unclear".into());
+    store.put_feedback(&feedback).await.unwrap();
+    let stored = store.conversation_feedback("rconv1").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].rating, stored[0].comment.as_deref()),
+        (Rating::Down, Some("unclear"))
+    );
+    assert_eq!(store.feedback_since("ada", 0).await.unwrap().len(), 1);
+    assert!(
+        store
+            .feedback_since("ada", now_ms() + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Flags: open, counted, resolved once.
+    let flag = Flag::new(
+        "ada",
+        Some("rconv1"),
+        Some("rq1"),
+        FlagKind::Distress,
+        Severity::Urgent,
+        "why",
+    );
+    store.add_flag(&flag).await.unwrap();
+    let other = Flag::new(
+        "ada",
+        Some("rconv2"),
+        None,
+        FlagKind::HumanRequested,
+        Severity::Normal,
+        "button",
+    );
+    store.add_flag(&other).await.unwrap();
+    assert!(
+        store
+            .has_open_flag("ada", FlagKind::Distress, Some("rq1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_open_flag("ada", FlagKind::Stuck, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .has_open_flag("ada", FlagKind::HumanRequested, None)
+            .await
+            .unwrap()
+    );
+    let counts = store
+        .open_flag_counts(&["ada".to_string(), "bob".to_string()])
+        .await
+        .unwrap();
+    assert_eq!((counts["ada"].open, counts["ada"].urgent), (2, 1));
+    assert!(!counts.contains_key("bob"));
+    assert_eq!(store.flag(&flag.id).await.unwrap().unwrap(), flag);
+    assert!(
+        store
+            .resolve_flag(&flag.id, "grace", Some("called her"))
+            .await
+            .unwrap()
+    );
+    assert!(!store.resolve_flag(&flag.id, "grace", None).await.unwrap());
+    assert!(!store.resolve_flag("nope", "grace", None).await.unwrap());
+    let resolved = store.flag(&flag.id).await.unwrap().unwrap();
+    assert_eq!(resolved.resolved_by.as_deref(), Some("grace"));
+    assert_eq!(resolved.resolution.as_deref(), Some("called her"));
+    assert_eq!(store.flags("ada", true).await.unwrap(), vec![other.clone()]);
+    assert_eq!(store.flags("ada", false).await.unwrap().len(), 2);
+
+    // Annotations.
+    let annotation = Annotation {
+        id: "n1".into(),
+        message_id: "ra1".into(),
+        learner_id: "ada".into(),
+        author_id: "grace".into(),
+        kind: AnnotationKind::Correction,
+        text: "Mention break too.".into(),
+        created_at: now_ms(),
+    };
+    store.add_annotation(&annotation).await.unwrap();
+    assert_eq!(
+        store.conversation_annotations("rconv1").await.unwrap(),
+        vec![annotation.clone()]
+    );
+    assert_eq!(store.learner_annotations("ada").await.unwrap().len(), 1);
+    assert!(
+        store
+            .conversation_annotations("rconv2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Conversations and pages of messages.
+    let conversations = store.learner_conversations("ada").await.unwrap();
+    assert_eq!(conversations.len(), 2);
+    let first = conversations.iter().find(|c| c.id == "rconv1").unwrap();
+    assert_eq!(first.n_messages, 2);
+    assert_eq!(first.first_question.as_deref(), Some("question rc1"));
+    let page = store.learner_messages("ada", 0, None, 2).await.unwrap();
+    assert_eq!(page.messages.len(), 2);
+    let next = page.next.expect("a third message");
+    let rest = store
+        .learner_messages("ada", 0, Some(&next), 2)
+        .await
+        .unwrap();
+    let ids: Vec<_> = page
+        .messages
+        .iter()
+        .chain(&rest.messages)
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&"rq1") && ids.contains(&"ra1") && ids.contains(&"rq2"));
+    assert!(rest.next.is_none());
+    assert!(
+        store
+            .learner_messages("ada", now_ms() + 60_000, None, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+
+    // Search: every term, case-insensitive, `%` and `_` literal, scoped to learners.
+    let search = |scope: Option<Vec<String>>, terms: &[&str]| {
+        let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
+        async move {
+            store
+                .search(scope.as_deref(), &terms, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search(None, &["WHILE", "condition"]).await, vec!["ra1"]);
+    assert_eq!(search(None, &["100%"]).await, vec!["rq2"]);
+    assert_eq!(search(None, &["needed_now"]).await, vec!["rq2"]);
+    assert_eq!(search(None, &["coverage"]).await.len(), 2);
+    assert_eq!(
+        search(Some(vec!["bob".into()]), &["coverage"]).await,
+        vec!["rq3"]
+    );
+    assert!(search(Some(vec![]), &["coverage"]).await.is_empty());
+
+    // Retention: nothing is older than 0; everything is older than the future.
+    assert_eq!(store.purge_before(0).await.unwrap(), 0);
+    assert_eq!(store.learner_conversations("ada").await.unwrap().len(), 2);
+    assert_eq!(store.purge_before(now_ms() + 60_000).await.unwrap(), 3);
+    assert!(store.learner_conversations("ada").await.unwrap().is_empty());
+    assert!(store.messages("rconv1").await.unwrap().is_empty());
+    assert!(store.learner_annotations("ada").await.unwrap().is_empty());
+    assert!(store.feedback_since("ada", 0).await.unwrap().is_empty());
+    assert!(store.flags("ada", false).await.unwrap().is_empty());
+
+    // A learner's deletion removes their review rows.
+    store
+        .add_flag(&Flag::new(
+            "cy",
+            None,
+            None,
+            FlagKind::Stuck,
+            Severity::Normal,
+            "r",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_learner_review("cy").await.unwrap(), 1);
+    assert!(store.flags("cy", false).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_review_suite_passes_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    review_suite(&store).await;
+}
+
+#[tokio::test]
+async fn the_review_suite_passes_on_postgres() {
+    if let Some(store) = postgres_store().await {
+        review_suite(&store).await;
+    }
+}

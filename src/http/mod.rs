@@ -1,6 +1,7 @@
 //! HTTP: the router, shared state, the one error type that becomes a status code, health
 //! checks. Only this module knows axum, status codes and wire JSON.
 pub mod api;
+pub mod mentor;
 pub mod pages;
 pub mod ws;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     /// The grace period is over: answers still streaming stop and are stored as interrupted.
     pub turn_shutdown: CancellationToken,
     pub rate: Arc<RateLimiter>,
+    /// Feedback, flags, annotations, search: what the mentor's review reads and writes.
+    pub review: Arc<dyn crate::review::ReviewStore>,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/{file}", get(pages::asset))
         .route("/api/v1/demo/token", post(api::demo_token))
         .route("/api/v1/conversations/{id}", get(api::conversation))
+        .merge(mentor::routes())
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

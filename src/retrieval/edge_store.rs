@@ -161,6 +161,21 @@ impl VectorStore for EdgeStore {
         .await
     }
 
+    async fn delete_learner(&self, learner: &str) -> Result<(), StoreError> {
+        let filter: Filter = serde_json::from_value(serde_json::json!({
+            "must": [{"key": "learner", "match": {"value": learner}}]
+        }))
+        .map_err(backend)?;
+        self.with_shard(move |shard| {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn search(&self, query: SearchQuery) -> Result<Vec<Hit>, StoreError> {
         let filter: Filter = serde_json::from_value(filter_json(
             query.course.as_deref(),

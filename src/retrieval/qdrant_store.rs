@@ -306,6 +306,18 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
+    async fn delete_learner(&self, learner: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(self.collection.as_str())
+                    .points(Filter::must([keyword("learner", learner)]))
+                    .wait(true),
+            )
+            .await
+            .map_err(|e| backend("delete", e))?;
+        Ok(())
+    }
+
     async fn search(&self, query: SearchQuery) -> Result<Vec<Hit>, StoreError> {
         // The server reads a limit of 0 as "default"; the embedded store returns nothing.
         if query.limit == 0 {

@@ -71,6 +71,8 @@ pub trait VectorStore: Send + Sync {
     async fn upsert(&self, points: Vec<IndexedPoint>) -> Result<(), StoreError>;
     /// Removes every chunk of one source file (of one learner, when given).
     async fn delete_source(&self, source: &str, learner: Option<&str>) -> Result<(), StoreError>;
+    /// Removes every private chunk of one learner (their deletion; course material stays).
+    async fn delete_learner(&self, learner: &str) -> Result<(), StoreError>;
     async fn search(&self, query: SearchQuery) -> Result<Vec<Hit>, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
     /// Makes writes durable and builds indexes after a batch of upserts.

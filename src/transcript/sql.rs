@@ -60,11 +60,11 @@ impl SqlStore {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, status, \
+pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, status, \
     reply_to, sources, prompt_version, model, offline, tokens_in, tokens_out, retrieval_ms, \
     first_token_ms, total_ms, page_url, created_at";
 
-fn message_from_row(row: &AnyRow) -> Result<StoredMessage, TranscriptError> {
+pub(crate) fn message_from_row(row: &AnyRow) -> Result<StoredMessage, TranscriptError> {
     let sources: Option<String> = row.try_get("sources")?;
     let sources = match sources {
         Some(json) if !json.is_empty() => serde_json::from_str(&json)

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent};
+use crate::review::{Feedback, Rating};
 use protocol::{
     ClientFrame, ErrorCode, LearnerInfo, PROTOCOL_VERSION, SUBPROTOCOL, ServerFrame, Timings,
     Usage, parse_client_frame,
@@ -172,6 +173,18 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
             ClientFrame::Ping { nonce } => {
                 let _ = out.send(ServerFrame::Pong { nonce }).await;
             }
+            ClientFrame::Feedback {
+                message_id,
+                rating,
+                comment,
+            } => {
+                let frame = save_feedback(&state, &session, message_id, rating, comment).await;
+                let _ = out.send(frame).await;
+            }
+            ClientFrame::RequestMentor { text } => {
+                let frame = request_mentor(&state, &session, text).await;
+                let _ = out.send(frame).await;
+            }
             ClientFrame::Cancel { id } => match &in_flight {
                 Some(f) if f.client_id == id => f.cancel.cancel(),
                 _ => {
@@ -225,6 +238,110 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
     // The learner left: an answer in flight goes on and is stored; only the socket closes.
     drop(out);
     let _ = sender.await;
+}
+
+const MAX_FEEDBACK_COMMENT_CHARS: usize = 2000;
+
+/// Stores a learner's rating of one of their answers; thumbs-down may raise a flag.
+async fn save_feedback(
+    state: &AppState,
+    session: &Session,
+    message_id: String,
+    rating: Rating,
+    comment: Option<String>,
+) -> ServerFrame {
+    let comment = comment
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    if let Some(chars) = comment.as_ref().map(|c| c.chars().count())
+        && chars > MAX_FEEDBACK_COMMENT_CHARS
+    {
+        return ServerFrame::error(
+            None,
+            ErrorCode::InvalidField,
+            format!(
+                "feedback comment has {chars} characters; the limit is {MAX_FEEDBACK_COMMENT_CHARS}"
+            ),
+        );
+    }
+    let unknown = || {
+        ServerFrame::error(
+            None,
+            ErrorCode::UnknownMessage,
+            format!("no answer {message_id:?} in your conversations"),
+        )
+    };
+    let message = match state.review.message(&message_id).await {
+        Ok(Some(m)) if m.learner_id == session.learner.id && m.role == "assistant" => m,
+        Ok(_) => return unknown(),
+        Err(error) => {
+            tracing::error!(%error, "cannot read a message for feedback");
+            return ServerFrame::error(None, ErrorCode::Internal, "the feedback was not stored");
+        }
+    };
+    let feedback = Feedback {
+        id: uuid::Uuid::now_v7().to_string(),
+        message_id: message.id.clone(),
+        learner_id: session.learner.id.clone(),
+        rating,
+        comment,
+        created_at: crate::transcript::now_ms(),
+    };
+    if let Err(error) = state.review.put_feedback(&feedback).await {
+        tracing::error!(%error, "cannot store feedback");
+        return ServerFrame::error(None, ErrorCode::Internal, "the feedback was not stored");
+    }
+    // Inline (a few small queries) so that ratings sent in a row are counted in order.
+    if let Some(flagger) = &state.chat.flagger
+        && let Err(error) = flagger.on_feedback(&feedback).await
+    {
+        tracing::warn!(%error, "thumbs-down rule failed");
+    }
+    ServerFrame::FeedbackSaved {
+        message_id: message.id,
+        rating,
+    }
+}
+
+/// The "ask my mentor" button: a flag the mentor sees.
+async fn request_mentor(state: &AppState, session: &Session, text: Option<String>) -> ServerFrame {
+    if let Some(chars) = text.as_ref().map(|t| t.chars().count())
+        && chars > state.limits.max_question_chars
+    {
+        return ServerFrame::error(
+            None,
+            ErrorCode::InvalidField,
+            format!(
+                "request_mentor text has {chars} characters; the limit is {}",
+                state.limits.max_question_chars
+            ),
+        );
+    }
+    let Some(flagger) = &state.chat.flagger else {
+        return ServerFrame::error(
+            None,
+            ErrorCode::Internal,
+            "mentor requests are not available",
+        );
+    };
+    match flagger
+        .on_mentor_request(
+            &session.learner.id,
+            &session.conversation_id,
+            text.as_deref(),
+        )
+        .await
+    {
+        Ok(flag) => ServerFrame::MentorRequested { flag_id: flag.id },
+        Err(error) => {
+            tracing::error!(%error, "cannot store a mentor request");
+            ServerFrame::error(
+                None,
+                ErrorCode::Internal,
+                "the request was not stored; try again",
+            )
+        }
+    }
 }
 
 fn check_ask(

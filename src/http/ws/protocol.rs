@@ -1,6 +1,7 @@
 //! The WebSocket wire protocol, version 1: one typed enum per direction (see docs/protocol.md).
 use serde::{Deserialize, Serialize};
 
+use crate::review::Rating;
 use crate::transcript::SourceRef;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -23,6 +24,18 @@ pub enum ClientFrame {
     Ping {
         #[serde(default)]
         nonce: Option<String>,
+    },
+    /// Thumbs up or down on an answer (its `message_id` from `done`), with an optional comment.
+    Feedback {
+        message_id: String,
+        rating: Rating,
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    /// The widget's "ask my mentor" button, with an optional message for the mentor.
+    RequestMentor {
+        #[serde(default)]
+        text: Option<String>,
     },
 }
 
@@ -89,6 +102,15 @@ pub enum ServerFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
+    /// The rating was stored.
+    FeedbackSaved {
+        message_id: String,
+        rating: Rating,
+    },
+    /// The mentor will see the request (a flag on their page).
+    MentorRequested {
+        flag_id: String,
+    },
     Error {
         id: Option<String>,
         code: ErrorCode,
@@ -109,6 +131,7 @@ pub enum ErrorCode {
     NotReady,
     Busy,
     UnknownAsk,
+    UnknownMessage,
     RateLimited,
     LlmUnavailable,
     DuplicateInFlight,
@@ -147,11 +170,16 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
         ));
     };
     let kind = kind.to_string();
-    if !matches!(kind.as_str(), "ask" | "cancel" | "ping") {
+    if !matches!(
+        kind.as_str(),
+        "ask" | "cancel" | "ping" | "feedback" | "request_mentor"
+    ) {
         return Err(ServerFrame::error(
             id,
             ErrorCode::UnknownType,
-            format!("unknown frame type {kind:?}; expected ask, cancel or ping"),
+            format!(
+                "unknown frame type {kind:?}; expected ask, cancel, ping, feedback or request_mentor"
+            ),
         ));
     }
     serde_json::from_value(value).map_err(|e| {
@@ -203,6 +231,30 @@ mod tests {
         assert_eq!(code_of(r#"{"type":"shout"}"#), ErrorCode::UnknownType);
         assert_eq!(code_of(r#"{"type":"ask","id":"x"}"#), ErrorCode::MissingField);
         assert_eq!(code_of(r#"{"type":"ask","id":"x","text":3}"#), ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn feedback_and_mentor_request_frames_parse() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"feedback","message_id":"m1","rating":"down"}"#).unwrap(),
+            ClientFrame::Feedback {
+                message_id: "m1".into(),
+                rating: Rating::Down,
+                comment: None
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"request_mentor"}"#).unwrap(),
+            ClientFrame::RequestMentor { text: None }
+        );
+        assert_eq!(
+            code_of(r#"{"type":"feedback","message_id":"m1","rating":"meh"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code_of(r#"{"type":"feedback","rating":"up"}"#),
+            ErrorCode::MissingField
+        );
     }
 
     #[test]

@@ -1,0 +1,820 @@
+//! The mentor's API and page: learners with activity since their last session, conversations
+//! with sources and annotations, search across the caller's learners, annotations, flags, the
+//! digest, a learner's export and deletion. Access follows [`super::access`]; a learner the
+//! caller may not see answers exactly like a learner that does not exist.
+use std::collections::{BTreeMap, HashSet};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{can_read_learner, can_review_learner};
+use super::api::bearer_claims;
+use super::{ApiError, AppState};
+use crate::auth::{Claims, Role};
+use crate::learner::LearnerProfile;
+use crate::review::digest::{DigestWriter, since_session};
+use crate::review::{Annotation, AnnotationKind, Cursor};
+use crate::transcript::{StoredMessage, now_ms};
+
+const PAGE_HTML: &str = include_str!("../../web/mentor.html");
+const PAGE_JS: &str = include_str!("../../web/mentor.js");
+const PAGE_CSS: &str = include_str!("../../web/mentor.css");
+
+const MAX_QUERY_CHARS: usize = 200;
+const MAX_TERMS: usize = 8;
+const DEFAULT_SEARCH_HITS: usize = 50;
+const MAX_SEARCH_HITS: usize = 200;
+const DEFAULT_EXPORT_MESSAGES: usize = 500;
+const MAX_EXPORT_MESSAGES: usize = 1000;
+/// One export page stays under this size; the rest follows through `next_cursor`.
+const MAX_EXPORT_BYTES: usize = 2 * 1024 * 1024;
+const MAX_ANNOTATION_CHARS: usize = 4000;
+const MAX_RESOLUTION_CHARS: usize = 2000;
+const SNIPPET_CHARS: usize = 200;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/mentor", get(page))
+        .route("/mentor/mentor.js", get(script))
+        .route("/mentor/mentor.css", get(style))
+        .route("/api/v1/mentor/learners", get(learners))
+        .route(
+            "/api/v1/mentor/learners/{id}/conversations",
+            get(conversations),
+        )
+        .route("/api/v1/mentor/learners/{id}/digest", get(digest))
+        .route("/api/v1/mentor/learners/{id}/flags", get(flags))
+        .route("/api/v1/mentor/learners/{id}/export", get(export))
+        .route("/api/v1/mentor/conversations/{id}", get(conversation))
+        .route("/api/v1/mentor/messages/{id}/annotations", post(annotate))
+        .route("/api/v1/mentor/flags/{id}/resolve", post(resolve_flag))
+        .route("/api/v1/mentor/search", get(search))
+        .route("/api/v1/learners/{id}/export", get(export))
+        .route("/api/v1/learners/{id}", delete(delete_learner))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE_HTML)
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
+        .into_response()
+}
+
+fn learner_not_found() -> ApiError {
+    ApiError::NotFound("learner".into())
+}
+
+/// Only mentors (their own learners) and admins (everyone) use the collection endpoints.
+fn require_reviewer(claims: &Claims) -> Result<Option<&str>, ApiError> {
+    match claims.role {
+        Role::Admin => Ok(None),
+        Role::Mentor => Ok(Some(claims.sub.as_str())),
+        _ => Err(ApiError::Forbidden(
+            "only mentors and admins use the mentor API".into(),
+        )),
+    }
+}
+
+/// Whether anything is stored about a learner without a profile (an admin may see those).
+async fn has_history(state: &AppState, learner_id: &str) -> Result<bool, ApiError> {
+    Ok(!state
+        .review
+        .learner_conversations(learner_id)
+        .await?
+        .is_empty())
+}
+
+/// The learner's profile when `claims` may review them; the same 404 otherwise.
+async fn reviewable(
+    state: &AppState,
+    claims: &Claims,
+    learner_id: &str,
+) -> Result<Option<LearnerProfile>, ApiError> {
+    let profile = state.chat.learners.learner(learner_id).await?;
+    if !can_review_learner(claims, profile.as_ref()) {
+        return Err(learner_not_found());
+    }
+    if profile.is_none() && !has_history(state, learner_id).await? {
+        return Err(learner_not_found());
+    }
+    Ok(profile)
+}
+
+/// The learner's profile when `claims` may read them (the learner too); the same 404 otherwise.
+async fn readable(
+    state: &AppState,
+    claims: &Claims,
+    learner_id: &str,
+) -> Result<Option<LearnerProfile>, ApiError> {
+    let profile = state.chat.learners.learner(learner_id).await?;
+    if !can_read_learner(claims, learner_id, profile.as_ref()) {
+        return Err(learner_not_found());
+    }
+    if profile.is_none() && !has_history(state, learner_id).await? {
+        return Err(learner_not_found());
+    }
+    Ok(profile)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnersQuery {
+    #[serde(default)]
+    active: Option<bool>,
+}
+
+/// `GET /api/v1/mentor/learners[?active=true]`: the caller's learners, each with activity since
+/// their last session and open flags; urgent first.
+async fn learners(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<LearnersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    let mentor = require_reviewer(&claims)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let profiles = state.chat.learners.learners(mentor).await?;
+    let ids: Vec<String> = profiles.iter().map(|p| p.id.clone()).collect();
+    let counts = state.review.open_flag_counts(&ids).await?;
+    let mut rows = Vec::new();
+    for profile in &profiles {
+        let sessions = state.chat.learners.mentor_sessions(&profile.id).await?;
+        let last = sessions.first();
+        let since = since_session(last);
+        let page = state
+            .review
+            .learner_messages(&profile.id, since, None, 5000)
+            .await?;
+        let questions = page.messages.iter().filter(|m| m.role == "learner").count();
+        let last_activity = page.messages.last().map(|m| m.created_at);
+        let flags = counts.get(&profile.id).copied().unwrap_or_default();
+        if query.active == Some(true) && questions == 0 {
+            continue;
+        }
+        rows.push(json!({
+            "id": profile.id,
+            "name": profile.name,
+            "course": profile.course,
+            "chapter": profile.chapter,
+            "project": profile.project,
+            "mentor_id": profile.mentor_id,
+            "last_session": last.map(|s| json!({"held_on": s.held_on, "goals": s.goals})),
+            "since": since,
+            "questions_since": questions,
+            "active_since_last_session": questions > 0,
+            "last_activity": last_activity,
+            "flags": flags,
+        }));
+    }
+    rows.sort_by_key(|r| {
+        (
+            std::cmp::Reverse(r["flags"]["urgent"].as_u64().unwrap_or(0)),
+            std::cmp::Reverse(r["flags"]["open"].as_u64().unwrap_or(0)),
+            std::cmp::Reverse(r["last_activity"].as_i64().unwrap_or(0)),
+        )
+    });
+    Ok(Json(json!({ "learners": rows })))
+}
+
+/// `GET /api/v1/mentor/learners/{id}/conversations`
+async fn conversations(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    reviewable(&state, &claims, &id).await?;
+    let conversations = state.review.learner_conversations(&id).await?;
+    Ok(Json(
+        json!({ "learner_id": id, "conversations": conversations }),
+    ))
+}
+
+/// `GET /api/v1/mentor/conversations/{id}`: messages with sources and prompt version, the
+/// mentor's annotations, the learner's feedback and the flags raised in it.
+async fn conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    let not_found = || ApiError::NotFound("conversation".into());
+    let conversation = state
+        .chat
+        .store
+        .conversation(&id)
+        .await?
+        .ok_or_else(not_found)?;
+    let profile = state
+        .chat
+        .learners
+        .learner(&conversation.learner_id)
+        .await?;
+    if !can_review_learner(&claims, profile.as_ref()) {
+        return Err(not_found());
+    }
+    let messages = state.chat.store.messages(&id).await?;
+    let annotations = state.review.conversation_annotations(&id).await?;
+    let feedback = state.review.conversation_feedback(&id).await?;
+    let flags: Vec<_> = state
+        .review
+        .flags(&conversation.learner_id, false)
+        .await?
+        .into_iter()
+        .filter(|f| f.conversation_id.as_deref() == Some(id.as_str()))
+        .collect();
+    Ok(Json(json!({
+        "conversation": conversation,
+        "messages": messages,
+        "annotations": annotations,
+        "feedback": feedback,
+        "flags": flags,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagsQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// `GET /api/v1/mentor/learners/{id}/flags[?status=open|all]`
+async fn flags(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<FlagsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    reviewable(&state, &claims, &id).await?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let open_only = match query.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status {other:?} is not one of open, all"
+            )));
+        }
+    };
+    let flags = state.review.flags(&id, open_only).await?;
+    Ok(Json(json!({ "learner_id": id, "flags": flags })))
+}
+
+/// `GET /api/v1/mentor/learners/{id}/digest`: the digest since the last session.
+async fn digest(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    reviewable(&state, &claims, &id).await?;
+    let writer = DigestWriter {
+        review: state.review.clone(),
+        learners: state.chat.learners.clone(),
+        llm: state.chat.llm.clone(),
+    };
+    let digest = writer
+        .digest(&id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!(digest)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnnotationBody {
+    kind: AnnotationKind,
+    text: String,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("{what} body is not valid: {e}")))
+}
+
+/// `POST /api/v1/mentor/messages/{id}/annotations` with `{"kind": "correction"|"comment",
+/// "text": "..."}`: the mentor's note on a message.
+async fn annotate(
+    State(state): State<AppState>,
+    Path(message_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    let not_found = || ApiError::NotFound("message".into());
+    let message = state
+        .review
+        .message(&message_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let profile = state.chat.learners.learner(&message.learner_id).await?;
+    if !can_review_learner(&claims, profile.as_ref()) {
+        return Err(not_found());
+    }
+    let body: AnnotationBody = parse_body(&body, "annotation")?;
+    let text = body.text.trim();
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_ANNOTATION_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "annotation text must be 1 to {MAX_ANNOTATION_CHARS} characters, not {chars}"
+        )));
+    }
+    let annotation = Annotation {
+        id: uuid::Uuid::now_v7().to_string(),
+        message_id: message.id.clone(),
+        learner_id: message.learner_id.clone(),
+        author_id: claims.sub.clone(),
+        kind: body.kind,
+        text: text.to_string(),
+        created_at: now_ms(),
+    };
+    state.review.add_annotation(&annotation).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "annotation": annotation })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /api/v1/mentor/flags/{id}/resolve` with an optional `{"note": "..."}`.
+async fn resolve_flag(
+    State(state): State<AppState>,
+    Path(flag_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    let not_found = || ApiError::NotFound("flag".into());
+    let flag = state.review.flag(&flag_id).await?.ok_or_else(not_found)?;
+    let profile = state.chat.learners.learner(&flag.learner_id).await?;
+    if !can_review_learner(&claims, profile.as_ref()) {
+        return Err(not_found());
+    }
+    let body: ResolveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResolveBody::default()
+    } else {
+        parse_body(&body, "resolve")?
+    };
+    let note = body
+        .note
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if let Some(note) = note {
+        let chars = note.chars().count();
+        if chars > MAX_RESOLUTION_CHARS {
+            return Err(ApiError::BadRequest(format!(
+                "note has {chars} characters; the limit is {MAX_RESOLUTION_CHARS}"
+            )));
+        }
+    }
+    let resolved_now = state
+        .review
+        .resolve_flag(&flag_id, &claims.sub, note)
+        .await?;
+    let flag = state.review.flag(&flag_id).await?.ok_or_else(not_found)?;
+    Ok(Json(
+        json!({ "flag": flag, "already_resolved": !resolved_now }),
+    ))
+}
+
+/// Search terms from a query: words, or `"quoted phrases"`, case-insensitive.
+pub fn parse_query(q: &str) -> Result<Vec<String>, String> {
+    let q = q.trim();
+    if q.is_empty() {
+        return Err("the search query `q` is empty".into());
+    }
+    let chars = q.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(format!(
+            "the search query has {chars} characters; the limit is {MAX_QUERY_CHARS}"
+        ));
+    }
+    if q.chars().any(char::is_control) {
+        return Err("the search query contains control characters".into());
+    }
+    if q.matches('"').count() % 2 == 1 {
+        return Err("the search query has an unbalanced quote (\")".into());
+    }
+    let mut terms = Vec::new();
+    for (i, part) in q.split('"').enumerate() {
+        if i % 2 == 1 {
+            let phrase = part.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !phrase.is_empty() {
+                terms.push(phrase.to_lowercase());
+            }
+        } else {
+            terms.extend(part.split_whitespace().map(str::to_lowercase));
+        }
+    }
+    let n_given = terms.len();
+    terms.retain(|t| t.chars().count() >= 2);
+    terms.dedup();
+    if terms.is_empty() {
+        return Err(format!(
+            "search terms need at least 2 characters; got {n_given} shorter ones"
+        ));
+    }
+    if terms.len() > MAX_TERMS {
+        return Err(format!(
+            "the search query has {} terms; the limit is {MAX_TERMS}",
+            terms.len()
+        ));
+    }
+    Ok(terms)
+}
+
+/// Up to `SNIPPET_CHARS` of `text` around the first term found.
+fn snippet(text: &str, terms: &[String]) -> String {
+    let lower = text.to_lowercase();
+    let chars: Vec<char> = text.chars().collect();
+    // Lowercasing can change lengths; fall back to the start when positions disagree.
+    let at = terms
+        .iter()
+        .filter_map(|t| lower.find(t.as_str()))
+        .min()
+        .filter(|_| lower.len() == text.len())
+        .map_or(0, |byte| text[..byte].chars().count());
+    let start = at.saturating_sub(SNIPPET_CHARS / 3);
+    let end = (start + SNIPPET_CHARS).min(chars.len());
+    let mut out: String = chars[start..end].iter().collect();
+    out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    if start > 0 {
+        out.insert(0, '…');
+    }
+    if end < chars.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit {raw:?} must be a number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// `GET /api/v1/mentor/search?q=...[&limit=N]`: messages of the caller's learners containing
+/// every term, newest first.
+async fn search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    let mentor = require_reviewer(&claims)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let terms =
+        parse_query(query.q.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
+    let limit = parse_limit(query.limit.as_deref(), DEFAULT_SEARCH_HITS, MAX_SEARCH_HITS)?;
+    let scope: Option<Vec<String>> = match mentor {
+        Some(mentor) => Some(
+            state
+                .chat
+                .learners
+                .learners(Some(mentor))
+                .await?
+                .into_iter()
+                .map(|p| p.id)
+                .collect(),
+        ),
+        None => None,
+    };
+    let hits = state.review.search(scope.as_deref(), &terms, limit).await?;
+    let hits: Vec<Value> = hits
+        .iter()
+        .map(|m| {
+            json!({
+                "learner_id": m.learner_id,
+                "conversation_id": m.conversation_id,
+                "message_id": m.id,
+                "role": m.role,
+                "status": m.status,
+                "created_at": m.created_at,
+                "snippet": snippet(&m.text, &terms),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "terms": terms, "hits": hits })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/learners/{id}/export` (also under `/api/v1/mentor/learners/{id}/export`):
+/// a learner's history as JSON (default) or Markdown (`format=md`), page by page; each page is
+/// bounded in messages and bytes, and `next_cursor` (or the `x-next-cursor` header) continues.
+async fn export(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    let profile = readable(&state, &claims, &id).await?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let markdown = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("md" | "markdown") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format {other:?} is not one of json, md"
+            )));
+        }
+    };
+    let cursor = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(
+            Cursor::decode(raw)
+                .ok_or_else(|| ApiError::BadRequest(format!("cursor {raw:?} is malformed")))?,
+        ),
+    };
+    let limit = parse_limit(
+        query.limit.as_deref(),
+        DEFAULT_EXPORT_MESSAGES,
+        MAX_EXPORT_MESSAGES,
+    )?;
+    let page = state
+        .review
+        .learner_messages(&id, 0, cursor.as_ref(), limit)
+        .await?;
+    let mut next = page.next;
+    let mut messages = page.messages;
+    let fit = fitting(messages.iter().map(export_bytes), MAX_EXPORT_BYTES);
+    if fit < messages.len() {
+        messages.truncate(fit);
+        next = messages.last().map(|m| Cursor {
+            created_at: m.created_at,
+            id: m.id.clone(),
+        });
+    }
+    let ids: HashSet<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    let annotations: Vec<Annotation> = state
+        .review
+        .learner_annotations(&id)
+        .await?
+        .into_iter()
+        .filter(|a| ids.contains(a.message_id.as_str()))
+        .collect();
+    let first_page = cursor.is_none();
+    let next_cursor = next.as_ref().map(Cursor::encode);
+    let mut response = if markdown {
+        let text = export_markdown(&id, profile.as_ref(), &messages, &annotations, first_page);
+        (
+            [
+                (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"export.md\"",
+                ),
+            ],
+            text,
+        )
+            .into_response()
+    } else {
+        let mut body = json!({
+            "learner_id": id,
+            "exported_at": now_ms(),
+            "messages": messages,
+            "annotations": annotations,
+            "next_cursor": next_cursor,
+        });
+        if first_page {
+            body["profile"] = json!(profile);
+            body["mentor_sessions"] = json!(state.chat.learners.mentor_sessions(&id).await?);
+            body["flags"] = json!(state.review.flags(&id, false).await?);
+            body["feedback"] = json!(state.review.feedback_since(&id, 0).await?);
+            let files = state.chat.learners.project_files(&id, None).await?;
+            body["project_files"] = json!(
+                files
+                    .iter()
+                    .map(
+                        |f| json!({"project": f.project, "path": f.path, "bytes": f.bytes,
+                        "sha256": f.sha256, "origin": f.origin, "updated_at": f.updated_at})
+                    )
+                    .collect::<Vec<_>>()
+            );
+        }
+        Json(body).into_response()
+    };
+    if let Some(next) = next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert("x-next-cursor", next);
+    }
+    Ok(response)
+}
+
+/// How many of the first items (of these sizes) fit in `max` bytes; at least one, so that a
+/// cursor always moves on.
+fn fitting(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    for size in sizes {
+        total += size;
+        if total > max && n > 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// About what one message weighs in an export.
+fn export_bytes(m: &StoredMessage) -> usize {
+    let sources: usize = m
+        .sources
+        .iter()
+        .map(|s| s.title.len() + s.section.len() + s.url.len() + s.snippet.len() + 40)
+        .sum();
+    m.text.len() + sources + 400
+}
+
+fn export_markdown(
+    learner_id: &str,
+    profile: Option<&LearnerProfile>,
+    messages: &[StoredMessage],
+    annotations: &[Annotation],
+    first_page: bool,
+) -> String {
+    let mut out = String::new();
+    if first_page {
+        let name = profile
+            .and_then(|p| p.name.as_deref())
+            .unwrap_or(learner_id);
+        out.push_str(&format!(
+            "# Companion history of {name} (`{learner_id}`)\n\n"
+        ));
+    }
+    let mut by_message: BTreeMap<&str, Vec<&Annotation>> = BTreeMap::new();
+    for a in annotations {
+        by_message.entry(a.message_id.as_str()).or_default().push(a);
+    }
+    let mut conversation = "";
+    for m in messages {
+        if m.conversation_id != conversation {
+            conversation = &m.conversation_id;
+            out.push_str(&format!("## Conversation `{conversation}`\n\n"));
+        }
+        let when = chrono::DateTime::from_timestamp_millis(m.created_at)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        let who = if m.role == "learner" {
+            "Learner"
+        } else {
+            "Companion"
+        };
+        out.push_str(&format!("### {who}, {when}"));
+        if m.role != "learner" {
+            out.push_str(&format!(" ({})", m.status.as_str()));
+        }
+        out.push_str("\n\n");
+        out.push_str(m.text.trim());
+        out.push_str("\n\n");
+        if !m.sources.is_empty() {
+            out.push_str("Sources:\n");
+            for s in &m.sources {
+                out.push_str(&format!("- [{}] {} <{}>\n", s.n, s.section, s.url));
+            }
+            out.push('\n');
+        }
+        for a in by_message.get(m.id.as_str()).into_iter().flatten() {
+            out.push_str(&format!(
+                "> **Mentor {}** ({}): {}\n\n",
+                a.kind.as_str(),
+                a.author_id,
+                a.text.replace('\n', "\n> ")
+            ));
+        }
+    }
+    out
+}
+
+/// `DELETE /api/v1/learners/{id}` (admin or the platform's service token): removes the
+/// learner's transcripts, review data, profile, sessions, project files and their vectors.
+async fn delete_learner(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let claims = bearer_claims(&state, &headers)?;
+    if !matches!(claims.role, Role::Admin | Role::Service) {
+        return Err(learner_not_found());
+    }
+    let profile = state.chat.learners.learner(&id).await?;
+    let files = state.chat.learners.project_files(&id, None).await?;
+    if profile.is_none() && files.is_empty() && !has_history(&state, &id).await? {
+        return Err(learner_not_found());
+    }
+    // Vectors first: if this fails nothing else is gone and the call can be repeated.
+    let store = state.chat.retriever.store();
+    store
+        .delete_learner(&id)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot delete the vectors of {id}: {e}")))?;
+    store
+        .commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let review_rows = state.review.delete_learner_review(&id).await?;
+    let rows = state.chat.learners.delete_learner(&id).await?;
+    tracing::info!(learner = %id, rows = rows + review_rows, files = files.len(), by = %claims.sub, "learner deleted");
+    Ok(Json(json!({
+        "deleted": id,
+        "rows_removed": rows + review_rows,
+        "project_files_removed": files.len(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_split_into_words_and_quoted_phrases() {
+        assert_eq!(
+            parse_query(r#"While "never  stops" loop"#).unwrap(),
+            vec!["while", "never stops", "loop"]
+        );
+    }
+
+    #[test]
+    fn malformed_queries_are_refused_with_a_reason() {
+        assert!(parse_query("   ").unwrap_err().contains("empty"));
+        assert!(parse_query("\"open").unwrap_err().contains("quote"));
+        assert!(parse_query("a b c").unwrap_err().contains("2 characters"));
+        assert!(parse_query(&"x".repeat(201)).unwrap_err().contains("limit"));
+        assert!(
+            parse_query("aa bb cc dd ee ff gg hh ii")
+                .unwrap_err()
+                .contains("terms")
+        );
+        assert!(parse_query("tab\there").unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn an_export_page_stops_before_the_byte_bound_but_holds_at_least_one_message() {
+        assert_eq!(fitting([10, 10, 10].into_iter(), 25), 2);
+        assert_eq!(fitting([10, 10].into_iter(), 100), 2);
+        assert_eq!(fitting([500, 10].into_iter(), 100), 1);
+        assert_eq!(fitting(std::iter::empty(), 100), 0);
+    }
+
+    #[test]
+    fn snippets_centre_on_the_match() {
+        let text = format!("{} needle {}", "a ".repeat(200), "b ".repeat(200));
+        let s = snippet(&text, &["needle".to_string()]);
+        assert!(s.contains("needle"));
+        assert!(s.starts_with('…') && s.ends_with('…'));
+    }
+}

@@ -1,0 +1,506 @@
+//! [`ReviewStore`] over the same SQL pool as the transcripts (SQLite or PostgreSQL, portable
+//! SQL with `$N` placeholders).
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{
+    Annotation, AnnotationKind, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind,
+    MessagePage, Rating, ReviewStore, Severity,
+};
+use crate::transcript::sql::{MESSAGE_COLUMNS, SqlStore, message_from_row};
+use crate::transcript::{StoredMessage, TranscriptError};
+
+const FLAG_COLUMNS: &str = "id, learner_id, conversation_id, message_id, kind, severity, reason, \
+    created_at, resolved_at, resolved_by, resolution";
+const FEEDBACK_COLUMNS: &str = "id, message_id, learner_id, rating, comment, created_at";
+const ANNOTATION_COLUMNS: &str = "id, message_id, learner_id, author_id, kind, text, created_at";
+
+fn flag_from_row(row: &AnyRow) -> Result<Flag, TranscriptError> {
+    let kind: String = row.try_get("kind")?;
+    let severity: String = row.try_get("severity")?;
+    Ok(Flag {
+        id: row.try_get("id")?,
+        learner_id: row.try_get("learner_id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        message_id: row.try_get("message_id")?,
+        kind: FlagKind::parse(&kind),
+        severity: Severity::parse(&severity),
+        reason: row.try_get("reason")?,
+        created_at: row.try_get("created_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolution: row.try_get("resolution")?,
+    })
+}
+
+fn feedback_from_row(row: &AnyRow) -> Result<Feedback, TranscriptError> {
+    let rating: String = row.try_get("rating")?;
+    Ok(Feedback {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        learner_id: row.try_get("learner_id")?,
+        rating: Rating::parse(&rating)
+            .ok_or_else(|| TranscriptError::Corrupt(format!("unknown rating {rating:?}")))?,
+        comment: row.try_get("comment")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn annotation_from_row(row: &AnyRow) -> Result<Annotation, TranscriptError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Annotation {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        learner_id: row.try_get("learner_id")?,
+        author_id: row.try_get("author_id")?,
+        kind: AnnotationKind::parse(&kind),
+        text: row.try_get("text")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// `text` as a LIKE pattern matching it anywhere, with `\` as the escape character.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// `$from, $from+1, ...` for `n` bound values.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait]
+impl ReviewStore for SqlStore {
+    async fn message(&self, id: &str) -> Result<Option<StoredMessage>, TranscriptError> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn put_feedback(&self, f: &Feedback) -> Result<(), TranscriptError> {
+        sqlx::query(
+            "INSERT INTO feedback (id, message_id, learner_id, rating, comment, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (message_id, learner_id) DO UPDATE SET rating = excluded.rating, \
+             comment = excluded.comment, created_at = excluded.created_at",
+        )
+        .bind(&f.id)
+        .bind(&f.message_id)
+        .bind(&f.learner_id)
+        .bind(f.rating.as_str())
+        .bind(&f.comment)
+        .bind(f.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn feedback_since(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<Feedback>, TranscriptError> {
+        let sql = format!(
+            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE learner_id = $1 AND created_at >= $2 \
+             ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(learner_id)
+            .bind(since_ms)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(feedback_from_row).collect()
+    }
+
+    async fn conversation_feedback(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Vec<Feedback>, TranscriptError> {
+        let sql = format!(
+            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE message_id IN \
+             (SELECT id FROM messages WHERE conversation_id = $1) ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(feedback_from_row).collect()
+    }
+
+    async fn add_flag(&self, f: &Flag) -> Result<(), TranscriptError> {
+        sqlx::query(
+            "INSERT INTO flags (id, learner_id, conversation_id, message_id, kind, severity, \
+             reason, created_at, resolved_at, resolved_by, resolution) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&f.id)
+        .bind(&f.learner_id)
+        .bind(&f.conversation_id)
+        .bind(&f.message_id)
+        .bind(f.kind.as_str())
+        .bind(f.severity.as_str())
+        .bind(&f.reason)
+        .bind(f.created_at)
+        .bind(f.resolved_at)
+        .bind(&f.resolved_by)
+        .bind(&f.resolution)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn has_open_flag(
+        &self,
+        learner_id: &str,
+        kind: FlagKind,
+        message_id: Option<&str>,
+    ) -> Result<bool, TranscriptError> {
+        let row = match message_id {
+            Some(message_id) => {
+                sqlx::query(
+                    "SELECT id FROM flags WHERE learner_id = $1 AND kind = $2 \
+                     AND message_id = $3 AND resolved_at IS NULL LIMIT 1",
+                )
+                .bind(learner_id)
+                .bind(kind.as_str())
+                .bind(message_id)
+                .fetch_optional(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id FROM flags WHERE learner_id = $1 AND kind = $2 \
+                     AND resolved_at IS NULL LIMIT 1",
+                )
+                .bind(learner_id)
+                .bind(kind.as_str())
+                .fetch_optional(self.pool())
+                .await?
+            }
+        };
+        Ok(row.is_some())
+    }
+
+    async fn flag(&self, id: &str) -> Result<Option<Flag>, TranscriptError> {
+        let sql = format!("SELECT {FLAG_COLUMNS} FROM flags WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(flag_from_row).transpose()
+    }
+
+    async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, TranscriptError> {
+        let open = if open_only {
+            " AND resolved_at IS NULL"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {FLAG_COLUMNS} FROM flags WHERE learner_id = $1{open} \
+             ORDER BY created_at DESC, id DESC"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(learner_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(flag_from_row).collect()
+    }
+
+    async fn open_flag_counts(
+        &self,
+        learner_ids: &[String],
+    ) -> Result<HashMap<String, FlagCounts>, TranscriptError> {
+        let mut counts: HashMap<String, FlagCounts> = HashMap::new();
+        if learner_ids.is_empty() {
+            return Ok(counts);
+        }
+        let sql = format!(
+            "SELECT learner_id, severity, COUNT(*) AS n FROM flags \
+             WHERE resolved_at IS NULL AND learner_id IN ({}) GROUP BY learner_id, severity",
+            placeholders(1, learner_ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in learner_ids {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(self.pool()).await? {
+            let learner: String = row.try_get("learner_id")?;
+            let severity: String = row.try_get("severity")?;
+            let n: i64 = row.try_get("n")?;
+            let entry = counts.entry(learner).or_default();
+            entry.open += n as u64;
+            if Severity::parse(&severity) == Severity::Urgent {
+                entry.urgent += n as u64;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn resolve_flag(
+        &self,
+        id: &str,
+        resolved_by: &str,
+        resolution: Option<&str>,
+    ) -> Result<bool, TranscriptError> {
+        let done = sqlx::query(
+            "UPDATE flags SET resolved_at = $1, resolved_by = $2, resolution = $3 \
+             WHERE id = $4 AND resolved_at IS NULL",
+        )
+        .bind(crate::transcript::now_ms())
+        .bind(resolved_by)
+        .bind(resolution)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_annotation(&self, a: &Annotation) -> Result<(), TranscriptError> {
+        sqlx::query(
+            "INSERT INTO annotations (id, message_id, learner_id, author_id, kind, text, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&a.id)
+        .bind(&a.message_id)
+        .bind(&a.learner_id)
+        .bind(&a.author_id)
+        .bind(a.kind.as_str())
+        .bind(&a.text)
+        .bind(a.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn conversation_annotations(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Vec<Annotation>, TranscriptError> {
+        let sql = format!(
+            "SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE message_id IN \
+             (SELECT id FROM messages WHERE conversation_id = $1) ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(annotation_from_row).collect()
+    }
+
+    async fn learner_annotations(
+        &self,
+        learner_id: &str,
+    ) -> Result<Vec<Annotation>, TranscriptError> {
+        let sql = format!(
+            "SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE learner_id = $1 \
+             ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(learner_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(annotation_from_row).collect()
+    }
+
+    async fn learner_conversations(
+        &self,
+        learner_id: &str,
+    ) -> Result<Vec<ConversationSummary>, TranscriptError> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.learner_id, c.course_id, c.created_at, c.updated_at, \
+             (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n_messages, \
+             (SELECT q.text FROM messages q WHERE q.conversation_id = c.id AND q.role = 'learner' \
+              ORDER BY q.created_at, q.id LIMIT 1) AS first_question \
+             FROM conversations c WHERE c.learner_id = $1 ORDER BY c.updated_at DESC, c.id",
+        )
+        .bind(learner_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ConversationSummary {
+                    id: row.try_get("id")?,
+                    learner_id: row.try_get("learner_id")?,
+                    course_id: row.try_get("course_id")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    n_messages: row.try_get("n_messages")?,
+                    first_question: row.try_get("first_question")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn learner_messages(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<MessagePage, TranscriptError> {
+        let limit = limit.max(1);
+        // One more than asked tells whether a next page exists.
+        let fetch = (limit + 1) as i64;
+        let rows = match after {
+            None => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE learner_id = $1 \
+                     AND created_at >= $2 ORDER BY created_at, id LIMIT $3"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(learner_id)
+                    .bind(since_ms)
+                    .bind(fetch)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            Some(cursor) => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE learner_id = $1 \
+                     AND created_at >= $2 AND (created_at > $3 OR (created_at = $3 AND id > $4)) \
+                     ORDER BY created_at, id LIMIT $5"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(learner_id)
+                    .bind(since_ms)
+                    .bind(cursor.created_at)
+                    .bind(&cursor.id)
+                    .bind(fetch)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        let mut messages = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if messages.len() > limit {
+            messages.truncate(limit);
+            messages.last().map(|m| Cursor {
+                created_at: m.created_at,
+                id: m.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(MessagePage { messages, next })
+    }
+
+    async fn search(
+        &self,
+        learner_ids: Option<&[String]>,
+        terms: &[String],
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, TranscriptError> {
+        if terms.is_empty() || learner_ids.is_some_and(|ids| ids.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<String> = (1..=terms.len())
+            .map(|i| format!("lower(text) LIKE ${i} ESCAPE '\\'"))
+            .collect();
+        if let Some(ids) = learner_ids {
+            clauses.push(format!(
+                "learner_id IN ({})",
+                placeholders(terms.len() + 1, ids.len())
+            ));
+        }
+        let n_bound = terms.len() + learner_ids.map_or(0, <[String]>::len);
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {} ORDER BY created_at DESC, id DESC \
+             LIMIT ${}",
+            clauses.join(" AND "),
+            n_bound + 1
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for term in terms {
+            query = query.bind(like_pattern(&term.to_lowercase()));
+        }
+        for id in learner_ids.unwrap_or_default() {
+            query = query.bind(id);
+        }
+        let rows = query.bind(limit as i64).fetch_all(self.pool()).await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, TranscriptError> {
+        const OLD_MESSAGES: &str = "SELECT id FROM messages WHERE conversation_id IN \
+             (SELECT id FROM conversations WHERE updated_at < $1)";
+        let mut tx = self.pool().begin().await?;
+        for table in ["annotations", "feedback", "flags"] {
+            let sql = format!("DELETE FROM {table} WHERE message_id IN ({OLD_MESSAGES})");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "DELETE FROM flags WHERE conversation_id IN \
+             (SELECT id FROM conversations WHERE updated_at < $1)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM messages WHERE conversation_id IN \
+             (SELECT id FROM conversations WHERE updated_at < $1)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
+        let purged = sqlx::query("DELETE FROM conversations WHERE updated_at < $1")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    async fn delete_learner_review(&self, learner_id: &str) -> Result<u64, TranscriptError> {
+        let mut tx = self.pool().begin().await?;
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM annotations WHERE learner_id = $1",
+            "DELETE FROM feedback WHERE learner_id = $1",
+            "DELETE FROM flags WHERE learner_id = $1",
+        ] {
+            removed += sqlx::query(sql)
+                .bind(learner_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_the_wildcards() {
+        assert_eq!(like_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
+        assert_eq!(placeholders(3, 2), "$3, $4");
+    }
+}

@@ -1,0 +1,1109 @@
+//! The mentor's review over the real API: the authorization matrix on every endpoint, flags for
+//! each rule, the digest, search, annotations, export, deletion, retention, feedback frames.
+use std::time::Duration;
+
+use companion::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    AppOptions, FakeLlm, FakeScript, TestApp, of_type, spawn_app, spawn_app_with,
+};
+
+/// One HTTP call; the status and the JSON body (Null when the body is not JSON).
+pub async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (status, text) = call_text(app, method, path, token, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub async fn call_text(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client.request(method, app.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Whether a response says the route itself is missing (not a JSON error from a handler).
+fn route_missing(status: u16, body: &Value) -> bool {
+    (status == 404 || status == 405) && body["error"]["code"].is_null()
+}
+
+/// The test app's own store, for seeding when the learner API is not served.
+async fn seed_store(app: &TestApp) -> companion::transcript::sql::SqlStore {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        app.data_dir.join("transcripts.db").display()
+    );
+    companion::transcript::sql::SqlStore::connect(&url, 1)
+        .await
+        .expect("open the test app's store")
+}
+
+/// Creates or replaces a learner's profile through the platform's API (service token).
+pub async fn put_learner(app: &TestApp, id: &str, mentor: &str) {
+    let service = app.token(Role::Service, "platform");
+    let (status, body) = call(
+        app,
+        "PUT",
+        &format!("/api/v1/learners/{id}"),
+        Some(&service),
+        Some(
+            json!({"name": format!("{id} name"), "locale": "en", "mentor_id": mentor,
+                    "course": "python-foundations"}),
+        ),
+    )
+    .await;
+    if route_missing(status, &body) {
+        eprintln!("note: PUT /api/v1/learners is not served; seeding {id} through the store");
+        use companion::learner::{LearnerProfile, LearnerStore};
+        let mut profile = LearnerProfile::new(id);
+        profile.name = Some(format!("{id} name"));
+        profile.mentor_id = Some(mentor.to_string());
+        profile.course = Some("python-foundations".into());
+        let store = seed_store(app).await;
+        store.put_learner(&profile).await.unwrap();
+        companion::transcript::TranscriptStore::close(&store).await;
+        return;
+    }
+    assert!(
+        (200..300).contains(&status),
+        "put learner {id}: {status} {body}"
+    );
+}
+
+/// Records a mentor session with goals through the API (the learner's mentor).
+pub async fn add_session(app: &TestApp, mentor: &str, learner: &str, goals: &[&str]) {
+    let token = app.token(Role::Mentor, mentor);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (status, body) = call(
+        app,
+        "POST",
+        &format!("/api/v1/learners/{learner}/sessions"),
+        Some(&token),
+        Some(json!({"held_on": today, "notes": "Talked about loops.", "goals": goals})),
+    )
+    .await;
+    if route_missing(status, &body) {
+        eprintln!(
+            "note: POST /api/v1/learners/{{id}}/sessions is not served; seeding through the store"
+        );
+        use companion::learner::{LearnerStore, MentorSession};
+        let store = seed_store(app).await;
+        store
+            .add_mentor_session(&MentorSession {
+                id: uuid::Uuid::now_v7().to_string(),
+                learner_id: learner.into(),
+                mentor_id: mentor.into(),
+                held_on: today,
+                notes: "Talked about loops.".into(),
+                goals: goals.iter().map(|g| g.to_string()).collect(),
+                created_at: companion::transcript::now_ms(),
+            })
+            .await
+            .unwrap();
+        companion::transcript::TranscriptStore::close(&store).await;
+        return;
+    }
+    assert!((200..300).contains(&status), "add session: {status} {body}");
+}
+
+/// A question asked over the WebSocket, with the ids it got.
+pub struct Asked {
+    pub conversation_id: String,
+    pub question_id: String,
+    pub answer_id: String,
+}
+
+pub async fn ask(app: &TestApp, learner: &str, questions: &[&str]) -> Vec<Asked> {
+    let mut ws = app.connect(&app.learner_token(learner)).await;
+    let ready = ws.ready().await;
+    let conversation_id = ready["conversation_id"].as_str().unwrap().to_string();
+    let mut asked = Vec::new();
+    for (i, text) in questions.iter().enumerate() {
+        let frames = ws
+            .ask(&format!("{}-{i}", uuid::Uuid::new_v4().simple()), text)
+            .await;
+        let ack = of_type(&frames, "ack")[0].clone();
+        let done = of_type(&frames, "done")[0].clone();
+        asked.push(Asked {
+            conversation_id: conversation_id.clone(),
+            question_id: ack["message_id"].as_str().unwrap().to_string(),
+            answer_id: done["message_id"].as_str().unwrap().to_string(),
+        });
+    }
+    ws.close().await;
+    asked
+}
+
+/// Polls a learner's flags (as an admin) until `done` holds; returns the last list.
+pub async fn wait_flags(
+    app: &TestApp,
+    learner: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let admin = app.token(Role::Admin, "root");
+    let mut flags = Vec::new();
+    for _ in 0..100 {
+        let (status, body) = call(
+            app,
+            "GET",
+            &format!("/api/v1/mentor/learners/{learner}/flags?status=all"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        flags = body["flags"].as_array().cloned().unwrap_or_default();
+        if done(&flags) {
+            return flags;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    flags
+}
+
+fn count_kind(flags: &[Value], kind: &str) -> usize {
+    flags.iter().filter(|f| f["kind"] == kind).count()
+}
+
+/// Ada (mentor Grace) with one conversation that raised a flag; Bob (mentor Linus).
+struct World {
+    app: TestApp,
+    ada: Vec<Asked>,
+    flag_id: String,
+}
+
+async fn world() -> World {
+    let app = spawn_app().await;
+    put_learner(&app, "ada", "grace").await;
+    put_learner(&app, "bob", "linus").await;
+    let ada = ask(
+        &app,
+        "ada",
+        &[
+            "Why does my while loop never stop?",
+            "Can I talk to my mentor about loops?",
+        ],
+    )
+    .await;
+    ask(&app, "bob", &["What is a while loop for?"]).await;
+    let flags = wait_flags(&app, "ada", |f| count_kind(f, "human_requested") > 0).await;
+    let flag_id = flags
+        .iter()
+        .find(|f| f["kind"] == "human_requested")
+        .expect("a human_requested flag")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    World { app, ada, flag_id }
+}
+
+#[tokio::test]
+async fn every_mentor_endpoint_follows_the_authorization_matrix() {
+    let World { app, ada, flag_id } = world().await;
+    let learner = app.token(Role::Learner, "ada");
+    let other_learner = app.token(Role::Learner, "bob");
+    let mentor = app.token(Role::Mentor, "grace");
+    let other_mentor = app.token(Role::Mentor, "linus");
+    let course_team = app.token(Role::CourseTeam, "ct");
+    let admin = app.token(Role::Admin, "root");
+    let conversation = &ada[0].conversation_id;
+    let answer = &ada[0].answer_id;
+
+    // Per-learner reads: the mentor and admins; everyone else gets the 404 of a missing learner.
+    let (_, missing) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/learners/nobody/digest",
+        Some(&mentor),
+        None,
+    )
+    .await;
+    assert_eq!(missing["error"]["code"], "not_found");
+    for path in [
+        "/api/v1/mentor/learners/ada/conversations",
+        "/api/v1/mentor/learners/ada/digest",
+        "/api/v1/mentor/learners/ada/flags",
+    ] {
+        for (who, token, expected) in [
+            ("own mentor", &mentor, 200),
+            ("admin", &admin, 200),
+            ("other mentor", &other_mentor, 404),
+            ("course team", &course_team, 404),
+            ("the learner", &learner, 404),
+        ] {
+            let (status, body) = call(&app, "GET", path, Some(token), None).await;
+            assert_eq!(status, expected, "{who} GET {path}: {body}");
+            if expected == 404 {
+                assert_eq!(
+                    body, missing,
+                    "{who} GET {path} must look like a missing learner"
+                );
+            }
+        }
+        let (status, _) = call(&app, "GET", path, None, None).await;
+        assert_eq!(status, 401, "no token on {path}");
+    }
+
+    // Export: also the learner themself (their data), never another learner.
+    for (who, token, expected) in [
+        ("the learner", &learner, 200),
+        ("own mentor", &mentor, 200),
+        ("admin", &admin, 200),
+        ("another learner", &other_learner, 404),
+        ("other mentor", &other_mentor, 404),
+        ("course team", &course_team, 404),
+    ] {
+        for path in [
+            "/api/v1/learners/ada/export",
+            "/api/v1/mentor/learners/ada/export?format=md",
+        ] {
+            let (status, _) = call_text(&app, "GET", path, Some(token), None).await;
+            assert_eq!(status, expected, "{who} GET {path}");
+        }
+    }
+
+    // A conversation, a message to annotate, a flag to resolve: the same rule, by their owner.
+    let conversation_path = format!("/api/v1/mentor/conversations/{conversation}");
+    let (_, missing_conversation) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/conversations/0190aaaa-0000-7000-8000-000000000000",
+        Some(&admin),
+        None,
+    )
+    .await;
+    let annotate_path = format!("/api/v1/mentor/messages/{answer}/annotations");
+    let resolve_path = format!("/api/v1/mentor/flags/{flag_id}/resolve");
+    for (who, token) in [
+        ("other mentor", &other_mentor),
+        ("course team", &course_team),
+        ("the learner", &learner),
+    ] {
+        let (status, body) = call(&app, "GET", &conversation_path, Some(token), None).await;
+        assert_eq!(
+            (status, &body),
+            (404, &missing_conversation),
+            "{who} reads the conversation"
+        );
+        let (status, _) = call(
+            &app,
+            "POST",
+            &annotate_path,
+            Some(token),
+            Some(json!({"kind": "comment", "text": "hi"})),
+        )
+        .await;
+        assert_eq!(status, 404, "{who} annotates");
+        let (status, _) = call(&app, "POST", &resolve_path, Some(token), Some(json!({}))).await;
+        assert_eq!(status, 404, "{who} resolves");
+    }
+    for token in [&mentor, &admin] {
+        let (status, body) = call(&app, "GET", &conversation_path, Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = call(
+            &app,
+            "POST",
+            &annotate_path,
+            Some(token),
+            Some(json!({"kind": "comment", "text": "Good question."})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = call(&app, "POST", &resolve_path, Some(&mentor), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Collections: mentors see their own learners, admins everyone, other roles are refused.
+    let ids = |body: &Value| -> Vec<String> {
+        body["learners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, body) = call(&app, "GET", "/api/v1/mentor/learners", Some(&mentor), None).await;
+    assert_eq!(ids(&body), vec!["ada"]);
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/learners",
+        Some(&other_mentor),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&body), vec!["bob"]);
+    let (_, body) = call(&app, "GET", "/api/v1/mentor/learners", Some(&admin), None).await;
+    let mut all = ids(&body);
+    all.sort();
+    assert_eq!(all, vec!["ada", "bob"]);
+    for token in [&learner, &course_team] {
+        for path in ["/api/v1/mentor/learners", "/api/v1/mentor/search?q=loop"] {
+            let (status, _) = call(&app, "GET", path, Some(token), None).await;
+            assert_eq!(status, 403, "{path}");
+        }
+    }
+    let learners_of = |body: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = body["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["learner_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/search?q=loop",
+        Some(&mentor),
+        None,
+    )
+    .await;
+    assert_eq!(learners_of(&body), vec!["ada"]);
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/search?q=loop",
+        Some(&other_mentor),
+        None,
+    )
+    .await;
+    assert_eq!(learners_of(&body), vec!["bob"]);
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/search?q=loop",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(learners_of(&body), vec!["ada", "bob"]);
+
+    // Deleting a learner: admins and the platform only; a refusal looks like a missing learner.
+    for token in [&mentor, &learner, &course_team, &other_mentor] {
+        let (status, _) = call(&app, "DELETE", "/api/v1/learners/ada", Some(token), None).await;
+        assert_eq!(status, 404);
+    }
+}
+
+#[tokio::test]
+async fn each_flag_rule_raises_its_flag_and_ordinary_questions_raise_none() {
+    let app = spawn_app_with(AppOptions {
+        extra_toml: "[limits]\nasks_per_minute = 0\n".into(),
+        ..Default::default()
+    })
+    .await;
+    put_learner(&app, "cleo", "grace").await;
+
+    ask(&app, "cleo", &["What does the range function return?"]).await;
+    ask(
+        &app,
+        "cleo",
+        &["Je voudrais parler à un humain, s'il vous plaît"],
+    )
+    .await;
+    ask(&app, "cleo", &["I feel hopeless and I want to die"]).await;
+    let repeated = ask(
+        &app,
+        "cleo",
+        &[
+            "How do I stop an infinite while loop?",
+            "how do i stop an infinite while loop",
+            "How do I stop my infinite while loop??",
+        ],
+    )
+    .await;
+    let flags = wait_flags(&app, "cleo", |f| {
+        count_kind(f, "human_requested") >= 1
+            && count_kind(f, "distress") >= 1
+            && count_kind(f, "stuck") >= 1
+    })
+    .await;
+    assert_eq!(count_kind(&flags, "human_requested"), 1, "{flags:?}");
+    assert_eq!(count_kind(&flags, "distress"), 1, "{flags:?}");
+    assert_eq!(count_kind(&flags, "stuck"), 1, "{flags:?}");
+    let distress = flags.iter().find(|f| f["kind"] == "distress").unwrap();
+    assert_eq!(distress["severity"], "urgent");
+    let stuck = flags.iter().find(|f| f["kind"] == "stuck").unwrap();
+    assert_eq!(stuck["message_id"], repeated[2].question_id.as_str());
+    assert!(
+        stuck["reason"].as_str().unwrap().contains("3 times"),
+        "{stuck}"
+    );
+    let human = flags
+        .iter()
+        .find(|f| f["kind"] == "human_requested")
+        .unwrap();
+    assert!(
+        human["reason"].as_str().unwrap().contains("humain"),
+        "{human}"
+    );
+    // The ordinary question and the repeats (but the third) raised nothing.
+    assert_eq!(flags.len(), 3, "{flags:?}");
+
+    // Several thumbs-down, and the "ask my mentor" button.
+    let answers = ask(
+        &app,
+        "cleo",
+        &["What is a tuple?", "What is a set?", "What is a list?"],
+    )
+    .await;
+    let mut ws = app.connect(&app.learner_token("cleo")).await;
+    ws.ready().await;
+    for a in &answers {
+        ws.send_json(
+            json!({"type": "feedback", "message_id": a.answer_id, "rating": "down",
+                            "comment": "not clear"}),
+        )
+        .await;
+        let frame = ws.next_frame().await;
+        assert_eq!(frame["type"], "feedback_saved", "{frame}");
+    }
+    ws.send_json(json!({"type": "request_mentor", "text": "Can we go over sets next time?"}))
+        .await;
+    let frame = ws.next_frame().await;
+    assert_eq!(frame["type"], "mentor_requested", "{frame}");
+    let button_flag = frame["flag_id"].as_str().unwrap().to_string();
+    ws.close().await;
+    let flags = wait_flags(&app, "cleo", |f| count_kind(f, "stuck") >= 2).await;
+    let downs = flags
+        .iter()
+        .find(|f| f["kind"] == "stuck" && f["reason"].as_str().unwrap().contains("thumbs-down"))
+        .expect("a thumbs-down flag");
+    assert!(
+        downs["reason"].as_str().unwrap().contains("3 answers"),
+        "{downs}"
+    );
+    let button = flags
+        .iter()
+        .find(|f| f["id"] == button_flag.as_str())
+        .unwrap();
+    assert_eq!(button["kind"], "human_requested");
+    assert!(
+        button["reason"].as_str().unwrap().contains("go over sets"),
+        "{button}"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_moderation_endpoint_flags_what_it_flags() {
+    let moderation = fake_moderation().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[moderation]\nenabled = true\nbase_url = \"{moderation}\"\napi_key = \"k\"\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    put_learner(&app, "dora", "grace").await;
+    ask(
+        &app,
+        "dora",
+        &["What is a variable?", "FLAGME how do loops work"],
+    )
+    .await;
+    let flags = wait_flags(&app, "dora", |f| count_kind(f, "moderation") >= 1).await;
+    assert_eq!(count_kind(&flags, "moderation"), 1, "{flags:?}");
+    let flag = &flags[0];
+    assert_eq!(flag["severity"], "urgent");
+    assert!(
+        flag["reason"].as_str().unwrap().contains("violence"),
+        "{flag}"
+    );
+}
+
+/// An OpenAI-compatible `/v1/moderations` that flags inputs containing "FLAGME" as violence.
+async fn fake_moderation() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/moderations",
+        post(|axum::Json(body): axum::Json<Value>| async move {
+            let flagged = body["input"].as_str().unwrap_or_default().contains("FLAGME");
+            axum::Json(json!({
+                "id": "modr-1", "model": "omni-moderation-latest",
+                "results": [{"flagged": flagged,
+                             "categories": {"violence": flagged, "hate": false},
+                             "category_scores": {"violence": if flagged { 0.9 } else { 0.01 }, "hate": 0.0}}]
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
+    let app = spawn_app().await;
+    put_learner(&app, "eve", "grace").await;
+    ask(&app, "eve", &["What is a dictionary comprehension?"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    add_session(
+        &app,
+        "grace",
+        "eve",
+        &[
+            "Fix the infinite while loop in the guessing game",
+            "Read the chapter about recursion",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let asked = ask(
+        &app,
+        "eve",
+        &[
+            "Why does my while loop never stop?",
+            "I would like to talk to my mentor about the while condition",
+        ],
+    )
+    .await;
+    wait_flags(&app, "eve", |f| count_kind(f, "human_requested") > 0).await;
+    let mentor = app.token(Role::Mentor, "grace");
+    let (status, digest) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/learners/eve/digest",
+        Some(&mentor),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{digest}");
+    // Only what came after the session.
+    assert_eq!(digest["n_questions"], 2, "{digest}");
+    assert_eq!(digest["written_by"], "extractive");
+    let chapters: Vec<&str> = digest["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["chapter"].as_str().unwrap())
+        .collect();
+    assert!(chapters.contains(&"Control flow"), "{chapters:?}");
+    let all_questions = digest["chapters"].to_string();
+    assert!(all_questions.contains(asked[0].question_id.as_str()));
+    assert!(!all_questions.contains("dictionary comprehension"));
+    let goals = digest["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 2);
+    assert_eq!(goals[0]["touched"], true, "{goals:?}");
+    assert!(goals[0]["evidence"].to_string().contains("never stop"));
+    assert_eq!(goals[1]["touched"], false, "{goals:?}");
+    assert_eq!(digest["open_flags"].as_array().unwrap().len(), 1);
+    let summary = digest["summary"].as_str().unwrap();
+    for wanted in [
+        "## Questions by topic",
+        "Control flow",
+        "Why does my while loop never stop?",
+        "## Open flags",
+        "human_requested",
+        "## Goals from the last session",
+        "- [x] Fix the infinite while loop",
+        "- [ ] Read the chapter about recursion",
+    ] {
+        assert!(
+            summary.contains(wanted),
+            "{wanted:?} missing from:\n{summary}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
+    let llm = FakeLlm::start(FakeScript {
+        chunks: vec![
+            "## Questions by topic\n".into(),
+            "Eve asked about loops.".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_app_with(AppOptions {
+        llm_url: Some(llm.base_url()),
+        ..Default::default()
+    })
+    .await;
+    put_learner(&app, "fay", "grace").await;
+    add_session(&app, "grace", "fay", &["Practise for loops with range"]).await;
+    ask(&app, "fay", &["How does range work in a for loop?"]).await;
+    let (status, digest) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/learners/fay/digest",
+        Some(&app.token(Role::Admin, "root")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{digest}");
+    assert_eq!(digest["written_by"], "llm", "{digest}");
+    assert_eq!(
+        digest["summary"],
+        "## Questions by topic\nEve asked about loops."
+    );
+    assert_eq!(digest["n_questions"], 1);
+    let requests = llm.requests();
+    let prompt = requests.last().unwrap()["messages"].to_string();
+    assert!(prompt.contains("digest-data"), "{prompt}");
+    assert!(prompt.contains("How does range work in a for loop?"));
+    assert!(prompt.contains("Practise for loops with range"));
+}
+
+#[tokio::test]
+async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
+    let app = spawn_app().await;
+    put_learner(&app, "gus", "grace").await;
+    ask(
+        &app,
+        "gus",
+        &[
+            "Is 100% test coverage needed?",
+            "Is 1000 coverage needed for the project?",
+        ],
+    )
+    .await;
+    let mentor = app.token(Role::Mentor, "grace");
+    let search = |q: &str| {
+        let path = format!("/api/v1/mentor/search?q={}", urlencode(q));
+        let app = &app;
+        let mentor = mentor.clone();
+        async move { call(app, "GET", &path, Some(&mentor), None).await }
+    };
+    let (status, body) = search("100%").await;
+    assert_eq!(status, 200, "{body}");
+    let learner_hits: Vec<&Value> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == "learner")
+        .collect();
+    assert_eq!(learner_hits.len(), 1, "% is not a wildcard: {body}");
+    assert!(
+        learner_hits[0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("100%")
+    );
+    let (_, body) = search("\"coverage needed for\"").await;
+    let texts = body["hits"].to_string();
+    assert!(
+        texts.contains("1000 coverage") && !texts.contains("100% test"),
+        "{body}"
+    );
+    let (_, body) = search("COVERAGE project").await;
+    assert_eq!(
+        body["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["role"] == "learner")
+            .count(),
+        1
+    );
+    for (q, wanted) in [
+        ("", "empty"),
+        ("\"unclosed phrase", "quote"),
+        ("a b", "2 characters"),
+        (&"x".repeat(201), "limit"),
+    ] {
+        let (status, body) = search(q).await;
+        assert_eq!(status, 400, "{q:?}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(wanted),
+            "{body}"
+        );
+    }
+    let (status, _) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/search?q=loop&limit=0",
+        Some(&mentor),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
+    let app = spawn_app().await;
+    put_learner(&app, "hal", "grace").await;
+    let asked = ask(&app, "hal", &["How do I write a for loop over a list?"]).await;
+    let mentor = app.token(Role::Mentor, "grace");
+    let path = format!("/api/v1/mentor/messages/{}/annotations", asked[0].answer_id);
+    let (status, body) = call(
+        &app,
+        "POST",
+        &path,
+        Some(&mentor),
+        Some(json!({"kind": "correction", "text": "Use enumerate when you need the index."})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["annotation"]["author_id"], "grace");
+    let (_, view) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/mentor/conversations/{}", asked[0].conversation_id),
+        Some(&mentor),
+        None,
+    )
+    .await;
+    let annotations = view["annotations"].as_array().unwrap();
+    assert_eq!(annotations.len(), 1);
+    assert_eq!(annotations[0]["kind"], "correction");
+    assert_eq!(annotations[0]["message_id"], asked[0].answer_id.as_str());
+    let answer = view["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == asked[0].answer_id.as_str())
+        .unwrap();
+    assert!(
+        !answer["sources"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
+    assert_eq!(answer["prompt_version"], "system-v1");
+
+    for (body, wanted) in [
+        (json!({"kind": "praise", "text": "x"}), "annotation body"),
+        (json!({"kind": "comment", "text": "   "}), "1 to 4000"),
+        (json!({"kind": "comment"}), "annotation body"),
+        (
+            json!({"kind": "comment", "text": "y".repeat(4001)}),
+            "1 to 4000",
+        ),
+    ] {
+        let (status, response) = call(&app, "POST", &path, Some(&mentor), Some(body)).await;
+        assert_eq!(status, 400, "{response}");
+        assert!(
+            response["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(wanted),
+            "{response}"
+        );
+    }
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v1/mentor/messages/no-such-message/annotations",
+        Some(&mentor),
+        Some(json!({"kind": "comment", "text": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_export_is_complete_paginated_and_bounded() {
+    let app = spawn_app_with(AppOptions {
+        extra_toml: "[limits]\nasks_per_minute = 0\n".into(),
+        ..Default::default()
+    })
+    .await;
+    put_learner(&app, "ivy", "grace").await;
+    let asked = ask(
+        &app,
+        "ivy",
+        &[
+            "What is a string?",
+            "What is an integer?",
+            "Help me talk to my mentor",
+        ],
+    )
+    .await;
+    let learner = app.learner_token("ivy");
+    let (status, body) = call(
+        &app,
+        "GET",
+        "/api/v1/learners/ivy/export",
+        Some(&learner),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 6);
+    assert!(body["next_cursor"].is_null());
+    assert_eq!(body["profile"]["mentor_id"], "grace");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["role"] == "assistant" && m["prompt_version"] == "system-v1")
+    );
+
+    // Page by page, one message at a time: every message once, in order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/learners/ivy/export?limit=1&cursor={c}"),
+            None => "/api/v1/learners/ivy/export?limit=1".to_string(),
+        };
+        let (status, page) = call(&app, "GET", &path, Some(&learner), None).await;
+        assert_eq!(status, 200, "{page}");
+        let page_messages = page["messages"].as_array().unwrap();
+        assert!(page_messages.len() <= 1);
+        seen.extend(
+            page_messages
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let all: Vec<String> = messages
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, all);
+    let response = reqwest::Client::new()
+        .get(app.url("/api/v1/learners/ivy/export?limit=2&format=md"))
+        .bearer_auth(&learner)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers().contains_key("x-next-cursor"),
+        "{response:?}"
+    );
+
+    let (status, markdown) = call_text(
+        &app,
+        "GET",
+        "/api/v1/mentor/learners/ivy/export?format=md",
+        Some(&app.token(Role::Mentor, "grace")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        markdown.starts_with("# Companion history of ivy name"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("What is a string?"));
+    assert!(markdown.contains(&asked[0].conversation_id));
+
+    for (query, wanted) in [
+        ("limit=5000", "limit"),
+        ("limit=abc", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("format=pdf", "format"),
+    ] {
+        let (status, body) = call(
+            &app,
+            "GET",
+            &format!("/api/v1/learners/ivy/export?{query}"),
+            Some(&learner),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(wanted),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_learner_removes_everything_about_them() {
+    let app = spawn_app().await;
+    put_learner(&app, "kim", "grace").await;
+    put_learner(&app, "lou", "grace").await;
+    let asked = ask(&app, "kim", &["Can I talk to my mentor about recursion?"]).await;
+    ask(&app, "lou", &["What is recursion?"]).await;
+    wait_flags(&app, "kim", |f| !f.is_empty()).await;
+    let admin = app.token(Role::Admin, "root");
+    let (status, body) = call(&app, "DELETE", "/api/v1/learners/kim", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rows_removed"].as_u64().unwrap() >= 3, "{body}");
+
+    let (status, _) = app.conversation(&admin, &asked[0].conversation_id).await;
+    assert_eq!(status.as_u16(), 404);
+    for path in [
+        "/api/v1/learners/kim/export",
+        "/api/v1/mentor/learners/kim/flags",
+        "/api/v1/mentor/learners/kim/digest",
+    ] {
+        let (status, _) = call(&app, "GET", path, Some(&admin), None).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/mentor/search?q=recursion",
+        Some(&admin),
+        None,
+    )
+    .await;
+    let hits = body["hits"].as_array().unwrap();
+    assert!(
+        !hits.is_empty() && hits.iter().all(|h| h["learner_id"] == "lou"),
+        "{body}"
+    );
+    let (_, body) = call(&app, "GET", "/api/v1/mentor/learners", Some(&admin), None).await;
+    assert!(!body.to_string().contains("\"kim\""), "{body}");
+    let (status, _) = call(&app, "DELETE", "/api/v1/learners/kim", Some(&admin), None).await;
+    assert_eq!(status, 404, "a second delete finds nothing");
+    let service = app.token(Role::Service, "platform");
+    let (status, _) = call(&app, "DELETE", "/api/v1/learners/lou", Some(&service), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn retention_purges_old_conversations_at_start_and_keeps_recent_ones() {
+    let app = spawn_app().await;
+    let old = ask(&app, "max", &["What is an old question?"]).await;
+    let recent = ask(&app, "max", &["What is a recent question?"]).await;
+    let (dir, temp) = app.kill().await;
+    // Age the first conversation by 40 days, as if it had been asked then.
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("transcripts.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let forty_days = 40 * 86_400_000i64;
+        sqlx::query("UPDATE conversations SET updated_at = updated_at - ?1 WHERE id = ?2")
+            .bind(forty_days)
+            .bind(&old[0].conversation_id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+    let app = spawn_app_with(AppOptions {
+        data_dir: Some(dir),
+        extra_toml: "[retention]\ndays = 30\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let token = app.learner_token("max");
+    let mut purged = false;
+    for _ in 0..50 {
+        let (status, _) = app.conversation(&token, &old[0].conversation_id).await;
+        if status.as_u16() == 404 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(purged, "the 40-day-old conversation was not purged");
+    let (status, body) = app.conversation(&token, &recent[0].conversation_id).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2);
+    drop(temp);
+}
+
+#[tokio::test]
+async fn feedback_frames_are_checked_against_the_learners_own_answers() {
+    let app = spawn_app().await;
+    let mine = ask(&app, "nia", &["What is a list?"]).await;
+    let theirs = ask(&app, "oto", &["What is a set?"]).await;
+    let mut ws = app.connect(&app.learner_token("nia")).await;
+    ws.ready().await;
+    for (frame, code) in [
+        (
+            json!({"type": "feedback", "message_id": theirs[0].answer_id, "rating": "up"}),
+            "unknown_message",
+        ),
+        (
+            json!({"type": "feedback", "message_id": mine[0].question_id, "rating": "up"}),
+            "unknown_message",
+        ),
+        (
+            json!({"type": "feedback", "message_id": "nope", "rating": "down"}),
+            "unknown_message",
+        ),
+        (
+            json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "great"}),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "up",
+                "comment": "z".repeat(2001)}),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "request_mentor", "text": "q".repeat(4001)}),
+            "invalid_field",
+        ),
+    ] {
+        ws.send_json(frame.clone()).await;
+        let reply = ws.next_frame().await;
+        assert_eq!(reply["type"], "error", "{frame} -> {reply}");
+        assert_eq!(reply["code"], code, "{frame} -> {reply}");
+    }
+    ws.send_json(json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "up"}))
+        .await;
+    let reply = ws.next_frame().await;
+    assert_eq!(reply["type"], "feedback_saved", "{reply}");
+    // A second rating replaces the first.
+    ws.send_json(
+        json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "down",
+                        "comment": "too long"}),
+    )
+    .await;
+    assert_eq!(ws.next_frame().await["type"], "feedback_saved");
+    ws.close().await;
+    let (_, view) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/mentor/conversations/{}", mine[0].conversation_id),
+        Some(&app.token(Role::Admin, "root")),
+        None,
+    )
+    .await;
+    let feedback = view["feedback"].as_array().unwrap();
+    assert_eq!(feedback.len(), 1, "{view}");
+    assert_eq!(feedback[0]["rating"], "down");
+    assert_eq!(feedback[0]["comment"], "too long");
+}
+
+#[tokio::test]
+async fn the_mentor_page_and_its_assets_are_served_without_any_token_inside() {
+    let app = spawn_app().await;
+    let (status, html) = call_text(&app, "GET", "/mentor", None, None).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("/mentor/mentor.js") && html.contains("token-input"));
+    let (status, js) = call_text(&app, "GET", "/mentor/mentor.js", None, None).await;
+    assert_eq!(status, 200);
+    assert!(js.contains("Authorization") && !js.contains("demo/token"));
+    let (status, _) = call_text(&app, "GET", "/mentor/mentor.css", None, None).await;
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,56 @@
+// Opens the mentor page in headless Chromium as a mentor, checks that the flagged learner shows
+// its badges and that the digest renders, and saves a screenshot.
+// Usage: node mentor.spec.mjs <base-url> <mentor-token> <learner-id> <expected-goal> <png-path>
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+
+const [base, token, learnerId, expectedGoal, pngPath] = process.argv.slice(2);
+if (!pngPath) {
+  console.error("usage: node mentor.spec.mjs <base-url> <token> <learner-id> <goal> <png>");
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const failures = [];
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") failures.push(`console error: ${message.text()}`);
+  });
+  await page.goto(`${base}/mentor?token=${encodeURIComponent(token)}`);
+  const item = page.locator(`.learner[data-learner-id="${learnerId}"]`);
+  await item.waitFor({ timeout: 15000 });
+  const urgent = await item.locator(".badge.urgent").textContent({ timeout: 5000 });
+  if (!/\d+ urgent/.test(urgent)) failures.push(`urgent badge reads ${JSON.stringify(urgent)}`);
+  const flags = await item.locator(".badge.flags").textContent({ timeout: 5000 });
+  if (!/\d+ flags?/.test(flags)) failures.push(`flag badge reads ${JSON.stringify(flags)}`);
+  await item.click();
+  const summary = page.locator("#digest-summary");
+  await summary.waitFor({ timeout: 15000 });
+  const text = await summary.innerText();
+  for (const wanted of ["Questions by topic", "Open flags", "Goals from the last session", expectedGoal]) {
+    if (!text.includes(wanted)) failures.push(`digest lacks ${JSON.stringify(wanted)}`);
+  }
+  if ((await summary.locator("li.goal").count()) === 0) failures.push("no goal line rendered");
+  mkdirSync(dirname(pngPath), { recursive: true });
+  await page.screenshot({ path: pngPath, fullPage: true });
+  console.log(`screenshot saved to ${pngPath}`);
+} catch (error) {
+  failures.push(String(error && error.stack ? error.stack : error));
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
+console.log("mentor page: badges and digest rendered");

@@ -1,0 +1,309 @@
+// The mentor page: learners with flag badges, a learner's digest, conversations with sources
+// and annotations, search. Every call carries the mentor's token; nothing works without one.
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const state = { token: null, learner: null, onlyActive: false };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function notice(message) {
+    const box = $("notice");
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  function when(ms) {
+    if (!ms) return "never";
+    return new Date(ms).toISOString().replace("T", " ").slice(0, 16) + " UTC";
+  }
+
+  async function api(path, options) {
+    const response = await fetch(path, {
+      ...(options || {}),
+      headers: {
+        Authorization: "Bearer " + state.token,
+        "Content-Type": "application/json",
+        ...((options && options.headers) || {}),
+      },
+    });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) {
+      const message = body && body.error ? body.error.message : response.statusText;
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return body;
+  }
+
+  // A small, safe Markdown renderer for digests: the text is escaped before any markup.
+  function renderMarkdown(markdown) {
+    const escape = (s) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+    const inline = (s) => escape(s)
+      .replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>")
+      .replace(/`([^`]+)`/g, "<code>$1</code>");
+    const out = [];
+    let depth = 0;
+    const closeLists = (to) => { while (depth > to) { out.push("</ul>"); depth -= 1; } };
+    for (const line of markdown.split("\n")) {
+      const heading = line.match(/^(#{1,3})\s+(.*)$/);
+      const item = line.match(/^(\s*)[-*]\s+(.*)$/);
+      if (heading) {
+        closeLists(0);
+        const level = heading[1].length;
+        out.push(`<h${level}>${inline(heading[2])}</h${level}>`);
+      } else if (item) {
+        const want = Math.floor(item[1].length / 2) + 1;
+        while (depth < want) { out.push("<ul>"); depth += 1; }
+        closeLists(want);
+        let text = item[2];
+        let cls = "";
+        if (text.startsWith("[x] ")) { cls = " class=\"goal touched\""; text = text.slice(4); }
+        else if (text.startsWith("[ ] ")) { cls = " class=\"goal untouched\""; text = text.slice(4); }
+        out.push(`<li${cls}>${inline(text)}</li>`);
+      } else if (line.trim() === "") {
+        closeLists(0);
+      } else {
+        closeLists(0);
+        out.push(`<p>${inline(line)}</p>`);
+      }
+    }
+    closeLists(0);
+    return out.join("\n");
+  }
+
+  async function loadLearners() {
+    const query = state.onlyActive ? "?active=true" : "";
+    const body = await api("/api/v1/mentor/learners" + query);
+    const list = $("learner-list");
+    list.replaceChildren();
+    if (body.learners.length === 0) {
+      list.append(el("li", { class: "meta", text: "No learners to show." }));
+    }
+    for (const learner of body.learners) {
+      const badges = el("span", { class: "badges" });
+      if (learner.flags.urgent > 0) {
+        badges.append(el("span", { class: "badge urgent", title: "urgent flags", text: `${learner.flags.urgent} urgent` }));
+      }
+      if (learner.flags.open > 0) {
+        badges.append(el("span", { class: "badge flags", title: "open flags", text: `${learner.flags.open} flag${learner.flags.open === 1 ? "" : "s"}` }));
+      }
+      if (learner.questions_since > 0) {
+        badges.append(el("span", { class: "badge", title: "questions since the last session", text: `${learner.questions_since} q` }));
+      }
+      const session = learner.last_session ? `last session ${learner.last_session.held_on}` : "no session yet";
+      const item = el("li", {
+        class: "learner" + (state.learner === learner.id ? " selected" : ""),
+        "data-learner-id": learner.id,
+        onclick: () => selectLearner(learner.id, learner.name),
+      },
+        el("span", {}, el("div", { class: "name", text: learner.name || learner.id }), el("div", { class: "meta", text: session })),
+        badges);
+      list.append(item);
+    }
+  }
+
+  function showOnly(view) {
+    for (const id of ["placeholder", "learner-view", "search-view", "conversation-view"]) {
+      $(id).hidden = id !== view;
+    }
+  }
+
+  function showTab(name) {
+    for (const button of document.querySelectorAll(".tabs button")) {
+      button.classList.toggle("active", button.dataset.tab === name);
+    }
+    for (const tab of ["digest", "conversations", "flags"]) {
+      $("tab-" + tab).hidden = tab !== name;
+    }
+  }
+
+  async function selectLearner(id, name) {
+    state.learner = id;
+    for (const item of document.querySelectorAll(".learner")) {
+      item.classList.toggle("selected", item.dataset.learnerId === id);
+    }
+    $("learner-title").textContent = name || id;
+    showOnly("learner-view");
+    showTab("digest");
+    await Promise.all([loadDigest(id), loadConversations(id), loadFlags(id)]).catch((e) => notice(e.message));
+  }
+
+  async function loadDigest(id) {
+    const tab = $("tab-digest");
+    tab.replaceChildren(el("p", { class: "digest-meta", text: "Writing the digest…" }));
+    const digest = await api(`/api/v1/mentor/learners/${encodeURIComponent(id)}/digest`);
+    const since = digest.last_session ? `since the session of ${digest.last_session.held_on}` : "since the beginning";
+    const by = digest.written_by === "llm" ? `written by ${digest.model}` : "extracted from the transcripts";
+    const summary = el("div", { class: "digest-summary", id: "digest-summary" });
+    summary.innerHTML = renderMarkdown(digest.summary);
+    tab.replaceChildren(
+      el("p", { class: "digest-meta", text: `${digest.n_questions} questions ${since}; ${by}.` }),
+      summary);
+  }
+
+  async function loadConversations(id) {
+    const tab = $("tab-conversations");
+    const body = await api(`/api/v1/mentor/learners/${encodeURIComponent(id)}/conversations`);
+    tab.replaceChildren();
+    if (body.conversations.length === 0) tab.append(el("p", { text: "No conversations." }));
+    for (const c of body.conversations) {
+      tab.append(el("div", { class: "conversation-item", onclick: () => openConversation(c.id) },
+        el("strong", { text: c.first_question || "(no question)" }),
+        el("div", { class: "meta", text: `${c.n_messages} messages · last ${when(c.updated_at)}` })));
+    }
+  }
+
+  function flagNode(flag, onResolved) {
+    const classes = ["flag"];
+    if (flag.severity === "urgent") classes.push("urgent");
+    if (flag.resolved_at) classes.push("resolved");
+    const node = el("div", { class: classes.join(" "), "data-flag-id": flag.id },
+      el("span", { class: "kind", text: (flag.severity === "urgent" ? "urgent · " : "") + flag.kind.replace("_", " ") }),
+      el("div", { text: flag.reason }),
+      el("div", { class: "meta", text: when(flag.created_at) + (flag.resolved_at ? ` · resolved by ${flag.resolved_by}` : "") }));
+    if (!flag.resolved_at) {
+      node.append(el("button", {
+        class: "secondary", type: "button", text: "Resolve",
+        onclick: async () => {
+          try {
+            await api(`/api/v1/mentor/flags/${encodeURIComponent(flag.id)}/resolve`, { method: "POST", body: "{}" });
+            await onResolved();
+          } catch (e) { notice(e.message); }
+        },
+      }));
+    }
+    if (flag.conversation_id) {
+      node.append(el("button", { class: "secondary", type: "button", text: "Open conversation", onclick: () => openConversation(flag.conversation_id) }));
+    }
+    return node;
+  }
+
+  async function loadFlags(id) {
+    const tab = $("tab-flags");
+    const body = await api(`/api/v1/mentor/learners/${encodeURIComponent(id)}/flags?status=all`);
+    tab.replaceChildren();
+    if (body.flags.length === 0) tab.append(el("p", { text: "No flags." }));
+    for (const flag of body.flags) {
+      tab.append(flagNode(flag, async () => { await loadFlags(id); await loadLearners(); }));
+    }
+  }
+
+  async function openConversation(id) {
+    const body = await api(`/api/v1/mentor/conversations/${encodeURIComponent(id)}`).catch((e) => { notice(e.message); return null; });
+    if (!body) return;
+    const list = $("messages");
+    list.replaceChildren();
+    for (const flag of body.flags) list.append(el("li", {}, flagNode(flag, () => openConversation(id))));
+    for (const m of body.messages) {
+      const head = el("div", { class: "head" },
+        m.role === "learner" ? "Learner" : "Companion", " · ", when(m.created_at));
+      if (m.role !== "learner") {
+        head.append(" · ", el("span", { class: "status " + m.status, text: m.status }));
+        if (m.prompt_version) head.append(` · prompt ${m.prompt_version}`);
+        if (m.model) head.append(` · ${m.model}`);
+      }
+      const rating = body.feedback.find((f) => f.message_id === m.id);
+      if (rating) head.append(` · rated ${rating.rating}` + (rating.comment ? `: “${rating.comment}”` : ""));
+      const item = el("li", { class: "message " + m.role, "data-message-id": m.id }, head,
+        el("div", { class: "text", text: m.text || "(no text)" }));
+      if (m.sources && m.sources.length) {
+        item.append(el("ol", { class: "sources" }, m.sources.map((s) =>
+          el("li", {}, el("a", { href: s.url, target: "_blank", rel: "noopener", text: s.section || s.title })))));
+      }
+      for (const a of body.annotations.filter((a) => a.message_id === m.id)) {
+        item.append(el("div", { class: "annotation " + a.kind }, el("strong", { text: a.kind + ": " }), a.text, el("span", { class: "meta", text: ` — ${a.author_id}` })));
+      }
+      const text = el("textarea", { placeholder: "Add a comment or a correction", maxlength: "4000" });
+      const kind = el("select", {}, el("option", { value: "comment", text: "comment" }), el("option", { value: "correction", text: "correction" }));
+      item.append(el("form", {
+        class: "annotate",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          try {
+            await api(`/api/v1/mentor/messages/${encodeURIComponent(m.id)}/annotations`, {
+              method: "POST", body: JSON.stringify({ kind: kind.value, text: text.value }),
+            });
+            await openConversation(id);
+          } catch (e) { notice(e.message); }
+        },
+      }, kind, text, el("button", { type: "submit", text: "Annotate" })));
+      list.append(item);
+    }
+    showOnly("conversation-view");
+  }
+
+  async function search(query) {
+    notice("");
+    try {
+      const body = await api("/api/v1/mentor/search?q=" + encodeURIComponent(query));
+      const list = $("search-results");
+      list.replaceChildren();
+      if (body.hits.length === 0) list.append(el("li", { text: "Nothing found." }));
+      for (const hit of body.hits) {
+        list.append(el("li", { onclick: () => openConversation(hit.conversation_id) },
+          el("div", { class: "who", text: `${hit.learner_id} · ${hit.role} · ${when(hit.created_at)}` }),
+          el("div", { text: hit.snippet })));
+      }
+      showOnly("search-view");
+    } catch (e) {
+      notice(e.message);
+    }
+  }
+
+  async function start(token) {
+    state.token = token;
+    try {
+      await loadLearners();
+    } catch (e) {
+      notice(e.status === 401 ? "This token is not valid or has expired." : e.message);
+      $("token-form").hidden = false;
+      return;
+    }
+    $("token-form").hidden = true;
+    $("search-form").hidden = false;
+    notice("");
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    for (const button of document.querySelectorAll(".tabs button")) {
+      button.addEventListener("click", () => showTab(button.dataset.tab));
+    }
+    $("back").addEventListener("click", () => showOnly(state.learner ? "learner-view" : "placeholder"));
+    $("only-active").addEventListener("change", (event) => {
+      state.onlyActive = event.target.checked;
+      loadLearners().catch((e) => notice(e.message));
+    });
+    $("search-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      search($("search-input").value);
+    });
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      start($("token-input").value.trim());
+    });
+    const token = new URLSearchParams(window.location.search).get("token");
+    if (token) {
+      start(token);
+    } else {
+      $("token-form").hidden = false;
+      notice("Paste your mentor token to start.");
+    }
+  });
+})();
