@@ -30,6 +30,8 @@ pub enum Role {
     Mentor,
     CourseTeam,
     Admin,
+    /// The course platform itself: writes profiles and project files for any learner.
+    Service,
 }
 
 /// The claims inside a Companion token.

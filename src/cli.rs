@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         what: EvalCommand,
     },
+    /// Measure ingest throughput and query latency on a synthetic corpus of growing size.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Print a signed token for local use and tests.
     Token {
         #[command(flatten)]
@@ -81,6 +86,33 @@ enum EvalCommand {
         /// JSON Lines: {"id", "question", "expected_files": [paths relative to --content]}.
         #[arg(long)]
         questions: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Ingest chunks/s and bm25/dense/hybrid query latency p50/p99 at each corpus size.
+    Retrieval {
+        #[command(flatten)]
+        common: Common,
+        /// Real content the synthetic corpus grows from.
+        #[arg(long, default_value = "course-content")]
+        content: PathBuf,
+        /// Corpus sizes in chunks, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        sizes: Vec<usize>,
+        /// Queries timed per mode and size.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// Question texts (the eval's JSON Lines); chunk titles when absent.
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// Chunks embedded by the model per size (the rest get derived vectors).
+        #[arg(long, default_value_t = 1000)]
+        embed_sample: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -162,6 +194,48 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", crate::eval::render_table(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Retrieval {
+                    common,
+                    content,
+                    sizes,
+                    queries,
+                    questions,
+                    embed_sample,
+                    json,
+                },
+        } => {
+            init_tracing();
+            let settings = load(&common, None)?;
+            anyhow::ensure!(content.is_dir(), "--content {} is not a folder", content.display());
+            anyhow::ensure!(
+                !sizes.is_empty() && sizes.iter().all(|&s| s > 0),
+                "--sizes must be positive numbers"
+            );
+            anyhow::ensure!(queries > 0, "--queries must be positive");
+            let questions = match questions {
+                Some(path) => crate::eval::read_questions(&path)?
+                    .into_iter()
+                    .map(|q| q.question)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let options = crate::bench::BenchOptions {
+                content,
+                sizes,
+                queries,
+                questions,
+                embed_sample,
+            };
+            let report = runtime.block_on(crate::bench::retrieval(&settings, &options))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::bench::render(&report));
             }
             Ok(())
         }

@@ -14,11 +14,13 @@
 //! - [`startup`]: builds everything from settings, binds, serves, shuts down.
 //! - [`cli`]: the command line.
 pub mod auth;
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod http;
+pub mod learner;
 pub mod llm;
 pub mod prompt;
 pub mod retrieval;

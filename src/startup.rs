@@ -15,10 +15,13 @@ use crate::config::{EmbeddingProvider, IndexSettings, Settings};
 use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
 use crate::llm::{Llm, openai::OpenAiLlm};
 use crate::prompt::{Budget, Prompts};
-use secrecy::ExposeSecret;
 use crate::retrieval::chunk::ChunkSizes;
 use crate::retrieval::edge_store::EdgeStore;
-use crate::retrieval::embed::DenseEmbedder;
+use crate::retrieval::embed::{DenseEmbedder, EmbedError};
+use crate::retrieval::minilm::MiniLm;
+use crate::retrieval::openai_embed::OpenAiEmbedder;
+use crate::retrieval::qdrant_store::QdrantStore;
+use secrecy::ExposeSecret;
 use crate::retrieval::ingest::{IngestOptions, ingest};
 use crate::retrieval::store::VectorStore;
 use crate::retrieval::Retriever;
@@ -41,6 +44,7 @@ impl Application {
         let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
             .await
             .with_context(|| "cannot open the transcript database")?;
+        let store = Arc::new(store);
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "answers left unfinished by the last run are marked interrupted");
@@ -59,7 +63,6 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let store = Arc::new(store);
         let review: Arc<dyn crate::review::ReviewStore> = store.clone();
         let moderation = settings.moderation.as_ref().map(|m| {
             tracing::info!(base_url = %m.base_url, model = %m.model, "moderation endpoint configured");
@@ -77,6 +80,7 @@ impl Application {
         let state = AppState {
             chat: ChatDeps {
                 store: store.clone(),
+                learners: store.clone(),
                 flagger: Some(flagger),
                 retriever,
                 llm,
@@ -209,9 +213,18 @@ async fn purge_old_transcripts(
 pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
     let store: Arc<dyn VectorStore> = match &settings.index {
         IndexSettings::Edge { path } => Arc::new(EdgeStore::new(path.clone())),
-        IndexSettings::Qdrant { url, .. } => {
-            anyhow::bail!("index.backend \"qdrant\" ({url}) is not available in this build yet")
-        }
+        IndexSettings::Qdrant {
+            url,
+            api_key,
+            collection,
+        } => Arc::new(
+            QdrantStore::new(
+                url,
+                api_key.as_ref().map(|k| k.expose_secret().to_string()),
+                collection,
+            )
+            .with_context(|| format!("cannot set up the Qdrant client for {url}"))?,
+        ),
     };
     let dense = build_dense(settings)?;
     Ok(Retriever::new(
@@ -222,14 +235,38 @@ pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
     ))
 }
 
-fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
+/// The dense embedder from settings. A missing local model is fatal unless
+/// `embedding.allow_bm25_fallback` is set, in which case the service runs on BM25 alone.
+pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
     match &settings.embedding.provider {
         EmbeddingProvider::None => Ok(None),
-        EmbeddingProvider::Local { model_dir } => {
-            let _ = model_dir;
-            Ok(None)
+        EmbeddingProvider::Local { model_dir } => match MiniLm::load(model_dir) {
+            Ok(model) => {
+                tracing::info!(dir = %model_dir.display(), "dense embedder: all-MiniLM-L6-v2 in-process");
+                Ok(Some(Arc::new(model)))
+            }
+            Err(error @ EmbedError::ModelMissing { .. }) if settings.embedding.allow_bm25_fallback => {
+                tracing::warn!(%error, "serving with BM25 only (embedding.allow_bm25_fallback = true)");
+                eprintln!("warning: {error}; serving with BM25 only");
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::anyhow!(
+                "{error} (or set embedding.provider = \"none\", or embedding.allow_bm25_fallback = true)"
+            )),
+        },
+        EmbeddingProvider::OpenAi { model, dimensions } => {
+            let Some(llm) = &settings.llm else {
+                anyhow::bail!(
+                    "embedding.provider \"openai\" needs an endpoint: set llm.base_url or OPENAI_BASE_URL"
+                );
+            };
+            Ok(Some(Arc::new(OpenAiEmbedder::new(
+                &llm.base_url,
+                llm.api_key.expose_secret(),
+                model,
+                *dimensions,
+            ))))
         }
-        EmbeddingProvider::OpenAi { .. } => Ok(None),
     }
 }
 

@@ -121,7 +121,7 @@ async fn bm25_search_finds_the_right_chunk(store: &dyn VectorStore) {
         SCHEMA,
         vec![
             point(
-                chunk("py", "loops.md", 0, "While loops repeat a block."),
+                chunk("py", "py/loops.md", 0, "While loops repeat a block."),
                 None,
                 None,
             ),
@@ -157,7 +157,7 @@ async fn hybrid_search_fuses_both_retrievers(store: &dyn VectorStore) {
             point(dense_only.clone(), None, Some(vec![1.0, 0.0, 0.0, 0.0])),
             point(sparse_only.clone(), None, Some(vec![-1.0, 0.0, 0.0, 0.0])),
             point(
-                chunk("py", "loops.md", 0, "While loops repeat a block."),
+                chunk("py", "py/loops.md", 0, "While loops repeat a block."),
                 None,
                 Some(vec![0.0, 0.0, 1.0, 0.0]),
             ),
@@ -220,14 +220,14 @@ async fn course_filter_excludes_other_courses(store: &dyn VectorStore) {
         SCHEMA,
         vec![
             point(
-                chunk("py", "loops.md", 0, "While loops repeat a block."),
+                chunk("py", "py/loops.md", 0, "While loops repeat a block."),
                 None,
                 None,
             ),
             point(
                 chunk(
                     "js",
-                    "loops.md",
+                    "js/loops.md",
                     0,
                     "While loops repeat a block in JavaScript.",
                 ),
@@ -237,7 +237,7 @@ async fn course_filter_excludes_other_courses(store: &dyn VectorStore) {
             point(
                 chunk(
                     "my course",
-                    "loops.md",
+                    "my course/loops.md",
                     0,
                     "While loops repeat, with spaces.",
                 ),
@@ -492,6 +492,29 @@ async fn the_payload_round_trips_to_the_same_chunk(store: &dyn VectorStore) {
     assert_eq!(shared.id, point_id(&empty_path.source, None, 0));
 }
 
+async fn delete_learner_removes_only_that_learners_chunks(store: &dyn VectorStore) {
+    fill(
+        store,
+        SCHEMA,
+        vec![
+            point(chunk("py", "page.md", 0, "Course page on loops."), None, None),
+            point(chunk("py", "game.py", 0, "Learner a game loop."), Some("a"), None),
+            point(chunk("py", "util.py", 0, "Learner a helper loop."), Some("a"), None),
+            point(chunk("py", "game.py", 0, "Learner b game loop."), Some("b"), None),
+        ],
+    )
+    .await;
+    store.delete_learner("a").await.unwrap();
+    store.commit().await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+    let for_a = bm25_search(store, "loop", None, Some("a")).await;
+    assert!(for_a.iter().all(|h| h.learner.is_none()), "{:?}", texts(&for_a));
+    let for_b = bm25_search(store, "loop", None, Some("b")).await;
+    assert!(for_b.iter().any(|h| h.learner.as_deref() == Some("b")));
+    // A learner with nothing indexed is not an error.
+    store.delete_learner("nobody").await.unwrap();
+}
+
 async fn run_suite(store: &dyn VectorStore) {
     prepare_upsert_and_count(store).await;
     bm25_search_finds_the_right_chunk(store).await;
@@ -499,6 +522,7 @@ async fn run_suite(store: &dyn VectorStore) {
     course_filter_excludes_other_courses(store).await;
     learner_files_are_private(store).await;
     delete_source_removes_only_that_source(store).await;
+    delete_learner_removes_only_that_learners_chunks(store).await;
     a_different_schema_resets_the_index(store).await;
     the_payload_round_trips_to_the_same_chunk(store).await;
 }

@@ -117,6 +117,12 @@ fn split_front_matter(text: &str) -> Result<(FrontMatter, &str), DocumentError> 
     let Some(rest) = text.strip_prefix("---\n") else {
         return Ok((Vec::new(), text));
     };
+    let closed = rest
+        .lines()
+        .any(|line| matches!(line.trim_end(), "---" | "..."));
+    if !closed {
+        return Err(DocumentError::UnclosedFrontMatter);
+    }
     let mut fields = Vec::new();
     let mut offset = 0;
     for (idx, line) in rest.split_inclusive('\n').enumerate() {

@@ -238,9 +238,9 @@ async fn sigterm_lets_the_answer_in_flight_finish_and_stores_it() {
     let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
     ws.send_json(json!({"type": "ask", "id": "t-1", "text": "what is a set?"}))
         .await;
-    ws.until("delta").await;
+    let mut frames = ws.until("delta").await;
     app.send_sigterm();
-    let frames = ws.until("done").await;
+    frames.extend(ws.until("done").await);
     assert_eq!(frames.last().unwrap()["status"], "complete");
     assert_eq!(answer_text(&frames), (0..8).map(|i| format!("step {i}. ")).collect::<String>());
     let (status, data_dir, _keep) = app.wait_exit().await;

@@ -1,0 +1,346 @@
+//! `companion bench retrieval`: ingest throughput and query latency per retrieval mode at
+//! growing corpus sizes, on the embedded index, printed as figures (not asserted anywhere).
+//!
+//! The corpus grows synthetically from a real content folder: each synthetic chunk is a real
+//! chunk with its sentences reordered, some words swapped for words of other chunks, and a few
+//! rare made-up terms, so BM25's vocabulary and postings grow like a real corpus's would.
+//! Dense vectors: the model embeds up to `embed_sample` synthetic chunks for real (that is the
+//! measured embedding rate); beyond that, vectors are real ones plus noise, so that 100k chunks
+//! do not take an hour of CPU and the index still sees distinct, realistic vectors.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::{IndexSettings, RetrievalMode, Settings};
+use crate::eval::percentile;
+use crate::retrieval::chunk::{self, Chunk, ChunkSizes};
+use crate::retrieval::store::{IndexedPoint, point_id};
+use crate::retrieval::{Retriever, Scope, document};
+
+pub struct BenchOptions {
+    pub content: PathBuf,
+    pub sizes: Vec<usize>,
+    /// Questions timed per mode and size.
+    pub queries: usize,
+    /// Question texts; the chunks' titles when empty.
+    pub questions: Vec<String>,
+    /// At most this many chunks are embedded by the model per size.
+    pub embed_sample: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModeLatency {
+    pub mode: RetrievalMode,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SizeReport {
+    pub chunks: usize,
+    /// BM25 + index write + commit (optimise, flush), chunks per second.
+    pub index_chunks_per_s: f64,
+    /// The dense model alone, chunks per second, over `embedded` chunks.
+    pub embed_chunks_per_s: Option<f64>,
+    pub embedded: usize,
+    /// What a real ingest of this many chunks would sustain: embedding and indexing in series.
+    pub ingest_chunks_per_s: f64,
+    pub modes: Vec<ModeLatency>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub embedder: String,
+    pub base_chunks: usize,
+    pub threads: usize,
+    /// Query embedding with the in-process model alone: (p50, p99) ms for a 20-word question.
+    pub query_embedding_ms: Option<(f64, f64)>,
+    pub sizes: Vec<SizeReport>,
+}
+
+/// Tiny deterministic generator (xorshift64*), so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+/// The real chunks of every Markdown/text file in `dir`.
+pub fn base_chunks(dir: &Path, sizes: ChunkSizes) -> anyhow::Result<Vec<Chunk>> {
+    let root = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "content".into());
+    let mut chunks = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok) {
+        let path = entry.path();
+        let wanted = matches!(path.extension().and_then(|e| e.to_str()), Some("md" | "txt"));
+        if !entry.file_type().is_file() || !wanted {
+            continue;
+        }
+        let bytes = std::fs::read(path)?;
+        let relative = path.strip_prefix(dir).unwrap_or(path);
+        if let Ok(doc) = document::parse(relative, &root, &bytes, 10 * 1024 * 1024) {
+            chunks.extend(chunk::chunk(&doc, sizes));
+        }
+    }
+    anyhow::ensure!(!chunks.is_empty(), "{} holds no content to grow a corpus from", dir.display());
+    Ok(chunks)
+}
+
+/// Synthetic chunk number `i` derived from the base chunks.
+fn synthetic(base: &[Chunk], i: usize, rng: &mut Rng) -> Chunk {
+    let mut chunk = base[i % base.len()].clone();
+    let donor = &base[rng.below(base.len())];
+    let donor_words: Vec<&str> = donor.text.split_whitespace().collect();
+    let mut sentences: Vec<String> = chunk
+        .text
+        .split_inclusive(['.', '\n'])
+        .map(|s| s.to_string())
+        .collect();
+    for k in (1..sentences.len()).rev() {
+        sentences.swap(k, rng.below(k + 1));
+    }
+    let mut words: Vec<String> = sentences
+        .concat()
+        .split_whitespace()
+        .map(|w| w.to_string())
+        .collect();
+    for _ in 0..words.len() / 10 {
+        let at = rng.below(words.len());
+        if !donor_words.is_empty() {
+            words[at] = donor_words[rng.below(donor_words.len())].to_string();
+        }
+    }
+    for _ in 0..3 {
+        words.push(format!("term{}", rng.below(50_000)));
+    }
+    chunk.text = words.join(" ");
+    chunk.source = format!("synthetic/{i}/{}", chunk.source);
+    chunk.chunk_idx = i;
+    chunk
+}
+
+fn noisy(vector: &[f32], rng: &mut Rng) -> Vec<f32> {
+    let mut v: Vec<f32> = vector.iter().map(|x| x + 0.08 * rng.unit()).collect();
+    crate::retrieval::minilm::normalise(&mut v);
+    v
+}
+
+pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let sizes = ChunkSizes {
+        max_tokens: settings.content.chunk_tokens,
+        overlap_tokens: settings.content.chunk_overlap_tokens,
+    };
+    let base = base_chunks(&options.content, sizes)?;
+    let questions: Vec<String> = if options.questions.is_empty() {
+        base.iter().map(|c| c.section_label()).collect()
+    } else {
+        options.questions.clone()
+    };
+    let work = tempfile::tempdir().context("cannot create a temporary index folder")?;
+    let mut bench_settings = settings.clone();
+    bench_settings.data_dir = work.path().to_path_buf();
+    let probe = crate::startup::build_retriever(&bench_settings).await?;
+    let query_embedding_ms = match probe.dense() {
+        Some(_) => {
+            let dir = match &settings.embedding.provider {
+                crate::config::EmbeddingProvider::Local { model_dir } => Some(model_dir.clone()),
+                _ => None,
+            };
+            match dir {
+                Some(dir) => {
+                    let model = crate::retrieval::minilm::MiniLm::load(&dir)?;
+                    Some(tokio::task::spawn_blocking(move || {
+                        crate::retrieval::minilm::bench_query_latency(&model, 200)
+                    })
+                    .await?)
+                }
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let mut report = BenchReport {
+        embedder: probe.embedder_id(),
+        base_chunks: base.len(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        query_embedding_ms,
+        sizes: Vec::new(),
+    };
+    drop(probe);
+    for (round, &size) in options.sizes.iter().enumerate() {
+        bench_settings.index = IndexSettings::Edge {
+            path: work.path().join(format!("index-{round}")),
+        };
+        let retriever = crate::startup::build_retriever(&bench_settings).await?;
+        eprintln!("bench: {size} chunks");
+        report
+            .sizes
+            .push(one_size(&retriever, &base, size, &questions, options).await?);
+    }
+    Ok(report)
+}
+
+async fn one_size(
+    retriever: &Retriever,
+    base: &[Chunk],
+    size: usize,
+    questions: &[String],
+    options: &BenchOptions,
+) -> anyhow::Result<SizeReport> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ size as u64);
+    let chunks: Vec<Chunk> = (0..size).map(|i| synthetic(base, i, &mut rng)).collect();
+
+    // Dense vectors: a real sample (timed), the rest derived from it.
+    let mut embed_rate = None;
+    let mut embedded = 0;
+    let dense: Option<Vec<Vec<f32>>> = match retriever.dense() {
+        Some(embedder) => {
+            let sample = size.min(options.embed_sample.max(1));
+            let texts: Vec<String> = chunks[..sample].iter().map(|c| c.embedding_text()).collect();
+            let started = Instant::now();
+            let real = embedder.embed_documents(texts).await?;
+            embed_rate = Some(sample as f64 / started.elapsed().as_secs_f64());
+            embedded = sample;
+            let mut all = real.clone();
+            for _ in sample..size {
+                all.push(noisy(&real[rng.below(real.len())], &mut rng));
+            }
+            Some(all)
+        }
+        None => None,
+    };
+
+    retriever.store().prepare(retriever.schema(), true).await?;
+    let started = Instant::now();
+    let mut points = Vec::with_capacity(1024);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        points.push(IndexedPoint {
+            id: point_id(&chunk.source, None, i),
+            sparse: retriever.bm25().embed_document(&chunk.embedding_text()),
+            dense: dense.as_ref().map(|d| d[i].clone()),
+            learner: None,
+            chunk,
+        });
+        if points.len() == 1024 {
+            retriever.store().upsert(std::mem::take(&mut points)).await?;
+        }
+    }
+    retriever.store().upsert(points).await?;
+    retriever.store().commit().await?;
+    let index_rate = size as f64 / started.elapsed().as_secs_f64();
+    let ingest_rate = match embed_rate {
+        Some(embed) => 1.0 / (1.0 / embed + 1.0 / index_rate),
+        None => index_rate,
+    };
+
+    let mut modes = Vec::new();
+    for mode in [RetrievalMode::Bm25, RetrievalMode::Dense, RetrievalMode::Hybrid] {
+        if mode != RetrievalMode::Bm25 && retriever.dense().is_none() {
+            continue;
+        }
+        let scope = Scope::default();
+        for q in questions.iter().take(5) {
+            retriever.search_with_mode(q, &scope, 5, mode).await?;
+        }
+        let mut times = Vec::with_capacity(options.queries);
+        for i in 0..options.queries {
+            let q = &questions[i % questions.len()];
+            let started = Instant::now();
+            retriever.search_with_mode(q, &scope, 5, mode).await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        modes.push(ModeLatency {
+            mode,
+            p50_ms: percentile(&mut times.clone(), 0.50),
+            p99_ms: percentile(&mut times, 0.99),
+        });
+    }
+    Ok(SizeReport {
+        chunks: size,
+        index_chunks_per_s: index_rate,
+        embed_chunks_per_s: embed_rate,
+        embedded,
+        ingest_chunks_per_s: ingest_rate,
+        modes,
+    })
+}
+
+pub fn render(report: &BenchReport) -> String {
+    let mut out = format!(
+        "embedder: {}  base chunks: {}  threads: {}\n",
+        report.embedder, report.base_chunks, report.threads
+    );
+    if let Some((p50, p99)) = report.query_embedding_ms {
+        out.push_str(&format!(
+            "query embedding (20-word question, in-process model): p50 {p50:.2} ms  p99 {p99:.2} ms\n"
+        ));
+    }
+    out.push_str(
+        "\n  chunks  ingest ch/s  embed ch/s (n)   index ch/s   bm25 p50/p99 ms   dense p50/p99 ms  hybrid p50/p99 ms\n",
+    );
+    for s in &report.sizes {
+        let lat = |mode: RetrievalMode| {
+            s.modes
+                .iter()
+                .find(|m| m.mode == mode)
+                .map_or("-".to_string(), |m| format!("{:.2}/{:.2}", m.p50_ms, m.p99_ms))
+        };
+        out.push_str(&format!(
+            "{:>8}  {:>11.0}  {:>14}  {:>11.0}  {:>16}  {:>17}  {:>17}\n",
+            s.chunks,
+            s.ingest_chunks_per_s,
+            s.embed_chunks_per_s
+                .map_or("-".to_string(), |r| format!("{r:.0} ({})", s.embedded)),
+            s.index_chunks_per_s,
+            lat(RetrievalMode::Bm25),
+            lat(RetrievalMode::Dense),
+            lat(RetrievalMode::Hybrid),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_chunks_are_distinct_and_keep_their_metadata() {
+        let base = vec![Chunk {
+            source: "a.md".into(),
+            course: "c".into(),
+            chapter: "1".into(),
+            chapter_title: "One".into(),
+            title: "Loops".into(),
+            heading_path: vec!["Loops".into()],
+            url: "/course/c/a".into(),
+            kind: "course".into(),
+            chunk_idx: 0,
+            text: "A loop repeats. A while loop checks first. A for loop walks a list.".into(),
+        }];
+        let mut rng = Rng(7);
+        let a = synthetic(&base, 0, &mut rng);
+        let b = synthetic(&base, 1, &mut rng);
+        assert_ne!(a.text, b.text);
+        assert_ne!(a.source, b.source);
+        assert_eq!(a.course, "c");
+        assert!(a.text.contains("loop"));
+    }
+}

@@ -1,0 +1,108 @@
+//! What the companion knows about a learner: the profile (from the token and the course
+//! platform), the mentor's sessions (notes and goals), and the files of the learner's project.
+//! Stored beside the transcripts, behind [`LearnerStore`].
+pub mod sql;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::transcript::TranscriptError;
+
+/// A learner as the course platform describes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnerProfile {
+    pub id: String,
+    pub name: Option<String>,
+    /// Language the answers follow: "en" or "fr" (others are kept and passed to the model).
+    pub locale: String,
+    pub program: Option<String>,
+    pub course: Option<String>,
+    pub chapter: Option<String>,
+    /// Id of the current professional project (a brief under `course-content/<course>/projects/`).
+    pub project: Option<String>,
+    pub chapters_completed: Vec<String>,
+    pub mentor_id: Option<String>,
+    pub updated_at: i64,
+}
+
+impl LearnerProfile {
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            name: None,
+            locale: "en".to_string(),
+            program: None,
+            course: None,
+            chapter: None,
+            project: None,
+            chapters_completed: Vec::new(),
+            mentor_id: None,
+            updated_at: 0,
+        }
+    }
+}
+
+/// One mentor session: when, what was said, and what the learner should do next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MentorSession {
+    pub id: String,
+    pub learner_id: String,
+    pub mentor_id: String,
+    /// YYYY-MM-DD.
+    pub held_on: String,
+    pub notes: String,
+    pub goals: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A file of a learner's project, as stored (text only; binaries are refused before this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectFile {
+    pub learner_id: String,
+    pub project: String,
+    /// Relative, normalised, `/`-separated.
+    pub path: String,
+    pub content: String,
+    pub sha256: String,
+    pub bytes: i64,
+    /// api | archive | chat | git
+    pub origin: String,
+    pub updated_at: i64,
+}
+
+#[async_trait]
+pub trait LearnerStore: Send + Sync {
+    async fn learner(&self, id: &str) -> Result<Option<LearnerProfile>, TranscriptError>;
+    /// Creates or replaces the profile.
+    async fn put_learner(&self, profile: &LearnerProfile) -> Result<(), TranscriptError>;
+    /// Learners of one mentor, or every learner when `mentor_id` is `None`.
+    async fn learners(&self, mentor_id: Option<&str>) -> Result<Vec<LearnerProfile>, TranscriptError>;
+    async fn add_mentor_session(&self, session: &MentorSession) -> Result<(), TranscriptError>;
+    /// A learner's sessions, latest first.
+    async fn mentor_sessions(&self, learner_id: &str) -> Result<Vec<MentorSession>, TranscriptError>;
+    /// Writes `files` (all of one learner and project) in one transaction; with `replace_all`
+    /// the project's other files are removed. Either everything is written or nothing.
+    async fn put_project_files(
+        &self,
+        learner_id: &str,
+        project: &str,
+        files: &[ProjectFile],
+        replace_all: bool,
+    ) -> Result<(), TranscriptError>;
+    /// A learner's files of one project (or of every project), ordered by path.
+    async fn project_files(
+        &self,
+        learner_id: &str,
+        project: Option<&str>,
+    ) -> Result<Vec<ProjectFile>, TranscriptError>;
+    /// Removes one file; false when there was none.
+    async fn delete_project_file(
+        &self,
+        learner_id: &str,
+        project: &str,
+        path: &str,
+    ) -> Result<bool, TranscriptError>;
+    /// Removes everything stored about a learner: profile, sessions, files, conversations and
+    /// messages (and, through the review tables' cascades, what hangs off them).
+    async fn delete_learner(&self, learner_id: &str) -> Result<u64, TranscriptError>;
+}
