@@ -126,6 +126,28 @@ pub async fn add_session(app: &TestApp, mentor: &str, learner: &str, goals: &[&s
     assert!((200..300).contains(&status), "add session: {status} {body}");
 }
 
+/// A file of the learner's project, written through the store (the project upload API is
+/// another issue's; this is fixture data for the digest and deletion).
+pub async fn seed_project_file(app: &TestApp, learner: &str, path: &str, content: &str) {
+    use companion::learner::{LearnerStore, ProjectFile};
+    let store = seed_store(app).await;
+    let file = ProjectFile {
+        learner_id: learner.into(),
+        project: "quiz-game".into(),
+        path: path.into(),
+        content: content.into(),
+        sha256: "0".repeat(64),
+        bytes: content.len() as i64,
+        origin: "api".into(),
+        updated_at: companion::transcript::now_ms(),
+    };
+    store
+        .put_project_files(learner, "quiz-game", &[file], false)
+        .await
+        .unwrap();
+    companion::transcript::TranscriptStore::close(&store).await;
+}
+
 /// A question asked over the WebSocket, with the ids it got.
 pub struct Asked {
     pub conversation_id: String,
@@ -573,6 +595,13 @@ async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
+    seed_project_file(
+        &app,
+        "eve",
+        "guessing_game.py",
+        "import random\nsecret = random.randint(1, 9)\n",
+    )
+    .await;
     let asked = ask(
         &app,
         "eve",
@@ -611,7 +640,16 @@ async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
     assert_eq!(goals[0]["touched"], true, "{goals:?}");
     assert!(goals[0]["evidence"].to_string().contains("never stop"));
     assert_eq!(goals[1]["touched"], false, "{goals:?}");
+    assert!(
+        goals[0]["evidence"]
+            .to_string()
+            .contains("file: guessing_game.py"),
+        "{goals:?}"
+    );
     assert_eq!(digest["open_flags"].as_array().unwrap().len(), 1);
+    let changed = digest["project"]["files_changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{digest}");
+    assert_eq!(changed[0]["path"], "guessing_game.py");
     let summary = digest["summary"].as_str().unwrap();
     for wanted in [
         "## Questions by topic",
@@ -622,6 +660,8 @@ async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
         "## Goals from the last session",
         "- [x] Fix the infinite while loop",
         "- [ ] Read the chapter about recursion",
+        "## Project progress",
+        "`guessing_game.py`",
     ] {
         assert!(
             summary.contains(wanted),
@@ -948,6 +988,7 @@ async fn deleting_a_learner_removes_everything_about_them() {
     put_learner(&app, "kim", "grace").await;
     put_learner(&app, "lou", "grace").await;
     let asked = ask(&app, "kim", &["Can I talk to my mentor about recursion?"]).await;
+    seed_project_file(&app, "kim", "main.py", "print('hi')\n").await;
     ask(&app, "lou", &["What is recursion?"]).await;
     wait_flags(&app, "kim", |f| !f.is_empty()).await;
     let admin = app.token(Role::Admin, "root");
@@ -982,6 +1023,26 @@ async fn deleting_a_learner_removes_everything_about_them() {
     assert!(!body.to_string().contains("\"kim\""), "{body}");
     let (status, _) = call(&app, "DELETE", "/api/v1/learners/kim", Some(&admin), None).await;
     assert_eq!(status, 404, "a second delete finds nothing");
+    // Back as a new learner: nothing of the old one remains, project files included.
+    put_learner(&app, "kim", "grace").await;
+    let (status, export) = call(
+        &app,
+        "GET",
+        "/api/v1/learners/kim/export",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{export}");
+    assert!(
+        export["messages"].as_array().unwrap().is_empty(),
+        "{export}"
+    );
+    assert!(
+        export["project_files"].as_array().unwrap().is_empty(),
+        "{export}"
+    );
+    assert!(export["flags"].as_array().unwrap().is_empty(), "{export}");
     let service = app.token(Role::Service, "platform");
     let (status, _) = call(&app, "DELETE", "/api/v1/learners/lou", Some(&service), None).await;
     assert_eq!(status, 200);
