@@ -256,3 +256,47 @@ async fn sigterm_lets_the_answer_in_flight_finish_and_stores_it() {
     assert_eq!(body["messages"][1]["status"], "complete");
     assert_eq!(body["messages"][1]["text"], answer_text(&frames));
 }
+
+#[tokio::test]
+async fn with_the_in_process_model_hybrid_retrieval_finds_a_paraphrased_question() {
+    let model_dir = repo_root().join("data/models/all-MiniLM-L6-v2");
+    if !model_dir.join("model.safetensors").is_file() {
+        eprintln!("SKIPPED: no model in {} (scripts/fetch-model.sh)", model_dir.display());
+        return;
+    }
+    // A small course so the model's ingest stays quick in a debug build.
+    let content = tempfile::tempdir().unwrap();
+    let course = repo_root().join("course-content/python-foundations");
+    for file in [
+        "02-control-flow/02-while-loops.md",
+        "02-control-flow/03-for-loops-and-range.md",
+        "04-collections/03-dictionaries.md",
+        "05-files-and-errors/02-handling-exceptions.md",
+    ] {
+        let target = content.path().join("python-foundations").join(file);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(course.join(file), target).unwrap();
+    }
+    let app = spawn_app_with(AppOptions {
+        content_dir: Some(content.path().to_path_buf()),
+        embedding_toml: Some(format!(
+            "[embedding]\nprovider = \"local\"\nmodel_dir = \"{}\"\nallow_bm25_fallback = false\n",
+            model_dir.display()
+        )),
+        ..Default::default()
+    })
+    .await;
+    let token = app.learner_token("mia");
+    let mut ws = app.connect(&token).await;
+    ws.ready().await;
+    // No word of the while-loops page's vocabulary beyond "program".
+    let frames = ws
+        .ask("p-1", "my program keeps going round and round forever and never finishes")
+        .await;
+    let sources = of_type(&frames, "sources")[0]["sources"].as_array().unwrap().clone();
+    assert!(
+        sources[0]["url"].as_str().unwrap().contains("while-loops"),
+        "{sources:?}"
+    );
+    assert_eq!(frames.last().unwrap()["offline"], true);
+}

@@ -37,6 +37,8 @@ pub struct AppOptions {
     /// Reuse this data dir (for restarts).
     pub data_dir: Option<PathBuf>,
     pub content_dir: Option<PathBuf>,
+    /// The `[embedding]` section; BM25 only (`provider = "none"`) when unset.
+    pub embedding_toml: Option<String>,
 }
 
 pub struct TestApp {
@@ -70,11 +72,15 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .as_deref()
         .map(|url| format!("[llm]\nbase_url = \"{url}\"\napi_key = \"test-key\"\nmodel = \"fake-model\"\n"))
         .unwrap_or_default();
+    let embedding = options
+        .embedding_toml
+        .clone()
+        .unwrap_or_else(|| "[embedding]\nprovider = \"none\"\n".to_string());
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace_secs = 2\n\
          [auth]\nsecret = \"{SECRET}\"\n\
          [content]\ndir = \"{}\"\n\
-         [embedding]\nprovider = \"none\"\n\
+         {embedding}\n\
          {llm}\n{}",
         data_dir.display(),
         content.display(),
