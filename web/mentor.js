@@ -221,7 +221,7 @@
       }
       const rating = body.feedback.find((f) => f.message_id === m.id);
       if (rating) head.append(` · rated ${rating.rating}` + (rating.comment ? `: “${rating.comment}”` : ""));
-      const item = el("li", { class: "message " + m.role, "data-message-id": m.id }, head,
+      const item = el("li", { class: "message from-" + m.role, "data-message-id": m.id }, head,
         el("div", { class: "text", text: m.text || "(no text)" }));
       if (m.sources && m.sources.length) {
         item.append(el("ol", { class: "sources" }, m.sources.map((s) =>

@@ -24,7 +24,10 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
   page.on("console", (message) => {
-    if (message.type() === "error") failures.push(`console error: ${message.text()}`);
+    // The malformed search below answers 400 on purpose; Chromium logs every non-2xx response.
+    if (message.type() === "error" && !/status of 400/.test(message.text())) {
+      failures.push(`console error: ${message.text()}`);
+    }
   });
   await page.goto(`${base}/mentor?token=${encodeURIComponent(token)}`);
   const item = page.locator(`.learner[data-learner-id="${learnerId}"]`);
@@ -44,6 +47,31 @@ try {
   mkdirSync(dirname(pngPath), { recursive: true });
   await page.screenshot({ path: pngPath, fullPage: true });
   console.log(`screenshot saved to ${pngPath}`);
+
+  // The conversation view: messages with their sources, and an annotation added through the form.
+  await page.locator('.tabs button[data-tab="conversations"]').click();
+  await page.locator(".conversation-item").first().click();
+  await page.locator("#conversation-view:not([hidden]) .message.from-assistant").first().waitFor({ timeout: 15000 });
+  if ((await page.locator(".message.from-assistant .sources li").count()) === 0) failures.push("no sources shown");
+  const annotate = page.locator(".message.from-assistant").first().locator("form.annotate");
+  await annotate.locator("select").selectOption("correction");
+  await annotate.locator("textarea").fill("Show the loop variable changing.");
+  await annotate.locator("button").click();
+  const note = page.locator(".annotation.correction", { hasText: "Show the loop variable changing." });
+  await note.waitFor({ timeout: 15000 });
+  await page.screenshot({ path: pngPath.replace(/\.png$/, "-conversation.png"), fullPage: true });
+
+  // Search across the mentor's learners.
+  await page.locator("#search-input").fill("while loop");
+  await page.locator("#search-form button").click();
+  await page.locator("#search-view:not([hidden]) #search-results li").first().waitFor({ timeout: 15000 });
+  const results = await page.locator("#search-results").innerText();
+  if (!/never stop/i.test(results)) failures.push(`search results lack the question: ${results}`);
+  const malformed = page.locator("#notice");
+  await page.locator("#search-input").fill('"unbalanced');
+  await page.locator("#search-form button").click();
+  await malformed.waitFor({ state: "visible", timeout: 15000 });
+  if (!/quote/.test(await malformed.innerText())) failures.push("malformed search shows no clear message");
 } catch (error) {
   failures.push(String(error && error.stack ? error.stack : error));
 } finally {
