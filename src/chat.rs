@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::llm::{ChatRequest, Llm, LlmEvent};
-use crate::prompt::{Budget, HistoryTurn, OfflinePassage, Prompts, SystemContext};
+use crate::prompt::{
+    Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflinePassage,
+    Prompts, Snippet, SystemContext,
+};
 use crate::retrieval::{Passage, Retriever, Scope};
 use crate::transcript::{
     AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, StoredMessage,
@@ -39,11 +42,14 @@ pub enum ChatError {
 #[derive(Clone)]
 pub struct ChatDeps {
     pub store: Arc<dyn TranscriptStore>,
+    pub learners: Arc<dyn crate::learner::LearnerStore>,
     /// Flag detection, run beside each new question; `None` runs none.
     pub flagger: Option<Arc<crate::review::flags::Flagger>>,
     pub retriever: Retriever,
     pub llm: Option<Arc<dyn Llm>>,
     pub prompts: Arc<Prompts>,
+    /// Learners' project files (private snippets) and the course's project briefs.
+    pub projects: Arc<crate::project::Projects>,
     pub budget: Budget,
     pub top_k: usize,
     pub temperature: f32,
@@ -70,6 +76,8 @@ pub struct Turn {
     pub text: String,
     pub page: PageRef,
     pub course: Option<String>,
+    /// Files and snippets the learner attached in the chat for this question.
+    pub attachments: Vec<Attachment>,
 }
 
 /// What happens during a turn, in order: `Ack`, `Sources`, `Delta`*, `Done`.
@@ -177,18 +185,9 @@ pub async fn answer(
         }
     }
 
+    let knowledge = knowledge(deps, &turn).await;
     let retrieval_started = Instant::now();
-    let scope = Scope {
-        course: turn.course.clone(),
-        learner: Some(turn.learner.id.clone()),
-    };
-    let passages = match deps.retriever.search(&turn.text, &scope, deps.top_k).await {
-        Ok(passages) => passages,
-        Err(error) => {
-            tracing::warn!(%error, "retrieval failed; answering without passages");
-            Vec::new()
-        }
-    };
+    let (passages, snippets) = retrieve(deps, &turn, &knowledge).await;
     let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
 
     let answer_id = uuid::Uuid::now_v7().to_string();
@@ -210,7 +209,11 @@ pub async fn answer(
                 llm.as_ref(),
                 &turn,
                 &history,
-                &passages,
+                Material {
+                    knowledge: &knowledge,
+                    passages: &passages,
+                    snippets: &snippets,
+                },
                 StreamCtx {
                     answer_id: &answer_id,
                     started,
@@ -284,6 +287,139 @@ where
     Ok((MessageStatus::Complete, None))
 }
 
+/// What the companion knows about the learner for one turn; each part is optional, and a
+/// failure to read one is logged and answered without it.
+#[derive(Debug, Default)]
+struct Knowledge {
+    /// The course the turn is about: the page's, the token's, else the profile's.
+    course: Option<String>,
+    locale: String,
+    facts: Option<LearnerFacts>,
+    plan: Option<MentorPlan>,
+    brief: Option<Brief>,
+}
+
+async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
+    let learner = &turn.learner.id;
+    let profile = deps.learners.learner(learner).await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read the learner profile; answering without it");
+        None
+    });
+    let plan = match deps.learners.mentor_sessions(learner).await {
+        Ok(sessions) => sessions.into_iter().next().map(|s| MentorPlan {
+            held_on: s.held_on,
+            goals: s.goals,
+            notes: s.notes,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read mentor sessions; answering without them");
+            None
+        }
+    };
+    let course = turn
+        .course
+        .clone()
+        .or_else(|| profile.as_ref().and_then(|p| p.course.clone()));
+    let Some(profile) = profile else {
+        return Knowledge {
+            course,
+            locale: "en".into(),
+            plan,
+            ..Default::default()
+        };
+    };
+    let brief = match (&course, &profile.project) {
+        (Some(course), Some(project)) => deps.projects.brief(course, project).map(|b| Brief {
+            project: b.project,
+            title: b.title,
+            sections: b.sections.into_iter().map(|s| (s.heading, s.text)).collect(),
+        }),
+        _ => None,
+    };
+    let mut lines = vec![
+        (
+            "name".to_string(),
+            profile.name.clone().unwrap_or_else(|| turn.learner.name.clone()),
+        ),
+        ("language".to_string(), profile.locale.clone()),
+    ];
+    let optional = [
+        ("program", profile.program.clone()),
+        ("current course", profile.course.clone()),
+        ("current chapter", profile.chapter.clone()),
+        ("current project", profile.project.clone()),
+    ];
+    lines.extend(
+        optional
+            .into_iter()
+            .filter_map(|(label, value)| Some((label.to_string(), value?))),
+    );
+    if !profile.chapters_completed.is_empty() {
+        lines.push((
+            "chapters completed".to_string(),
+            profile.chapters_completed.join(", "),
+        ));
+    }
+    Knowledge {
+        course,
+        locale: profile.locale.clone(),
+        facts: Some(LearnerFacts { lines }),
+        plan,
+        brief,
+    }
+}
+
+/// One fused search over the course material and the learner's own files: course passages
+/// (renumbered for citation) and the learner's snippets, each within its own count.
+async fn retrieve(deps: &ChatDeps, turn: &Turn, knowledge: &Knowledge) -> (Vec<Passage>, Vec<Snippet>) {
+    let learner = turn.learner.id.as_str();
+    let scope = Scope {
+        course: knowledge.course.clone(),
+        learner: Some(learner.to_string()),
+    };
+    let project_k = deps.projects.settings().top_k;
+    let found = match deps
+        .retriever
+        .search(&turn.text, &scope, deps.top_k + project_k)
+        .await
+    {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "retrieval failed; answering without passages");
+            Vec::new()
+        }
+    };
+    let mut passages = Vec::new();
+    let mut snippets = Vec::new();
+    for passage in found {
+        let owner = passage.learner.clone();
+        match owner.as_deref() {
+            None if passages.len() < deps.top_k => passages.push(Passage {
+                n: passages.len() + 1,
+                ..passage
+            }),
+            Some(owner) if owner == learner && snippets.len() < project_k => {
+                snippets.push(Snippet {
+                    lines: crate::project::chunk_lines(&passage.chunk),
+                    project: passage.chunk.chapter,
+                    path: passage.chunk.title,
+                    text: passage.chunk.text,
+                })
+            }
+            // Anyone else's file never reaches the prompt, whatever the index returns.
+            _ => {}
+        }
+    }
+    (passages, snippets)
+}
+
+/// What the prompt is built from besides the turn and the history.
+struct Material<'a> {
+    knowledge: &'a Knowledge,
+    passages: &'a [Passage],
+    snippets: &'a [Snippet],
+}
+
 struct StreamCtx<'a> {
     answer_id: &'a str,
     started: Instant,
@@ -296,7 +432,7 @@ async fn stream_answer<F, Fut>(
     llm: &dyn Llm,
     turn: &Turn,
     history: &[HistoryTurn],
-    passages: &[Passage],
+    material: Material<'_>,
     ctx: StreamCtx<'_>,
     send: &F,
 ) -> Result<Ending, ChatError>
@@ -304,12 +440,28 @@ where
     F: Fn(TurnEvent) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let knowledge = material.knowledge;
     let system = deps.prompts.render_system(&SystemContext {
         learner_name: &turn.learner.name,
-        course: turn.course.as_deref().unwrap_or("your course"),
+        course: knowledge.course.as_deref().unwrap_or("your course"),
         page_title: turn.page.title.as_deref(),
+        locale: &knowledge.locale,
     })?;
-    let prompt = crate::prompt::assemble(deps.budget, &system, history, passages, &turn.text);
+    let prompt = crate::prompt::assemble(
+        deps.budget,
+        &Context {
+            system: &system,
+            profile: knowledge.facts.as_ref(),
+            mentor: knowledge.plan.as_ref(),
+            brief: knowledge.brief.as_ref(),
+            attachments: &turn.attachments,
+            snippets: material.snippets,
+            passages: material.passages,
+            history,
+            question: &turn.text,
+        },
+    );
+    tracing::debug!(tokens = prompt.tokens, parts = ?prompt.parts, "prompt assembled");
     let record = ctx.record;
     record.model = Some(llm.model().to_string());
     // Citations refer to the passages the model actually saw.

@@ -46,6 +46,8 @@ struct RawSettings {
     demo: RawDemo,
     retention: RawRetention,
     moderation: RawModeration,
+    projects: RawProjects,
+    context: RawContext,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +148,32 @@ struct RawModeration {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawProjects {
+    max_file_bytes: u64,
+    max_project_bytes: u64,
+    max_archive_bytes: u64,
+    max_archive_entries: usize,
+    git_timeout_secs: u64,
+    git_max_bytes: u64,
+    git_allow_local: bool,
+    chunk_tokens: usize,
+    top_k: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContext {
+    profile_tokens: usize,
+    mentor_tokens: usize,
+    brief_tokens: usize,
+    snippet_tokens: usize,
+    passage_tokens: usize,
+    history_tokens: usize,
+    question_tokens: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDemo {
     enabled: bool,
     learner_id: String,
@@ -173,6 +201,36 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Present only when `moderation.enabled`.
     pub moderation: Option<ModerationSettings>,
+    pub projects: ProjectSettings,
+    pub context: ContextSettings,
+}
+
+/// Learners' project files: limits on what is accepted, and how they are chunked and retrieved.
+#[derive(Debug, Clone)]
+pub struct ProjectSettings {
+    pub max_file_bytes: u64,
+    pub max_project_bytes: u64,
+    pub max_archive_bytes: u64,
+    pub max_archive_entries: usize,
+    pub git_timeout: std::time::Duration,
+    pub git_max_bytes: u64,
+    /// Accept local paths and `file://` URLs as git sources.
+    pub git_allow_local: bool,
+    pub chunk_tokens: usize,
+    /// Project snippets retrieved for one question.
+    pub top_k: usize,
+}
+
+/// Token budget of each part of the prompt, in the order they are filled.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextSettings {
+    pub profile_tokens: usize,
+    pub mentor_tokens: usize,
+    pub brief_tokens: usize,
+    pub snippet_tokens: usize,
+    pub passage_tokens: usize,
+    pub history_tokens: usize,
+    pub question_tokens: usize,
 }
 
 /// How long transcripts are kept.
@@ -519,6 +577,8 @@ impl Settings {
         } else {
             None
         };
+        let projects = validate_projects(raw.projects)?;
+        let context = validate_context(raw.context, raw.llm.context_window)?;
         if raw.demo.enabled && raw.demo.learner_id.is_empty() {
             return Err(invalid(
                 "demo.learner_id",
@@ -568,6 +628,8 @@ impl Settings {
                 purge_every: std::time::Duration::from_secs(raw.retention.purge_every_secs),
             },
             moderation,
+            projects,
+            context,
             demo: raw.demo.enabled.then_some(DemoSettings {
                 learner_id: raw.demo.learner_id,
                 learner_name: raw.demo.learner_name,
@@ -581,6 +643,75 @@ impl Settings {
         std::fs::create_dir_all(&self.data_dir)?;
         Ok(&self.data_dir)
     }
+}
+
+fn validate_projects(raw: RawProjects) -> Result<ProjectSettings, ConfigError> {
+    if raw.max_file_bytes == 0 {
+        return Err(invalid("projects.max_file_bytes", "must be positive"));
+    }
+    if raw.max_project_bytes < raw.max_file_bytes {
+        return Err(invalid(
+            "projects.max_project_bytes",
+            "must be at least projects.max_file_bytes",
+        ));
+    }
+    if raw.max_archive_bytes == 0 {
+        return Err(invalid("projects.max_archive_bytes", "must be positive"));
+    }
+    if raw.max_archive_entries == 0 {
+        return Err(invalid("projects.max_archive_entries", "must be positive"));
+    }
+    if raw.git_timeout_secs == 0 {
+        return Err(invalid("projects.git_timeout_secs", "must be positive"));
+    }
+    if raw.git_max_bytes == 0 {
+        return Err(invalid("projects.git_max_bytes", "must be positive"));
+    }
+    if raw.chunk_tokens < 32 {
+        return Err(invalid("projects.chunk_tokens", "must be at least 32"));
+    }
+    if raw.top_k > 50 {
+        return Err(invalid("projects.top_k", "must be at most 50"));
+    }
+    Ok(ProjectSettings {
+        max_file_bytes: raw.max_file_bytes,
+        max_project_bytes: raw.max_project_bytes,
+        max_archive_bytes: raw.max_archive_bytes,
+        max_archive_entries: raw.max_archive_entries,
+        git_timeout: std::time::Duration::from_secs(raw.git_timeout_secs),
+        git_max_bytes: raw.git_max_bytes,
+        git_allow_local: raw.git_allow_local,
+        chunk_tokens: raw.chunk_tokens,
+        top_k: raw.top_k,
+    })
+}
+
+fn validate_context(raw: RawContext, window: usize) -> Result<ContextSettings, ConfigError> {
+    if raw.question_tokens < 16 {
+        return Err(invalid("context.question_tokens", "must be at least 16"));
+    }
+    for (key, value) in [
+        ("context.profile_tokens", raw.profile_tokens),
+        ("context.mentor_tokens", raw.mentor_tokens),
+        ("context.brief_tokens", raw.brief_tokens),
+        ("context.snippet_tokens", raw.snippet_tokens),
+        ("context.passage_tokens", raw.passage_tokens),
+        ("context.history_tokens", raw.history_tokens),
+        ("context.question_tokens", raw.question_tokens),
+    ] {
+        if value > window {
+            return Err(invalid(key, format!("must be at most llm.context_window ({window})")));
+        }
+    }
+    Ok(ContextSettings {
+        profile_tokens: raw.profile_tokens,
+        mentor_tokens: raw.mentor_tokens,
+        brief_tokens: raw.brief_tokens,
+        snippet_tokens: raw.snippet_tokens,
+        passage_tokens: raw.passage_tokens,
+        history_tokens: raw.history_tokens,
+        question_tokens: raw.question_tokens,
+    })
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -657,6 +788,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("moderation.base_url"), "{err}");
+    }
+
+    #[test]
+    fn project_limits_and_context_budgets_are_validated_by_key() {
+        let settings = Settings::validate(raw_from("").unwrap(), &NoEnv).unwrap();
+        assert!(!settings.projects.git_allow_local);
+        assert!(settings.projects.max_file_bytes <= settings.projects.max_project_bytes);
+        assert_eq!(settings.context.question_tokens, 1500);
+        for (extra, key) in [
+            ("[projects]\nmax_project_bytes = 10", "projects.max_project_bytes"),
+            ("[projects]\nmax_archive_entries = 0", "projects.max_archive_entries"),
+            ("[projects]\nchunk_tokens = 8", "projects.chunk_tokens"),
+            ("[context]\nbrief_tokens = 99999999", "context.brief_tokens"),
+            ("[context]\nquestion_tokens = 1", "context.question_tokens"),
+        ] {
+            let err = Settings::validate(raw_from(extra).unwrap(), &NoEnv)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`prompt`]: system prompt templates and token-budgeted context assembly.
 //! - [`transcript`]: the transcript store seam and its SQL implementation.
 //! - [`chat`]: the one path that answers a question.
+//! - [`project`]: learners' project files (checks, archives, git import, code-aware chunks,
+//!   private indexing) and the course's project briefs.
 //! - [`review`]: feedback, flags, annotations, search, retention and the mentor's digest.
 //! - [`eval`]: retrieval evaluation over a question set.
 //! - [`http`]: axum routes, the WebSocket gateway and its wire protocol, pages.
@@ -22,6 +24,7 @@ pub mod eval;
 pub mod http;
 pub mod learner;
 pub mod llm;
+pub mod project;
 pub mod prompt;
 pub mod retrieval;
 pub mod review;

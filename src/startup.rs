@@ -77,6 +77,12 @@ impl Application {
             review.clone(),
             moderation,
         ));
+        let projects = Arc::new(crate::project::Projects::new(
+            store.clone(),
+            retriever.clone(),
+            settings.projects.clone(),
+            settings.content.dir.clone(),
+        ));
         let state = AppState {
             chat: ChatDeps {
                 store: store.clone(),
@@ -85,11 +91,8 @@ impl Application {
                 retriever,
                 llm,
                 prompts: Arc::new(prompts),
-                budget: Budget {
-                    context_window: settings.llm_context_window,
-                    reserved_answer: settings.llm_max_answer_tokens,
-                    max_question_tokens: 1500,
-                },
+                projects,
+                budget: budget(&settings),
                 top_k: settings.retrieval.top_k,
                 temperature: settings.llm.as_ref().map_or(0.3, |l| l.temperature),
             },
@@ -143,6 +146,14 @@ impl Application {
                     for (file, reason) in &report.skipped {
                         tracing::warn!(%file, %reason, "content file skipped");
                     }
+                    // A rebuilt index starts empty: learners' private files go back in.
+                    if report.rebuilt {
+                        match ingest_state.chat.projects.reindex_all().await {
+                            Ok(0) => {}
+                            Ok(chunks) => tracing::info!(chunks, "learners' project files indexed again"),
+                            Err(error) => tracing::error!(%error, "cannot index learners' project files again"),
+                        }
+                    }
                     ingest_state.ready.store(true, Ordering::Release);
                 }
                 Err(error) => tracing::error!(%error, "indexing failed; the service stays unready"),
@@ -183,6 +194,27 @@ impl Application {
         state.chat.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The prompt's token budget from settings, counted with the configured model's tokenizer.
+fn budget(settings: &Settings) -> Budget {
+    let context = &settings.context;
+    Budget {
+        max_question_tokens: context.question_tokens,
+        parts: crate::prompt::PartBudgets {
+            profile: context.profile_tokens,
+            mentor: context.mentor_tokens,
+            brief: context.brief_tokens,
+            snippets: context.snippet_tokens,
+            passages: context.passage_tokens,
+            history: context.history_tokens,
+        },
+        ..Budget::new(
+            settings.llm_context_window,
+            settings.llm_max_answer_tokens,
+            &settings.llm_model,
+        )
     }
 }
 

@@ -1,6 +1,8 @@
 //! HTTP: the router, shared state, the one error type that becomes a status code, health
 //! checks. Only this module knows axum, status codes and wire JSON.
+pub mod access;
 pub mod api;
+pub mod learners;
 pub mod mentor;
 pub mod pages;
 pub mod ws;
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/demo/token", post(api::demo_token))
         .route("/api/v1/conversations/{id}", get(api::conversation))
         .merge(mentor::routes())
+        .merge(learners::routes())
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -93,6 +96,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A body, file, archive or repository over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Well-formed but unusable: a binary file, a repository that cannot be cloned.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -111,6 +120,8 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             Self::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

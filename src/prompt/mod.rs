@@ -1,11 +1,15 @@
 //! Prompts: the versioned templates in `prompts/` and the token-budgeted assembly of what the
-//! model receives (system prompt, history, delimited course passages, the question).
+//! model receives (system prompt; then, as delimited data, the learner's profile, the mentor's
+//! plan, the project brief, the learner's files, course passages; the history; the question).
 pub mod budget;
 
 use minijinja::Environment;
 use serde::Serialize;
 
-pub use budget::{AssembledPrompt, Budget, HistoryTurn, assemble};
+pub use budget::{
+    AssembledPrompt, Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan,
+    PartBudgets, Snippet, assemble,
+};
 
 const SYSTEM_TEMPLATE: &str = include_str!("../../prompts/system.md");
 const OFFLINE_TEMPLATE: &str = include_str!("../../prompts/offline.md");
@@ -28,6 +32,28 @@ pub struct SystemContext<'a> {
     pub learner_name: &'a str,
     pub course: &'a str,
     pub page_title: Option<&'a str>,
+    /// The learner's locale ("en", "fr-CA", ...); the answers follow it.
+    pub locale: &'a str,
+}
+
+/// The language of a locale, as the system prompt names it: "French (français)".
+pub fn language_name(locale: &str) -> String {
+    let primary = locale
+        .split(['-', '_'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = match primary.as_str() {
+        "en" => "English",
+        "fr" => "French (français)",
+        "es" => "Spanish (español)",
+        "de" => "German (Deutsch)",
+        "it" => "Italian (italiano)",
+        "pt" => "Portuguese (português)",
+        "nl" => "Dutch (Nederlands)",
+        _ => return format!("the language of the locale {locale:?}"),
+    };
+    name.to_string()
 }
 
 /// One line of the offline reply.
@@ -65,7 +91,18 @@ impl Prompts {
     }
 
     pub fn render_system(&self, context: &SystemContext<'_>) -> Result<String, PromptError> {
-        self.render("system", context)
+        let primary = context.locale.split(['-', '_']).next().unwrap_or("en");
+        self.render(
+            "system",
+            minijinja::context! {
+                learner_name => context.learner_name,
+                course => context.course,
+                page_title => context.page_title,
+                locale => context.locale,
+                language => language_name(context.locale),
+                french => primary.eq_ignore_ascii_case("fr"),
+            },
+        )
     }
 
     pub fn render_offline(&self, passages: &[OfflinePassage]) -> Result<String, PromptError> {
@@ -112,17 +149,39 @@ mod tests {
     #[test]
     fn the_builtin_system_prompt_has_a_version_and_renders_the_learner() {
         let prompts = Prompts::builtin().unwrap();
-        assert_eq!(prompts.system_version(), "system-v1");
+        assert_eq!(prompts.system_version(), "system-v2");
         let text = prompts
             .render_system(&SystemContext {
                 learner_name: "Ada",
                 course: "python-foundations",
                 page_title: Some("While loops"),
+                locale: "en",
             })
             .unwrap();
         assert!(text.contains("Ada"));
         assert!(text.contains("\"While loops\""));
+        assert!(text.contains("Answer in English"));
         assert!(!text.starts_with("---"));
+    }
+
+    #[test]
+    fn the_system_prompt_follows_the_learner_locale_and_treats_blocks_as_data() {
+        let prompts = Prompts::builtin().unwrap();
+        let text = prompts
+            .render_system(&SystemContext {
+                learner_name: "Léa",
+                course: "python-foundations",
+                page_title: None,
+                locale: "fr-FR",
+            })
+            .unwrap();
+        assert!(text.contains("Answer in French (français)"), "{text}");
+        assert!(text.contains("Réponds en français"), "{text}");
+        for block in ["<project_file>", "<mentor_plan>", "<passage>", "<attachment>"] {
+            assert!(text.contains(block), "{block}");
+        }
+        assert!(text.contains("DATA"));
+        assert_eq!(language_name("xx"), "the language of the locale \"xx\"");
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub async fn upgrade(
     if !matches!(claims.role, Role::Learner | Role::Admin) {
         return Err(ApiError::Forbidden("only learners chat".into()));
     }
+    // The token's name and course fill the learner's profile on first connect.
+    if let Err(error) = super::learners::ensure_profile(&state, &claims).await {
+        tracing::warn!(%error, learner = %claims.sub, "cannot fill the profile from the token");
+    }
     if !state.is_ready() {
         return Err(ApiError::Unavailable("the index is still being built".into()));
     }
@@ -97,6 +101,7 @@ pub async fn upgrade(
                     learner,
                     conversation_id,
                     course,
+                    claims,
                 },
             )
         }))
@@ -106,7 +111,11 @@ struct Session {
     learner: Learner,
     conversation_id: String,
     course: Option<String>,
+    claims: crate::auth::Claims,
 }
+
+/// Attachments waiting for the next question on a connection; older ones make room.
+const MAX_PENDING_ATTACHMENTS: usize = 3;
 
 struct InFlight {
     client_id: String,
@@ -139,6 +148,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
         })
         .await;
     let mut in_flight: Option<InFlight> = None;
+    let mut attachments: Vec<crate::prompt::Attachment> = Vec::new();
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
@@ -185,6 +195,15 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                 let frame = request_mentor(&state, &session, text).await;
                 let _ = out.send(frame).await;
             }
+            ClientFrame::Attach {
+                id,
+                name,
+                content,
+                project,
+            } => {
+                let frame = attach(&state, &session, &mut attachments, id, name, content, project).await;
+                let _ = out.send(frame).await;
+            }
             ClientFrame::Cancel { id } => match &in_flight {
                 Some(f) if f.client_id == id => f.cancel.cancel(),
                 _ => {
@@ -218,6 +237,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                         title: page.title,
                     },
                     course: course.or_else(|| session.course.clone()),
+                    attachments: std::mem::take(&mut attachments),
                 };
                 let cancel = CancellationToken::new();
                 let stops = Stops {
@@ -300,6 +320,43 @@ async fn save_feedback(
     ServerFrame::FeedbackSaved {
         message_id: message.id,
         rating,
+    }
+}
+
+/// The `attach` frame: checked (and, when named, stored) by [`super::learners::attach`]; it
+/// goes with the next question.
+async fn attach(
+    state: &AppState,
+    session: &Session,
+    pending: &mut Vec<crate::prompt::Attachment>,
+    id: Option<String>,
+    name: Option<String>,
+    content: String,
+    project: Option<String>,
+) -> ServerFrame {
+    use crate::project::ProjectError;
+    match super::learners::attach(state, &session.claims, name, content, project).await {
+        Ok(attached) => {
+            if pending.len() >= MAX_PENDING_ATTACHMENTS {
+                pending.remove(0);
+            }
+            let (project, path) = attached.stored.clone().unzip();
+            let frame = ServerFrame::Attached {
+                id,
+                name: attached.attachment.name.clone(),
+                bytes: attached.bytes,
+                stored: attached.stored.is_some(),
+                project,
+                path,
+            };
+            pending.push(attached.attachment);
+            frame
+        }
+        Err(error @ (ProjectError::Store(_) | ProjectError::Index(_))) => {
+            tracing::error!(%error, "cannot store an attachment");
+            ServerFrame::error(id, ErrorCode::Internal, "the attachment was not stored; try again")
+        }
+        Err(error) => ServerFrame::error(id, ErrorCode::AttachmentRefused, error.to_string()),
     }
 }
 

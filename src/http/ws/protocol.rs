@@ -37,6 +37,17 @@ pub enum ClientFrame {
         #[serde(default)]
         text: Option<String>,
     },
+    /// A file (`name` + `content`) or a pasted snippet (`content` only) for the next question.
+    /// A named file is also stored in the learner's project (`project`, else their current one).
+    Attach {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        content: String,
+        #[serde(default)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -111,6 +122,16 @@ pub enum ServerFrame {
     MentorRequested {
         flag_id: String,
     },
+    /// The attachment was checked and goes with the next `ask`; `stored` says whether it was
+    /// also saved in a project (`project`, `path`).
+    Attached {
+        id: Option<String>,
+        name: Option<String>,
+        bytes: usize,
+        stored: bool,
+        project: Option<String>,
+        path: Option<String>,
+    },
     Error {
         id: Option<String>,
         code: ErrorCode,
@@ -136,6 +157,7 @@ pub enum ErrorCode {
     LlmUnavailable,
     DuplicateInFlight,
     ShuttingDown,
+    AttachmentRefused,
     Internal,
 }
 
@@ -172,13 +194,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
     let kind = kind.to_string();
     if !matches!(
         kind.as_str(),
-        "ask" | "cancel" | "ping" | "feedback" | "request_mentor"
+        "ask" | "cancel" | "ping" | "feedback" | "request_mentor" | "attach"
     ) {
         return Err(ServerFrame::error(
             id,
             ErrorCode::UnknownType,
             format!(
-                "unknown frame type {kind:?}; expected ask, cancel, ping, feedback or request_mentor"
+                "unknown frame type {kind:?}; expected ask, cancel, ping, feedback, request_mentor or attach"
             ),
         ));
     }
@@ -254,6 +276,36 @@ mod tests {
         assert_eq!(
             code_of(r#"{"type":"feedback","rating":"up"}"#),
             ErrorCode::MissingField
+        );
+    }
+
+    #[test]
+    fn attach_frames_parse_as_named_files_or_pasted_snippets() {
+        assert_eq!(
+            parse_client_frame(
+                r#"{"type":"attach","id":"a1","name":"budget.py","content":"x = 1","project":"budget-tracker"}"#
+            )
+            .unwrap(),
+            ClientFrame::Attach {
+                id: Some("a1".into()),
+                name: Some("budget.py".into()),
+                content: "x = 1".into(),
+                project: Some("budget-tracker".into()),
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"attach","content":"print(1)"}"#).unwrap(),
+            ClientFrame::Attach {
+                id: None,
+                name: None,
+                content: "print(1)".into(),
+                project: None,
+            }
+        );
+        assert_eq!(code_of(r#"{"type":"attach","name":"a.py"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code_of(r#"{"type":"attach","content":"x","path":"a.py"}"#),
+            ErrorCode::InvalidField
         );
     }
 
