@@ -87,9 +87,15 @@ pub fn base_chunks(dir: &Path, sizes: ChunkSizes) -> anyhow::Result<Vec<Chunk>> 
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "content".into());
     let mut chunks = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok) {
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
         let path = entry.path();
-        let wanted = matches!(path.extension().and_then(|e| e.to_str()), Some("md" | "txt"));
+        let wanted = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("md" | "txt")
+        );
         if !entry.file_type().is_file() || !wanted {
             continue;
         }
@@ -99,7 +105,11 @@ pub fn base_chunks(dir: &Path, sizes: ChunkSizes) -> anyhow::Result<Vec<Chunk>> 
             chunks.extend(chunk::chunk(&doc, sizes));
         }
     }
-    anyhow::ensure!(!chunks.is_empty(), "{} holds no content to grow a corpus from", dir.display());
+    anyhow::ensure!(
+        !chunks.is_empty(),
+        "{} holds no content to grow a corpus from",
+        dir.display()
+    );
     Ok(chunks)
 }
 
@@ -166,10 +176,12 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
             match dir {
                 Some(dir) => {
                     let model = crate::retrieval::minilm::MiniLm::load(&dir)?;
-                    Some(tokio::task::spawn_blocking(move || {
-                        crate::retrieval::minilm::bench_query_latency(&model, 200)
-                    })
-                    .await?)
+                    Some(
+                        tokio::task::spawn_blocking(move || {
+                            crate::retrieval::minilm::bench_query_latency(&model, 200)
+                        })
+                        .await?,
+                    )
                 }
                 None => None,
             }
@@ -213,7 +225,10 @@ async fn one_size(
     let dense: Option<Vec<Vec<f32>>> = match retriever.dense() {
         Some(embedder) => {
             let sample = size.min(options.embed_sample.max(1));
-            let texts: Vec<String> = chunks[..sample].iter().map(|c| c.embedding_text()).collect();
+            let texts: Vec<String> = chunks[..sample]
+                .iter()
+                .map(|c| c.embedding_text())
+                .collect();
             let started = Instant::now();
             let real = embedder.embed_documents(texts).await?;
             embed_rate = Some(sample as f64 / started.elapsed().as_secs_f64());
@@ -239,7 +254,10 @@ async fn one_size(
             chunk,
         });
         if points.len() == 1024 {
-            retriever.store().upsert(std::mem::take(&mut points)).await?;
+            retriever
+                .store()
+                .upsert(std::mem::take(&mut points))
+                .await?;
         }
     }
     retriever.store().upsert(points).await?;
@@ -251,7 +269,11 @@ async fn one_size(
     };
 
     let mut modes = Vec::new();
-    for mode in [RetrievalMode::Bm25, RetrievalMode::Dense, RetrievalMode::Hybrid] {
+    for mode in [
+        RetrievalMode::Bm25,
+        RetrievalMode::Dense,
+        RetrievalMode::Hybrid,
+    ] {
         if mode != RetrievalMode::Bm25 && retriever.dense().is_none() {
             continue;
         }
@@ -300,7 +322,9 @@ pub fn render(report: &BenchReport) -> String {
             s.modes
                 .iter()
                 .find(|m| m.mode == mode)
-                .map_or("-".to_string(), |m| format!("{:.2}/{:.2}", m.p50_ms, m.p99_ms))
+                .map_or("-".to_string(), |m| {
+                    format!("{:.2}/{:.2}", m.p50_ms, m.p99_ms)
+                })
         };
         out.push_str(&format!(
             "{:>8}  {:>11.0}  {:>14}  {:>11.0}  {:>16}  {:>17}  {:>17}\n",

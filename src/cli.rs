@@ -188,8 +188,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing();
             let settings = load(&common, None)?;
             let questions = crate::eval::read_questions(&questions)?;
-            anyhow::ensure!(content.is_dir(), "--content {} is not a folder", content.display());
-            let report = runtime.block_on(crate::eval::retrieval(&settings, &content, &questions))?;
+            anyhow::ensure!(
+                content.is_dir(),
+                "--content {} is not a folder",
+                content.display()
+            );
+            let report =
+                runtime.block_on(crate::eval::retrieval(&settings, &content, &questions))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -211,7 +216,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_tracing();
             let settings = load(&common, None)?;
-            anyhow::ensure!(content.is_dir(), "--content {} is not a folder", content.display());
+            anyhow::ensure!(
+                content.is_dir(),
+                "--content {} is not a folder",
+                content.display()
+            );
             anyhow::ensure!(
                 !sizes.is_empty() && sizes.iter().all(|&s| s > 0),
                 "--sizes must be positive numbers"

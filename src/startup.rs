@@ -15,18 +15,18 @@ use crate::config::{EmbeddingProvider, IndexSettings, Settings};
 use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
 use crate::llm::{Llm, openai::OpenAiLlm};
 use crate::prompt::{Budget, Prompts};
+use crate::retrieval::Retriever;
 use crate::retrieval::chunk::ChunkSizes;
 use crate::retrieval::edge_store::EdgeStore;
 use crate::retrieval::embed::{DenseEmbedder, EmbedError};
+use crate::retrieval::ingest::{IngestOptions, ingest};
 use crate::retrieval::minilm::MiniLm;
 use crate::retrieval::openai_embed::OpenAiEmbedder;
 use crate::retrieval::qdrant_store::QdrantStore;
-use secrecy::ExposeSecret;
-use crate::retrieval::ingest::{IngestOptions, ingest};
 use crate::retrieval::store::VectorStore;
-use crate::retrieval::Retriever;
 use crate::transcript::TranscriptStore;
 use crate::transcript::sql::SqlStore;
+use secrecy::ExposeSecret;
 
 pub struct Application {
     listener: TcpListener,
@@ -47,7 +47,10 @@ impl Application {
         let store = Arc::new(store);
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "answers left unfinished by the last run are marked interrupted");
+            tracing::warn!(
+                interrupted,
+                "answers left unfinished by the last run are marked interrupted"
+            );
         }
         let retriever = build_retriever(&settings).await?;
         let llm: Option<Arc<dyn Llm>> = settings
@@ -55,7 +58,9 @@ impl Application {
             .as_ref()
             .map(|llm| Arc::new(OpenAiLlm::new(llm)) as Arc<dyn Llm>);
         match &settings.llm {
-            Some(llm) => tracing::info!(base_url = %llm.base_url, model = %llm.model, "llm configured"),
+            Some(llm) => {
+                tracing::info!(base_url = %llm.base_url, model = %llm.model, "llm configured")
+            }
             None => tracing::warn!("no LLM endpoint configured: answering in offline mode"),
         }
         let prompts = Prompts::builtin()?;
@@ -120,7 +125,10 @@ impl Application {
 
     /// Serves until `signal` completes, then drains: no new questions, answers in flight get
     /// the grace period, the rest are stored as interrupted, the store is closed.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             listener,
             state,
@@ -150,8 +158,12 @@ impl Application {
                     if report.rebuilt {
                         match ingest_state.chat.projects.reindex_all().await {
                             Ok(0) => {}
-                            Ok(chunks) => tracing::info!(chunks, "learners' project files indexed again"),
-                            Err(error) => tracing::error!(%error, "cannot index learners' project files again"),
+                            Ok(chunks) => {
+                                tracing::info!(chunks, "learners' project files indexed again")
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "cannot index learners' project files again")
+                            }
                         }
                     }
                     ingest_state.ready.store(true, Ordering::Release);
@@ -188,7 +200,8 @@ impl Application {
         {
             tracing::warn!("grace period over: storing unfinished answers as interrupted");
             state.turn_shutdown.cancel();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.turns.wait()).await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), state.turns.wait()).await;
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
         state.chat.store.close().await;
@@ -277,7 +290,9 @@ pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEm
                 tracing::info!(dir = %model_dir.display(), "dense embedder: all-MiniLM-L6-v2 in-process");
                 Ok(Some(Arc::new(model)))
             }
-            Err(error @ EmbedError::ModelMissing { .. }) if settings.embedding.allow_bm25_fallback => {
+            Err(error @ EmbedError::ModelMissing { .. })
+                if settings.embedding.allow_bm25_fallback =>
+            {
                 tracing::warn!(%error, "serving with BM25 only (embedding.allow_bm25_fallback = true)");
                 eprintln!("warning: {error}; serving with BM25 only");
                 Ok(None)

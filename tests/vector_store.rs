@@ -497,10 +497,26 @@ async fn delete_learner_removes_only_that_learners_chunks(store: &dyn VectorStor
         store,
         SCHEMA,
         vec![
-            point(chunk("py", "page.md", 0, "Course page on loops."), None, None),
-            point(chunk("py", "game.py", 0, "Learner a game loop."), Some("a"), None),
-            point(chunk("py", "util.py", 0, "Learner a helper loop."), Some("a"), None),
-            point(chunk("py", "game.py", 0, "Learner b game loop."), Some("b"), None),
+            point(
+                chunk("py", "page.md", 0, "Course page on loops."),
+                None,
+                None,
+            ),
+            point(
+                chunk("py", "game.py", 0, "Learner a game loop."),
+                Some("a"),
+                None,
+            ),
+            point(
+                chunk("py", "util.py", 0, "Learner a helper loop."),
+                Some("a"),
+                None,
+            ),
+            point(
+                chunk("py", "game.py", 0, "Learner b game loop."),
+                Some("b"),
+                None,
+            ),
         ],
     )
     .await;
@@ -508,7 +524,11 @@ async fn delete_learner_removes_only_that_learners_chunks(store: &dyn VectorStor
     store.commit().await.unwrap();
     assert_eq!(store.count().await.unwrap(), 2);
     let for_a = bm25_search(store, "loop", None, Some("a")).await;
-    assert!(for_a.iter().all(|h| h.learner.is_none()), "{:?}", texts(&for_a));
+    assert!(
+        for_a.iter().all(|h| h.learner.is_none()),
+        "{:?}",
+        texts(&for_a)
+    );
     let for_b = bm25_search(store, "loop", None, Some("b")).await;
     assert!(for_b.iter().any(|h| h.learner.as_deref() == Some("b")));
     // A learner with nothing indexed is not an error.

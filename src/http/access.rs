@@ -10,11 +10,17 @@ use crate::learner::LearnerProfile;
 /// - an admin, or the platform's service token.
 ///
 /// Course teams tune prompts; they do not read individual learners' conversations.
-pub fn can_read_learner(claims: &Claims, learner_id: &str, profile: Option<&LearnerProfile>) -> bool {
+pub fn can_read_learner(
+    claims: &Claims,
+    learner_id: &str,
+    profile: Option<&LearnerProfile>,
+) -> bool {
     match claims.role {
         Role::Admin | Role::Service => true,
         Role::Learner => claims.sub == learner_id,
-        Role::Mentor => profile.is_some_and(|p| p.mentor_id.as_deref() == Some(claims.sub.as_str())),
+        Role::Mentor => {
+            profile.is_some_and(|p| p.mentor_id.as_deref() == Some(claims.sub.as_str()))
+        }
         Role::CourseTeam => false,
     }
 }
@@ -23,7 +29,9 @@ pub fn can_read_learner(claims: &Claims, learner_id: &str, profile: Option<&Lear
 pub fn can_review_learner(claims: &Claims, profile: Option<&LearnerProfile>) -> bool {
     match claims.role {
         Role::Admin => true,
-        Role::Mentor => profile.is_some_and(|p| p.mentor_id.as_deref() == Some(claims.sub.as_str())),
+        Role::Mentor => {
+            profile.is_some_and(|p| p.mentor_id.as_deref() == Some(claims.sub.as_str()))
+        }
         _ => false,
     }
 }
@@ -60,9 +68,17 @@ mod tests {
         assert!(can_read_learner(&c(Role::Learner, "ada"), "ada", Some(&p)));
         assert!(!can_read_learner(&c(Role::Learner, "bob"), "ada", Some(&p)));
         assert!(can_read_learner(&c(Role::Mentor, "grace"), "ada", Some(&p)));
-        assert!(!can_read_learner(&c(Role::Mentor, "linus"), "ada", Some(&p)));
+        assert!(!can_read_learner(
+            &c(Role::Mentor, "linus"),
+            "ada",
+            Some(&p)
+        ));
         assert!(!can_read_learner(&c(Role::Mentor, "grace"), "ada", None));
-        assert!(!can_read_learner(&c(Role::CourseTeam, "ct"), "ada", Some(&p)));
+        assert!(!can_read_learner(
+            &c(Role::CourseTeam, "ct"),
+            "ada",
+            Some(&p)
+        ));
         assert!(can_read_learner(&c(Role::Admin, "root"), "ada", None));
     }
 }

@@ -76,10 +76,16 @@ pub trait LearnerStore: Send + Sync {
     /// Creates or replaces the profile.
     async fn put_learner(&self, profile: &LearnerProfile) -> Result<(), TranscriptError>;
     /// Learners of one mentor, or every learner when `mentor_id` is `None`.
-    async fn learners(&self, mentor_id: Option<&str>) -> Result<Vec<LearnerProfile>, TranscriptError>;
+    async fn learners(
+        &self,
+        mentor_id: Option<&str>,
+    ) -> Result<Vec<LearnerProfile>, TranscriptError>;
     async fn add_mentor_session(&self, session: &MentorSession) -> Result<(), TranscriptError>;
     /// A learner's sessions, latest first.
-    async fn mentor_sessions(&self, learner_id: &str) -> Result<Vec<MentorSession>, TranscriptError>;
+    async fn mentor_sessions(
+        &self,
+        learner_id: &str,
+    ) -> Result<Vec<MentorSession>, TranscriptError>;
     /// Writes `files` (all of one learner and project) in one transaction; with `replace_all`
     /// the project's other files are removed. Either everything is written or nothing.
     async fn put_project_files(

@@ -96,11 +96,15 @@ impl LearnerStore for SqlStore {
         Ok(())
     }
 
-    async fn learners(&self, mentor_id: Option<&str>) -> Result<Vec<LearnerProfile>, TranscriptError> {
+    async fn learners(
+        &self,
+        mentor_id: Option<&str>,
+    ) -> Result<Vec<LearnerProfile>, TranscriptError> {
         let rows = match mentor_id {
             Some(mentor) => {
-                let sql =
-                    format!("SELECT {LEARNER_COLUMNS} FROM learners WHERE mentor_id = $1 ORDER BY id");
+                let sql = format!(
+                    "SELECT {LEARNER_COLUMNS} FROM learners WHERE mentor_id = $1 ORDER BY id"
+                );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(mentor)
                     .fetch_all(self.pool())
@@ -134,7 +138,10 @@ impl LearnerStore for SqlStore {
         Ok(())
     }
 
-    async fn mentor_sessions(&self, learner_id: &str) -> Result<Vec<MentorSession>, TranscriptError> {
+    async fn mentor_sessions(
+        &self,
+        learner_id: &str,
+    ) -> Result<Vec<MentorSession>, TranscriptError> {
         let rows = sqlx::query(
             "SELECT id, learner_id, mentor_id, held_on, notes, goals, created_at \
              FROM mentor_sessions WHERE learner_id = $1 ORDER BY held_on DESC, created_at DESC",

@@ -113,10 +113,13 @@ impl Prompts {
     }
 
     fn render(&self, name: &'static str, context: impl Serialize) -> Result<String, PromptError> {
-        let template = self.env.get_template(name).map_err(|e| PromptError::Template {
-            name,
-            reason: e.to_string(),
-        })?;
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| PromptError::Template {
+                name,
+                reason: e.to_string(),
+            })?;
         template
             .render(minijinja::Value::from(minijinja::value::Serde(&context)))
             .map(|s| s.trim().to_string())
@@ -129,15 +132,15 @@ impl Prompts {
 
 /// Splits `version: "..."` front matter from a template.
 fn split_version(source: &str) -> (String, &str) {
-    if let Some(rest) = source.strip_prefix("---\n") {
-        if let Some(end) = rest.find("\n---\n") {
-            let version = rest[..end]
-                .lines()
-                .find_map(|l| l.strip_prefix("version:"))
-                .map(|v| v.trim().trim_matches('"').to_string())
-                .unwrap_or_else(|| "unversioned".to_string());
-            return (version, &rest[end + 5..]);
-        }
+    if let Some(rest) = source.strip_prefix("---\n")
+        && let Some(end) = rest.find("\n---\n")
+    {
+        let version = rest[..end]
+            .lines()
+            .find_map(|l| l.strip_prefix("version:"))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| "unversioned".to_string());
+        return (version, &rest[end + 5..]);
     }
     ("unversioned".to_string(), source)
 }
@@ -177,7 +180,12 @@ mod tests {
             .unwrap();
         assert!(text.contains("Answer in French (français)"), "{text}");
         assert!(text.contains("Réponds en français"), "{text}");
-        for block in ["<project_file>", "<mentor_plan>", "<passage>", "<attachment>"] {
+        for block in [
+            "<project_file>",
+            "<mentor_plan>",
+            "<passage>",
+            "<attachment>",
+        ] {
             assert!(text.contains(block), "{block}");
         }
         assert!(text.contains("DATA"));

@@ -283,15 +283,24 @@ mod tests {
     #[test]
     fn chunks_never_cross_a_heading_and_keep_their_path_and_anchor() {
         let chunks = chunk(
-            &doc("# Loops\n\nIntro text.\n\n## While loops\n\nA while loop repeats.\n\n### Stopping\n\nUse a condition.\n"),
+            &doc(
+                "# Loops\n\nIntro text.\n\n## While loops\n\nA while loop repeats.\n\n### Stopping\n\nUse a condition.\n",
+            ),
             SIZES,
         );
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0].heading_path, vec!["Loops"]);
         assert_eq!(chunks[0].url, "/course/py/02/loops");
-        assert_eq!(chunks[2].heading_path, vec!["Loops", "While loops", "Stopping"]);
+        assert_eq!(
+            chunks[2].heading_path,
+            vec!["Loops", "While loops", "Stopping"]
+        );
         assert_eq!(chunks[2].url, "/course/py/02/loops#stopping");
-        assert!(chunks[2].embedding_text().starts_with("Control flow > Loops > While loops > Stopping"));
+        assert!(
+            chunks[2]
+                .embedding_text()
+                .starts_with("Control flow > Loops > While loops > Stopping")
+        );
     }
 
     #[test]
@@ -317,11 +326,18 @@ mod tests {
         let body = "word ".repeat(500);
         let chunks = chunk(&doc(&body), SIZES);
         assert!(chunks.len() > 5);
-        assert!(chunks.iter().all(|c| count_tokens(&c.text) <= SIZES.max_tokens + 1));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| count_tokens(&c.text) <= SIZES.max_tokens + 1)
+        );
     }
 
     #[test]
     fn slugs_match_github_style_anchors() {
-        assert_eq!(slug("Common mistakes: off-by-one!"), "common-mistakes-off-by-one");
+        assert_eq!(
+            slug("Common mistakes: off-by-one!"),
+            "common-mistakes-off-by-one"
+        );
     }
 }

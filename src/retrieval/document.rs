@@ -51,7 +51,10 @@ pub fn parse(
         return Err(DocumentError::Binary);
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DocumentError::NotUtf8(e.valid_up_to()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text).replace("\r\n", "\n");
+    let text = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .replace("\r\n", "\n");
     if text.trim().is_empty() {
         return Err(DocumentError::Empty);
     }

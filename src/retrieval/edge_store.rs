@@ -124,8 +124,9 @@ impl VectorStore for EdgeStore {
         self.with_shard(move |shard| {
             let mut structs = Vec::with_capacity(points.len());
             for point in points {
-                let sparse = Vector::new_sparse(point.sparse.indices.clone(), point.sparse.values.clone())
-                    .map_err(backend)?;
+                let sparse =
+                    Vector::new_sparse(point.sparse.indices.clone(), point.sparse.values.clone())
+                        .map_err(backend)?;
                 let mut named: Vec<(&str, Vector)> = vec![(SPARSE_VECTOR, sparse)];
                 if let Some(dense) = &point.dense {
                     named.push((DENSE_VECTOR, Vector::new_dense(dense.clone())));
@@ -135,9 +136,9 @@ impl VectorStore for EdgeStore {
                 );
             }
             shard
-                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(structs),
-                )))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
+                ))
                 .map_err(backend)
         })
         .await
@@ -184,12 +185,12 @@ impl VectorStore for EdgeStore {
         .map_err(backend)?;
         self.with_shard(move |shard| {
             let mut retrievers = Vec::new();
-            if let Some(sparse) = &query.sparse {
-                if !sparse.indices.is_empty() {
-                    let vector = Vector::new_sparse(sparse.indices.clone(), sparse.values.clone())
-                        .map_err(backend)?;
-                    retrievers.push((SPARSE_VECTOR, vector.0));
-                }
+            if let Some(sparse) = &query.sparse
+                && !sparse.indices.is_empty()
+            {
+                let vector = Vector::new_sparse(sparse.indices.clone(), sparse.values.clone())
+                    .map_err(backend)?;
+                retrievers.push((SPARSE_VECTOR, vector.0));
             }
             if let Some(dense) = &query.dense {
                 retrievers.push((DENSE_VECTOR, VectorInternal::Dense(dense.clone())));

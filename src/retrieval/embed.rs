@@ -7,7 +7,9 @@ use super::store::SparseVec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    #[error("embedding model files missing in {dir}: {missing}. Fetch them with `scripts/fetch-model.sh` (see README)")]
+    #[error(
+        "embedding model files missing in {dir}: {missing}. Fetch them with `scripts/fetch-model.sh` (see README)"
+    )]
     ModelMissing { dir: String, missing: String },
     #[error("embedding model failed to load: {0}")]
     Load(String),

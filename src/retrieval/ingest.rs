@@ -9,8 +9,8 @@ use sha2::Digest;
 use super::Retriever;
 use super::chunk::{self, ChunkSizes};
 use super::document;
-use super::store::{IndexedPoint, StoreError, point_id};
 use super::embed::EmbedError;
+use super::store::{IndexedPoint, StoreError, point_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -75,7 +75,10 @@ pub async fn ingest(
     );
     let mut manifest = read_manifest(&options.manifest_path)?;
     let rebuild = options.rebuild || manifest.signature != signature;
-    retriever.store().prepare(retriever.schema(), rebuild).await?;
+    retriever
+        .store()
+        .prepare(retriever.schema(), rebuild)
+        .await?;
     if rebuild {
         manifest = Manifest {
             signature,
@@ -219,7 +222,14 @@ fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), IngestError> {
 fn draw_progress(done: usize, total: usize, current: &str) {
     let width = 30;
     let filled = done * width / total.max(1);
-    let name: String = current.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    let name: String = current
+        .chars()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     eprint!(
         "\r[{}{}] {done}/{total} {name:<40}",
         "#".repeat(filled),

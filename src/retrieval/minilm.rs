@@ -58,7 +58,10 @@ impl MiniLm {
         if config.hidden_size != DIMENSIONS {
             return Err(load(
                 "config.json",
-                &format!("hidden_size is {}, expected {DIMENSIONS}", config.hidden_size),
+                &format!(
+                    "hidden_size is {}, expected {DIMENSIONS}",
+                    config.hidden_size
+                ),
             ));
         }
 
@@ -138,7 +141,12 @@ impl Inner {
     /// Runs one padded batch through BERT; mean-pools over the attention mask and normalises.
     fn forward(&self, batch: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
         let rows = batch.len();
-        let len = batch.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
+        let len = batch
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut ids = vec![0u32; rows * len];
         let mut mask = vec![0u32; rows * len];
         for (r, enc) in batch.iter().enumerate() {
@@ -208,10 +216,11 @@ impl DenseEmbedder for MiniLm {
 /// 20-word question (after a few warm-up runs). What `embed_query` costs, less the hop to the
 /// blocking thread pool.
 pub fn bench_query_latency(model: &MiniLm, n: usize) -> (f64, f64) {
-    const QUESTION: &str =
-        "How do I write a for loop in Python that goes over a list and prints each item with its index?";
+    const QUESTION: &str = "How do I write a for loop in Python that goes over a list and prints each item with its index?";
     for _ in 0..3 {
-        model.embed_blocking(&[QUESTION]).expect("warm-up embedding");
+        model
+            .embed_blocking(&[QUESTION])
+            .expect("warm-up embedding");
     }
     let n = n.max(1);
     let mut times: Vec<f64> = (0..n)
@@ -236,7 +245,10 @@ mod tests {
         match MiniLm::load(&dir) {
             Ok(m) => Some(m),
             Err(EmbedError::ModelMissing { .. }) => {
-                eprintln!("skipping: no model in {} (run scripts/fetch-model.sh)", dir.display());
+                eprintln!(
+                    "skipping: no model in {} (run scripts/fetch-model.sh)",
+                    dir.display()
+                );
                 None
             }
             Err(e) => panic!("model present but failed to load: {e}"),
@@ -263,7 +275,10 @@ mod tests {
     #[tokio::test]
     async fn similar_sentences_score_higher_than_unrelated_ones() {
         let Some(m) = model() else { return };
-        let q = m.embed_query("How do I loop over a list in Python?").await.unwrap();
+        let q = m
+            .embed_query("How do I loop over a list in Python?")
+            .await
+            .unwrap();
         let docs = m
             .embed_documents(vec![
                 "Use a for loop to iterate through the items of a Python list.".to_string(),
@@ -272,7 +287,10 @@ mod tests {
             .await
             .unwrap();
         let (similar, unrelated) = (cosine(&q, &docs[0]), cosine(&q, &docs[1]));
-        assert!(similar > unrelated + 0.2, "similar {similar}, unrelated {unrelated}");
+        assert!(
+            similar > unrelated + 0.2,
+            "similar {similar}, unrelated {unrelated}"
+        );
     }
 
     #[tokio::test]

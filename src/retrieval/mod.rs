@@ -3,11 +3,11 @@
 pub mod chunk;
 pub mod document;
 pub mod edge_store;
-pub mod qdrant_store;
 pub mod embed;
 pub mod ingest;
 pub mod minilm;
 pub mod openai_embed;
+pub mod qdrant_store;
 pub mod store;
 
 use std::sync::Arc;
@@ -155,7 +155,13 @@ impl Retriever {
 fn collapse_sections(hits: Vec<store::Hit>, limit: usize) -> Vec<Passage> {
     let mut seen = std::collections::HashSet::new();
     hits.into_iter()
-        .filter(|hit| seen.insert((hit.learner.clone(), hit.chunk.source.clone(), hit.chunk.url.clone())))
+        .filter(|hit| {
+            seen.insert((
+                hit.learner.clone(),
+                hit.chunk.source.clone(),
+                hit.chunk.url.clone(),
+            ))
+        })
         .take(limit)
         .enumerate()
         .map(|(idx, hit)| Passage {

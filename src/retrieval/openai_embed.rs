@@ -158,12 +158,20 @@ mod tests {
     #[test]
     fn too_few_vectors_is_an_endpoint_error() {
         let r = response(r#"{"data":[{"embedding":[1.0]}]}"#);
-        assert!(matches!(vectors_from_response(r, 2, 1), Err(EmbedError::Endpoint(_))));
+        assert!(matches!(
+            vectors_from_response(r, 2, 1),
+            Err(EmbedError::Endpoint(_))
+        ));
     }
 
     #[test]
     fn the_id_names_the_model_and_dimensions() {
-        let e = OpenAiEmbedder::new("http://localhost:1/v1/", "key", "text-embedding-3-small", 1536);
+        let e = OpenAiEmbedder::new(
+            "http://localhost:1/v1/",
+            "key",
+            "text-embedding-3-small",
+            1536,
+        );
         assert_eq!(e.id(), "openai:text-embedding-3-small:1536");
         assert_eq!(e.dimensions(), 1536);
     }

@@ -325,13 +325,13 @@ impl VectorStore for QdrantStore {
         }
         let filter = scope_filter(query.course.as_deref(), query.learner.as_deref());
         let mut retrievers: Vec<(&str, VectorInput)> = Vec::new();
-        if let Some(sparse) = &query.sparse {
-            if !sparse.indices.is_empty() {
-                retrievers.push((
-                    SPARSE_VECTOR,
-                    VectorInput::new_sparse(sparse.indices.clone(), sparse.values.clone()),
-                ));
-            }
+        if let Some(sparse) = &query.sparse
+            && !sparse.indices.is_empty()
+        {
+            retrievers.push((
+                SPARSE_VECTOR,
+                VectorInput::new_sparse(sparse.indices.clone(), sparse.values.clone()),
+            ));
         }
         if let Some(dense) = &query.dense {
             retrievers.push((DENSE_VECTOR, VectorInput::new_dense(dense.clone())));
@@ -384,14 +384,14 @@ impl VectorStore for QdrantStore {
     /// the background, so this only reports a collection the server marks as failed.
     async fn commit(&self) -> Result<(), StoreError> {
         let info = self.info().await?;
-        if let Some(result) = info.result {
-            if result.status == CollectionStatus::Red as i32 {
-                let detail = result.optimizer_status.map(|s| s.error).unwrap_or_default();
-                return Err(StoreError::Backend(format!(
-                    "qdrant collection {} is in error: {detail}",
-                    self.collection
-                )));
-            }
+        if let Some(result) = info.result
+            && result.status == CollectionStatus::Red as i32
+        {
+            let detail = result.optimizer_status.map(|s| s.error).unwrap_or_default();
+            return Err(StoreError::Backend(format!(
+                "qdrant collection {} is in error: {detail}",
+                self.collection
+            )));
         }
         Ok(())
     }

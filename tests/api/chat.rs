@@ -20,7 +20,10 @@ async fn a_question_streams_a_cited_answer_from_the_llm_and_both_messages_are_st
     let conversation = ready["conversation_id"].as_str().unwrap().to_string();
 
     let frames = ws
-        .ask("q-1", "my while loop never stops and the program just hangs, why?")
+        .ask(
+            "q-1",
+            "my while loop never stops and the program just hangs, why?",
+        )
         .await;
 
     let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
@@ -32,7 +35,10 @@ async fn a_question_streams_a_cited_answer_from_the_llm_and_both_messages_are_st
     let sources = frames[1]["sources"].as_array().unwrap();
     assert!(!sources.is_empty());
     assert!(
-        sources.iter().take(3).any(|s| s["url"].as_str().unwrap().contains("while-loops")),
+        sources
+            .iter()
+            .take(3)
+            .any(|s| s["url"].as_str().unwrap().contains("while-loops")),
         "the while-loops section is among the first sources: {sources:?}"
     );
     let deltas = of_type(&frames, "delta");
@@ -87,7 +93,10 @@ async fn without_an_llm_the_offline_reply_says_so_and_gives_passages_with_links(
     let app = spawn_app().await;
     let token = app.learner_token("ben");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let frames = ws.ask("o-1", "how do I read a file line by line?").await;
 
@@ -123,7 +132,10 @@ async fn cancel_stops_the_stream_and_stores_what_was_said_as_cancelled() {
     .await;
     let token = app.learner_token("cy");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     ws.send_json(json!({"type": "ask", "id": "c-1", "text": "explain for loops"}))
         .await;
     let mut frames = ws.until("delta").await;
@@ -133,7 +145,11 @@ async fn cancel_stops_the_stream_and_stores_what_was_said_as_cancelled() {
     let done = frames.last().unwrap();
     assert_eq!(done["status"], "cancelled");
     let deltas = of_type(&frames, "delta");
-    assert!(deltas.len() < 50, "the stream stopped early: {}", deltas.len());
+    assert!(
+        deltas.len() < 50,
+        "the stream stopped early: {}",
+        deltas.len()
+    );
     let text = answer_text(&frames);
     let (_, body) = app.conversation(&token, &conversation).await;
     let answer = &body["messages"][1];
@@ -155,7 +171,10 @@ async fn resending_an_ask_with_the_same_id_creates_no_second_question() {
     .await;
     let token = app.learner_token("dee");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let first = ws.ask("same-id", "what is a dictionary?").await;
     let again = ws.ask("same-id", "what is a dictionary?").await;
 
@@ -193,7 +212,10 @@ async fn a_failing_llm_gives_an_error_frame_and_a_failed_answer() {
     .await;
     let token = app.learner_token("eve");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let frames = ws.ask("f-1", "what is recursion?").await;
     let errors = of_type(&frames, "error");
     assert_eq!(errors.len(), 1, "{frames:?}");
@@ -209,13 +231,19 @@ async fn another_learner_cannot_read_or_resume_the_conversation() {
     let app = spawn_app().await;
     let ada = app.learner_token("ada");
     let mut ws = app.connect(&ada).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     ws.ask("x-1", "what is a tuple?").await;
 
     let bob = app.learner_token("bob");
     let (status, _) = app.conversation(&bob, &conversation).await;
     assert_eq!(status, 404);
-    let url = format!("ws://{}/ws?token={bob}&conversation={conversation}", app.addr);
+    let url = format!(
+        "ws://{}/ws?token={bob}&conversation={conversation}",
+        app.addr
+    );
     let err = tokio_tungstenite::connect_async(url).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 }
@@ -235,14 +263,20 @@ async fn sigterm_lets_the_answer_in_flight_finish_and_stores_it() {
     .await;
     let token = app.learner_token("fay");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     ws.send_json(json!({"type": "ask", "id": "t-1", "text": "what is a set?"}))
         .await;
     let mut frames = ws.until("delta").await;
     app.send_sigterm();
     frames.extend(ws.until("done").await);
     assert_eq!(frames.last().unwrap()["status"], "complete");
-    assert_eq!(answer_text(&frames), (0..8).map(|i| format!("step {i}. ")).collect::<String>());
+    assert_eq!(
+        answer_text(&frames),
+        (0..8).map(|i| format!("step {i}. ")).collect::<String>()
+    );
     let (status, data_dir, _keep) = app.wait_exit().await;
     assert!(status.success(), "{status:?}");
 
@@ -261,7 +295,10 @@ async fn sigterm_lets_the_answer_in_flight_finish_and_stores_it() {
 async fn with_the_in_process_model_hybrid_retrieval_finds_a_paraphrased_question() {
     let model_dir = repo_root().join("data/models/all-MiniLM-L6-v2");
     if !model_dir.join("model.safetensors").is_file() {
-        eprintln!("SKIPPED: no model in {} (scripts/fetch-model.sh)", model_dir.display());
+        eprintln!(
+            "SKIPPED: no model in {} (scripts/fetch-model.sh)",
+            model_dir.display()
+        );
         return;
     }
     // A small course so the model's ingest stays quick in a debug build.
@@ -291,9 +328,15 @@ async fn with_the_in_process_model_hybrid_retrieval_finds_a_paraphrased_question
     ws.ready().await;
     // No word of the while-loops page's vocabulary beyond "program".
     let frames = ws
-        .ask("p-1", "my program keeps going round and round forever and never finishes")
+        .ask(
+            "p-1",
+            "my program keeps going round and round forever and never finishes",
+        )
         .await;
-    let sources = of_type(&frames, "sources")[0]["sources"].as_array().unwrap().clone();
+    let sources = of_type(&frames, "sources")[0]["sources"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(
         sources[0]["url"].as_str().unwrap().contains("while-loops"),
         "{sources:?}"

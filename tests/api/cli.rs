@@ -6,7 +6,9 @@ use crate::helpers::*;
 fn the_token_command_prints_a_token_the_server_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_companion"))
-        .args(["token", "--role", "learner", "--id", "ada", "--name", "Ada", "--ttl", "60"])
+        .args([
+            "token", "--role", "learner", "--id", "ada", "--name", "Ada", "--ttl", "60",
+        ])
         .env("COMPANION__AUTH__SECRET", SECRET)
         .env("COMPANION__SERVER__DATA_DIR", dir.path())
         .output()
@@ -49,7 +51,11 @@ fn an_unknown_configuration_key_stops_start_up_and_names_it() {
 }
 
 /// Runs `companion` with a fresh data dir and the given env; returns (success, stdout, stderr).
-fn companion(args: &[&str], data_dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String, String) {
+fn companion(
+    args: &[&str],
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_companion"));
     command
         .args(args)
@@ -78,11 +84,23 @@ fn ingest_names_and_skips_bad_files_and_indexes_the_rest() {
         "---\ncourse: demo\ntitle: Loops\n---\n# Loops\n\nA while loop repeats until its condition is false.\n",
     )
     .unwrap();
-    std::fs::write(dir.join("plain.txt"), "Plain text notes about dictionaries and keys.\n").unwrap();
+    std::fs::write(
+        dir.join("plain.txt"),
+        "Plain text notes about dictionaries and keys.\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("latin1.md"), b"# Caf\xe9\n\nNot UTF-8 at all.\n").unwrap();
     std::fs::write(dir.join("empty.md"), "").unwrap();
-    std::fs::write(dir.join("binary.md"), [0u8, 159, 146, 150, 0, 1, 2, 3, 0, 0]).unwrap();
-    std::fs::write(dir.join("broken.md"), "---\ntitle: never closed\n\n# Heading\n\nBody.\n").unwrap();
+    std::fs::write(
+        dir.join("binary.md"),
+        [0u8, 159, 146, 150, 0, 1, 2, 3, 0, 0],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("broken.md"),
+        "---\ntitle: never closed\n\n# Heading\n\nBody.\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("huge.md"), "word ".repeat(3_000_000)).unwrap();
     let content_arg = dir.to_str().unwrap();
     let (ok, stdout, stderr) = companion(
@@ -93,7 +111,9 @@ fn ingest_names_and_skips_bad_files_and_indexes_the_rest() {
     assert!(ok, "ingest failed:\n{stdout}\n{stderr}");
     for name in ["latin1.md", "empty.md", "binary.md", "broken.md", "huge.md"] {
         assert!(
-            stderr.lines().any(|l| l.starts_with("skipped") && l.contains(name)),
+            stderr
+                .lines()
+                .any(|l| l.starts_with("skipped") && l.contains(name)),
             "{name} not reported as skipped:\n{stderr}"
         );
     }
@@ -107,7 +127,10 @@ fn ingest_names_and_skips_bad_files_and_indexes_the_rest() {
         &[("COMPANION__EMBEDDING__PROVIDER", "none")],
     );
     assert!(ok);
-    assert!(stdout.contains("indexed 0 files") && stdout.contains("2 unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("indexed 0 files") && stdout.contains("2 unchanged"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -142,7 +165,11 @@ fn eval_retrieval_prints_recall_and_mrr_per_mode() {
     // Far better than chance on a course of ~30 files.
     assert!(r5 > 0.4, "bm25 recall@5 {r5}");
     // Without a dense embedder the other modes say why they did not run.
-    assert_eq!(report["unavailable"].as_array().unwrap().len(), 2, "{stdout}");
+    assert_eq!(
+        report["unavailable"].as_array().unwrap().len(),
+        2,
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -45,7 +45,6 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub child: Child,
     pub data_dir: PathBuf,
-    pub config_path: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -70,7 +69,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let llm = options
         .llm_url
         .as_deref()
-        .map(|url| format!("[llm]\nbase_url = \"{url}\"\napi_key = \"test-key\"\nmodel = \"fake-model\"\n"))
+        .map(|url| {
+            format!("[llm]\nbase_url = \"{url}\"\napi_key = \"test-key\"\nmodel = \"fake-model\"\n")
+        })
         .unwrap_or_default();
     let embedding = options
         .embedding_toml
@@ -94,7 +95,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         addr,
         child,
         data_dir,
-        config_path,
         _temp: temp,
     };
     app.wait_ready().await;
@@ -142,10 +142,10 @@ impl TestApp {
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..600 {
-            if let Ok(response) = client.get(self.url("/readyz")).send().await {
-                if response.status() == 200 {
-                    return;
-                }
+            if let Ok(response) = client.get(self.url("/readyz")).send().await
+                && response.status() == 200
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -203,7 +203,9 @@ impl TestApp {
     }
 
     /// Waits for the process to exit; keeps the data dir for a restart.
-    pub async fn wait_exit(mut self) -> (std::process::ExitStatus, PathBuf, Option<tempfile::TempDir>) {
+    pub async fn wait_exit(
+        mut self,
+    ) -> (std::process::ExitStatus, PathBuf, Option<tempfile::TempDir>) {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("companion exits within 30 s")
@@ -240,7 +242,9 @@ impl WsClient {
                 .expect("socket open")
                 .expect("frame");
             match message {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("JSON frame");
+                }
                 Message::Close(_) => panic!("socket closed"),
                 _ => continue,
             }
@@ -356,7 +360,9 @@ async fn completions(State(state): State<FakeState>, body: Bytes) -> Response {
     if let Some(status) = state.script.fail_status {
         return (
             StatusCode::from_u16(status).unwrap(),
-            axum::Json(json!({"error": {"message": "fake failure", "type": "server_error", "code": null}})),
+            axum::Json(
+                json!({"error": {"message": "fake failure", "type": "server_error", "code": null}}),
+            ),
         )
             .into_response();
     }
@@ -368,7 +374,10 @@ async fn completions(State(state): State<FakeState>, body: Bytes) -> Response {
         });
         Bytes::from(format!("data: {body}\n\n"))
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for text in &state.script.chunks {
         events.push(chunk(json!({"content": text}), Value::Null));
     }

@@ -61,7 +61,9 @@ pub async fn upgrade(
         tracing::warn!(%error, learner = %claims.sub, "cannot fill the profile from the token");
     }
     if !state.is_ready() {
-        return Err(ApiError::Unavailable("the index is still being built".into()));
+        return Err(ApiError::Unavailable(
+            "the index is still being built".into(),
+        ));
     }
     let conversation_id = match query.conversation {
         Some(id) => {
@@ -172,7 +174,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
         let frame = match parse_client_frame(text.as_str()) {
             Ok(frame) => frame,
             Err(error) => {
-                let _ = out.send(error).await;
+                let _ = out.send(*error).await;
                 continue;
             }
         };
@@ -201,7 +203,16 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                 content,
                 project,
             } => {
-                let frame = attach(&state, &session, &mut attachments, id, name, content, project).await;
+                let frame = attach(
+                    &state,
+                    &session,
+                    &mut attachments,
+                    id,
+                    name,
+                    content,
+                    project,
+                )
+                .await;
                 let _ = out.send(frame).await;
             }
             ClientFrame::Cancel { id } => match &in_flight {
@@ -223,7 +234,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                 course,
             } => {
                 if let Err(error) = check_ask(&state, &session, &id, &text, in_flight.is_some()) {
-                    let _ = out.send(error).await;
+                    let _ = out.send(*error).await;
                     continue;
                 }
                 let page = page.unwrap_or_default();
@@ -354,7 +365,11 @@ async fn attach(
         }
         Err(error @ (ProjectError::Store(_) | ProjectError::Index(_))) => {
             tracing::error!(%error, "cannot store an attachment");
-            ServerFrame::error(id, ErrorCode::Internal, "the attachment was not stored; try again")
+            ServerFrame::error(
+                id,
+                ErrorCode::Internal,
+                "the attachment was not stored; try again",
+            )
         }
         Err(error) => ServerFrame::error(id, ErrorCode::AttachmentRefused, error.to_string()),
     }
@@ -407,8 +422,9 @@ fn check_ask(
     id: &str,
     text: &str,
     busy: bool,
-) -> Result<(), ServerFrame> {
-    let err = |code, message: String| ServerFrame::error(Some(id.to_string()), code, message);
+) -> Result<(), Box<ServerFrame>> {
+    let err =
+        |code, message: String| Box::new(ServerFrame::error(Some(id.to_string()), code, message));
     if id.is_empty() || id.chars().count() > 100 {
         return Err(err(
             ErrorCode::InvalidField,
@@ -416,7 +432,10 @@ fn check_ask(
         ));
     }
     if text.trim().is_empty() {
-        return Err(err(ErrorCode::EmptyQuestion, "the question is empty".into()));
+        return Err(err(
+            ErrorCode::EmptyQuestion,
+            "the question is empty".into(),
+        ));
     }
     let chars = text.chars().count();
     if chars > state.limits.max_question_chars {
@@ -461,15 +480,15 @@ async fn run_turn(state: AppState, turn: Turn, stops: Stops, out: mpsc::Sender<S
     let forward = tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
             // A failed answer says why before its `done`.
-            if let TurnEvent::Done(summary) = &event {
-                if let Some(error) = &summary.error {
-                    let frame = ServerFrame::error(
-                        Some(forward_id.clone()),
-                        ErrorCode::LlmUnavailable,
-                        format!("the AI model failed: {error}"),
-                    );
-                    let _ = forward_out.send(frame).await;
-                }
+            if let TurnEvent::Done(summary) = &event
+                && let Some(error) = &summary.error
+            {
+                let frame = ServerFrame::error(
+                    Some(forward_id.clone()),
+                    ErrorCode::LlmUnavailable,
+                    format!("the AI model failed: {error}"),
+                );
+                let _ = forward_out.send(frame).await;
             }
             let _ = forward_out.send(frame_of(&forward_id, event)).await;
         }

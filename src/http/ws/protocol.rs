@@ -172,20 +172,24 @@ impl ServerFrame {
 }
 
 /// Reads a text frame, mapping every failure to the error frame the client gets.
-pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Box<ServerFrame>> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        ServerFrame::error(None, ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
+        refused(
+            None,
+            ErrorCode::BadJson,
+            format!("frame is not valid JSON: {e}"),
+        )
     })?;
     let id = value.get("id").and_then(|v| v.as_str()).map(str::to_string);
     let Some(kind) = value.get("type") else {
-        return Err(ServerFrame::error(
+        return Err(refused(
             id,
             ErrorCode::MissingField,
             "frame has no `type` field",
         ));
     };
     let Some(kind) = kind.as_str() else {
-        return Err(ServerFrame::error(
+        return Err(refused(
             id,
             ErrorCode::InvalidField,
             "`type` must be a string",
@@ -196,7 +200,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
         kind.as_str(),
         "ask" | "cancel" | "ping" | "feedback" | "request_mentor" | "attach"
     ) {
-        return Err(ServerFrame::error(
+        return Err(refused(
             id,
             ErrorCode::UnknownType,
             format!(
@@ -211,8 +215,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
         } else {
             ErrorCode::InvalidField
         };
-        ServerFrame::error(id, code, format!("{kind} frame: {message}"))
+        refused(id, code, format!("{kind} frame: {message}"))
     })
+}
+
+/// The error frame for a refused client frame, boxed: it travels in `Err` and is large.
+fn refused(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Box<ServerFrame> {
+    Box::new(ServerFrame::error(id, code, message))
 }
 
 #[cfg(test)]
@@ -240,7 +249,7 @@ mod tests {
     }
 
     fn code_of(text: &str) -> ErrorCode {
-        match parse_client_frame(text).unwrap_err() {
+        match *parse_client_frame(text).unwrap_err() {
             ServerFrame::Error { code, .. } => code,
             other => panic!("{other:?}"),
         }
@@ -251,8 +260,14 @@ mod tests {
         assert_eq!(code_of("{not json"), ErrorCode::BadJson);
         assert_eq!(code_of(r#"{"id":"x"}"#), ErrorCode::MissingField);
         assert_eq!(code_of(r#"{"type":"shout"}"#), ErrorCode::UnknownType);
-        assert_eq!(code_of(r#"{"type":"ask","id":"x"}"#), ErrorCode::MissingField);
-        assert_eq!(code_of(r#"{"type":"ask","id":"x","text":3}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code_of(r#"{"type":"ask","id":"x"}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code_of(r#"{"type":"ask","id":"x","text":3}"#),
+            ErrorCode::InvalidField
+        );
     }
 
     #[test]
@@ -302,7 +317,10 @@ mod tests {
                 project: None,
             }
         );
-        assert_eq!(code_of(r#"{"type":"attach","name":"a.py"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code_of(r#"{"type":"attach","name":"a.py"}"#),
+            ErrorCode::MissingField
+        );
         assert_eq!(
             code_of(r#"{"type":"attach","content":"x","path":"a.py"}"#),
             ErrorCode::InvalidField
