@@ -5,4 +5,5 @@ mod chat;
 mod cli;
 mod crash;
 mod helpers;
+mod learner_context;
 mod mentor;
