@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Role, TokenKeys, claims_for, resolve_secret};
 use crate::config::{Overrides, Settings};
-use crate::startup::{Application, build_retriever, index_dir};
+use crate::startup::{Application, build_retriever, index_dir, reindex_projects};
 
 #[derive(Debug, Parser)]
 #[command(name = "companion", version, about = "An AI learning companion")]
@@ -163,6 +163,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let report = index_dir(&retriever, &settings, &dir, true, rebuild).await?;
                 for (file, reason) in &report.skipped {
                     eprintln!("skipped {file}: {reason}");
+                }
+                // A rebuilt index starts empty: learners' private files go back in.
+                if report.rebuilt {
+                    let chunks = reindex_projects(&settings, &retriever).await?;
+                    if chunks > 0 {
+                        println!("indexed learners' project files again ({chunks} chunks)");
+                    }
                 }
                 println!(
                     "indexed {} files ({} chunks), {} unchanged, {} removed, {} skipped in {} ms",

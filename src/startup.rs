@@ -317,6 +317,24 @@ pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEm
     }
 }
 
+/// Indexes every learner's project files again, into `retriever`'s store (after a rebuild
+/// emptied it); the number of chunks written.
+pub async fn reindex_projects(settings: &Settings, retriever: &Retriever) -> anyhow::Result<usize> {
+    let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .with_context(|| "cannot open the transcript database")?;
+    let store = Arc::new(store);
+    let projects = crate::project::Projects::new(
+        store.clone(),
+        retriever.clone(),
+        settings.projects.clone(),
+        settings.content.dir.clone(),
+    );
+    let chunks = projects.reindex_all().await?;
+    store.close().await;
+    Ok(chunks)
+}
+
 /// Ingests the configured content folder.
 pub async fn index_content(
     retriever: &Retriever,

@@ -38,13 +38,18 @@ def monthly_summary(rows, month):
 
 const QUESTION: &str = "Why does my function parse_amount crash with a ValueError when the amount has a decimal comma like 12,50?";
 
+/// The app's configuration: the fake LLM, a small window, small project limits.
+fn app_toml(llm: &FakeLlm) -> String {
+    format!(
+        "[llm]\nbase_url = \"{}\"\napi_key = \"test-key\"\nmodel = \"fake-model\"\n\
+         context_window = {WINDOW}\nmax_answer_tokens = {ANSWER_TOKENS}\n{PROJECT_LIMITS}",
+        llm.base_url()
+    )
+}
+
 async fn spawn(llm: &FakeLlm) -> TestApp {
     spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[llm]\nbase_url = \"{}\"\napi_key = \"test-key\"\nmodel = \"fake-model\"\n\
-             context_window = {WINDOW}\nmax_answer_tokens = {ANSWER_TOKENS}\n{PROJECT_LIMITS}",
-            llm.base_url()
-        ),
+        extra_toml: app_toml(llm),
         ..Default::default()
     })
     .await
@@ -885,7 +890,7 @@ async fn every_bad_input_is_refused_clearly_and_nothing_partial_is_kept() {
         403,
         "only the learner",
     );
-    let zip = zip_of(&[good.clone()]);
+    let zip = zip_of(std::slice::from_ref(&good));
     assert_refused(
         "bob sends ada an archive",
         archive(&app, &bob, "ada", zip).await,
@@ -978,4 +983,54 @@ async fn every_bad_input_is_refused_clearly_and_nothing_partial_is_kept() {
     let text =
         whole(&ask_and_capture(&app, &llm, "ada", "What is partial_marker_zz in good.py?").await);
     assert!(!text.contains("partial_marker_zz = 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_rebuilt_index_gets_every_learners_files_back() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = spawn(&llm).await;
+    learner_on_project(&app, "ada", "grace", "en").await;
+    let (status, _) = put_file(
+        &app,
+        &app.learner_token("ada"),
+        "ada",
+        "budget.py",
+        BUDGET_PY,
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.send_sigterm();
+    let (_, data_dir, temp) = app.wait_exit().await;
+
+    // `ingest --rebuild` empties the index; the learners' files go back in with it.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_companion"))
+        .arg("ingest")
+        .arg("--rebuild")
+        .arg("--config")
+        .arg(data_dir.join("test-config.toml"))
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("companion ingest runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("indexed learners' project files again"),
+        "{stdout}"
+    );
+
+    let app = spawn_app_with(AppOptions {
+        data_dir: Some(data_dir),
+        extra_toml: app_toml(&llm),
+        ..Default::default()
+    })
+    .await;
+    let text = whole(&ask_and_capture(&app, &llm, "ada", QUESTION).await);
+    assert!(text.contains("ada-marker-7f3"), "{text}");
+    drop(app);
+    drop(temp);
 }
