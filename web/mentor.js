@@ -5,6 +5,7 @@
 
   const $ = (id) => document.getElementById(id);
   const state = { token: null, learner: null, onlyActive: false };
+  const TOKEN_KEY = "companion-mentor-token";
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -20,6 +21,11 @@
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return node;
+  }
+
+  // Only site paths and http(s) links become links.
+  function safeUrl(url) {
+    return /^(\/(?!\/)|https?:\/\/)/.test(url || "") ? url : "#";
   }
 
   function notice(message) {
@@ -225,7 +231,7 @@
         el("div", { class: "text", text: m.text || "(no text)" }));
       if (m.sources && m.sources.length) {
         item.append(el("ol", { class: "sources" }, m.sources.map((s) =>
-          el("li", {}, el("a", { href: s.url, target: "_blank", rel: "noopener", text: s.section || s.title })))));
+          el("li", {}, el("a", { href: safeUrl(s.url), target: "_blank", rel: "noopener", text: s.section || s.title })))));
       }
       for (const a of body.annotations.filter((a) => a.message_id === m.id)) {
         item.append(el("div", { class: "annotation " + a.kind }, el("strong", { text: a.kind + ": " }), a.text, el("span", { class: "meta", text: ` — ${a.author_id}` })));
@@ -272,10 +278,13 @@
     try {
       await loadLearners();
     } catch (e) {
+      sessionStorage.removeItem(TOKEN_KEY);
       notice(e.status === 401 ? "This token is not valid or has expired." : e.message);
       $("token-form").hidden = false;
       return;
     }
+    // For reloads in this tab only; closing the tab forgets it.
+    sessionStorage.setItem(TOKEN_KEY, token);
     $("token-form").hidden = true;
     $("search-form").hidden = false;
     notice("");
@@ -298,8 +307,11 @@
       event.preventDefault();
       start($("token-input").value.trim());
     });
-    const token = new URLSearchParams(window.location.search).get("token");
+    const fromUrl = new URLSearchParams(window.location.search).get("token");
+    const token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
     if (token) {
+      // Keep the token out of the address bar and the history once it is read.
+      window.history.replaceState(null, "", window.location.pathname);
       start(token);
     } else {
       $("token-form").hidden = false;

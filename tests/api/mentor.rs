@@ -42,22 +42,6 @@ pub async fn call_text(
     (status, response.text().await.unwrap_or_default())
 }
 
-/// Whether a response says the route itself is missing (not a JSON error from a handler).
-fn route_missing(status: u16, body: &Value) -> bool {
-    (status == 404 || status == 405) && body["error"]["code"].is_null()
-}
-
-/// The test app's own store, for seeding when the learner API is not served.
-async fn seed_store(app: &TestApp) -> companion::transcript::sql::SqlStore {
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        app.data_dir.join("transcripts.db").display()
-    );
-    companion::transcript::sql::SqlStore::connect(&url, 1)
-        .await
-        .expect("open the test app's store")
-}
-
 /// Creates or replaces a learner's profile through the platform's API (service token).
 pub async fn put_learner(app: &TestApp, id: &str, mentor: &str) {
     let service = app.token(Role::Service, "platform");
@@ -72,18 +56,6 @@ pub async fn put_learner(app: &TestApp, id: &str, mentor: &str) {
         ),
     )
     .await;
-    if route_missing(status, &body) {
-        eprintln!("note: PUT /api/v1/learners is not served; seeding {id} through the store");
-        use companion::learner::{LearnerProfile, LearnerStore};
-        let mut profile = LearnerProfile::new(id);
-        profile.name = Some(format!("{id} name"));
-        profile.mentor_id = Some(mentor.to_string());
-        profile.course = Some("python-foundations".into());
-        let store = seed_store(app).await;
-        store.put_learner(&profile).await.unwrap();
-        companion::transcript::TranscriptStore::close(&store).await;
-        return;
-    }
     assert!(
         (200..300).contains(&status),
         "put learner {id}: {status} {body}"
@@ -102,50 +74,27 @@ pub async fn add_session(app: &TestApp, mentor: &str, learner: &str, goals: &[&s
         Some(json!({"held_on": today, "notes": "Talked about loops.", "goals": goals})),
     )
     .await;
-    if route_missing(status, &body) {
-        eprintln!(
-            "note: POST /api/v1/learners/{{id}}/sessions is not served; seeding through the store"
-        );
-        use companion::learner::{LearnerStore, MentorSession};
-        let store = seed_store(app).await;
-        store
-            .add_mentor_session(&MentorSession {
-                id: uuid::Uuid::now_v7().to_string(),
-                learner_id: learner.into(),
-                mentor_id: mentor.into(),
-                held_on: today,
-                notes: "Talked about loops.".into(),
-                goals: goals.iter().map(|g| g.to_string()).collect(),
-                created_at: companion::transcript::now_ms(),
-            })
-            .await
-            .unwrap();
-        companion::transcript::TranscriptStore::close(&store).await;
-        return;
-    }
     assert!((200..300).contains(&status), "add session: {status} {body}");
 }
 
-/// A file of the learner's project, written through the store (the project upload API is
-/// another issue's; this is fixture data for the digest and deletion).
-pub async fn seed_project_file(app: &TestApp, learner: &str, path: &str, content: &str) {
-    use companion::learner::{LearnerStore, ProjectFile};
-    let store = seed_store(app).await;
-    let file = ProjectFile {
-        learner_id: learner.into(),
-        project: "quiz-game".into(),
-        path: path.into(),
-        content: content.into(),
-        sha256: "0".repeat(64),
-        bytes: content.len() as i64,
-        origin: "api".into(),
-        updated_at: companion::transcript::now_ms(),
-    };
-    store
-        .put_project_files(learner, "quiz-game", &[file], false)
+/// Uploads a file of the learner's project "quiz-game" through the platform's API (stored and
+/// indexed privately for that learner).
+pub async fn upload_project_file(app: &TestApp, learner: &str, path: &str, content: &str) {
+    let response = reqwest::Client::new()
+        .put(app.url(&format!(
+            "/api/v1/learners/{learner}/projects/quiz-game/files/{path}"
+        )))
+        .bearer_auth(app.token(Role::Service, "platform"))
+        .body(content.to_string())
+        .send()
         .await
         .unwrap();
-    companion::transcript::TranscriptStore::close(&store).await;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    assert!(
+        (200..300).contains(&status),
+        "upload {path}: {status} {body}"
+    );
 }
 
 /// A question asked over the WebSocket, with the ids it got.
@@ -596,7 +545,7 @@ async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    seed_project_file(
+    upload_project_file(
         &app,
         "eve",
         "guessing_game.py",
@@ -983,14 +932,38 @@ async fn the_export_is_complete_paginated_and_bounded() {
     }
 }
 
+const ZANZIBAR: &str = "def zanzibar_checksum(values):\n    \"\"\"The zanzibar checksum of the quiz answers.\"\"\"\n    return sum(values) % 97\n";
+const ZANZIBAR_QUESTION: &str = "What does zanzibar_checksum return in my project?";
+
+/// What the LLM was sent for one question of `learner`, as JSON text.
+async fn prompt_for(app: &TestApp, llm: &FakeLlm, learner: &str, question: &str) -> String {
+    let mut ws = app.connect(&app.learner_token(learner)).await;
+    ws.ready().await;
+    ws.ask(&uuid::Uuid::new_v4().simple().to_string(), question)
+        .await;
+    ws.close().await;
+    llm.requests().last().expect("a request")["messages"].to_string()
+}
+
 #[tokio::test]
 async fn deleting_a_learner_removes_everything_about_them() {
-    let app = spawn_app().await;
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = spawn_app_with(AppOptions {
+        llm_url: Some(llm.base_url()),
+        ..Default::default()
+    })
+    .await;
     put_learner(&app, "kim", "grace").await;
     put_learner(&app, "lou", "grace").await;
     let asked = ask(&app, "kim", &["Can I talk to my mentor about recursion?"]).await;
-    seed_project_file(&app, "kim", "main.py", "print('hi')\n").await;
+    upload_project_file(&app, "kim", "main.py", ZANZIBAR).await;
     ask(&app, "lou", &["What is recursion?"]).await;
+    // The file is indexed for kim: her question retrieves it into the prompt.
+    let prompt = prompt_for(&app, &llm, "kim", ZANZIBAR_QUESTION).await;
+    assert!(
+        prompt.contains("% 97"),
+        "the file is not retrieved before the deletion: {prompt}"
+    );
     wait_flags(&app, "kim", |f| !f.is_empty()).await;
     let admin = app.token(Role::Admin, "root");
     let (status, body) = call(&app, "DELETE", "/api/v1/learners/kim", Some(&admin), None).await;
@@ -1044,6 +1017,9 @@ async fn deleting_a_learner_removes_everything_about_them() {
         "{export}"
     );
     assert!(export["flags"].as_array().unwrap().is_empty(), "{export}");
+    // Its vectors went too: the same question no longer retrieves the old file.
+    let prompt = prompt_for(&app, &llm, "kim", ZANZIBAR_QUESTION).await;
+    assert!(!prompt.contains("% 97"), "{prompt}");
     let service = app.token(Role::Service, "platform");
     let (status, _) = call(&app, "DELETE", "/api/v1/learners/lou", Some(&service), None).await;
     assert_eq!(status, 200);
