@@ -308,13 +308,6 @@ async fn put_profile(
         check_locale(locale.trim())?;
         profile.locale = locale.trim().to_string();
     }
-    if let Some(course) = &profile.course {
-        crate::project::check_project_name(course).map_err(|_| {
-            ApiError::BadRequest(format!(
-                "`course` {course:?} is not a course id: use letters, digits, '.', '_' or '-'"
-            ))
-        })?;
-    }
     if let Some(project) = &profile.project {
         crate::project::check_project_name(project).map_err(project_error)?;
     }

@@ -336,6 +336,63 @@ async fn a_french_profile_makes_the_system_prompt_ask_for_french() {
 }
 
 #[tokio::test]
+async fn the_token_fills_a_new_learners_profile_and_the_platform_completes_it() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = spawn(&llm).await;
+    let token = crate::helpers::keys()
+        .mint(&companion::auth::claims_for(
+            Role::Learner,
+            "cleo",
+            Some("Cléo Martin".into()),
+            Some(COURSE.into()),
+            600,
+        ))
+        .unwrap();
+    let service = service(&app);
+    let (status, _) = call(&app, "GET", "/api/v1/learners/cleo", &service, None).await;
+    assert_eq!(status, 404, "no profile before the first connect");
+    let mut ws = app.connect(&token).await;
+    ws.ready().await;
+    ws.close().await;
+    let (status, body) = call(&app, "GET", "/api/v1/learners/cleo", &service, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["profile"]["name"], "Cléo Martin");
+    assert_eq!(body["profile"]["course"], COURSE);
+    assert_eq!(body["profile"]["locale"], "en");
+    // The platform adds the rest; what it leaves out is kept, "" clears.
+    let (status, body) = call_json(
+        &app,
+        "PUT",
+        "/api/v1/learners/cleo",
+        &service,
+        json!({"locale": "fr", "project": PROJECT, "mentor_id": "grace"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["profile"]["name"], "Cléo Martin");
+    assert_eq!(body["profile"]["project"], PROJECT);
+    let (_, body) = call_json(
+        &app,
+        "PUT",
+        "/api/v1/learners/cleo",
+        &service,
+        json!({"project": ""}),
+    )
+    .await;
+    assert!(body["profile"]["project"].is_null(), "{body}");
+    // A new profile from the platform is a 201.
+    let (status, _) = call_json(
+        &app,
+        "PUT",
+        "/api/v1/learners/dan",
+        &service,
+        json!({"name": "Dan"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
 async fn another_learner_never_receives_the_files_through_retrieval_or_the_api() {
     let llm = FakeLlm::start(FakeScript::default()).await;
     let app = spawn(&llm).await;
