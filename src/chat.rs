@@ -129,11 +129,10 @@ pub async fn answer(
             let _ = events.send(event).await;
         }
     };
-    if let Some(conversation) = deps.store.conversation(&turn.conversation_id).await? {
-        if conversation.learner_id != turn.learner.id {
+    if let Some(conversation) = deps.store.conversation(&turn.conversation_id).await?
+        && conversation.learner_id != turn.learner.id {
             return Err(ChatError::ForeignConversation);
         }
-    }
     let question_id = uuid::Uuid::now_v7().to_string();
     let inserted = deps
         .store
