@@ -159,7 +159,7 @@ impl LearnerStore for SqlStore {
         files: &[ProjectFile],
         replace_all: bool,
     ) -> Result<(), TranscriptError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if replace_all {
             sqlx::query("DELETE FROM project_files WHERE learner_id = $1 AND project = $2")
                 .bind(learner_id)
@@ -239,7 +239,7 @@ impl LearnerStore for SqlStore {
     }
 
     async fn delete_learner(&self, learner_id: &str) -> Result<u64, TranscriptError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut removed = 0;
         // Messages first (the review tables hang off them), then conversations and the rest.
         for sql in [

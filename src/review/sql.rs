@@ -444,7 +444,7 @@ impl ReviewStore for SqlStore {
     async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, TranscriptError> {
         const OLD_MESSAGES: &str = "SELECT id FROM messages WHERE conversation_id IN \
              (SELECT id FROM conversations WHERE updated_at < $1)";
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         for table in ["annotations", "feedback", "flags"] {
             let sql = format!("DELETE FROM {table} WHERE message_id IN ({OLD_MESSAGES})");
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -476,7 +476,7 @@ impl ReviewStore for SqlStore {
     }
 
     async fn delete_learner_review(&self, learner_id: &str) -> Result<u64, TranscriptError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut removed = 0;
         for sql in [
             "DELETE FROM annotations WHERE learner_id = $1",

@@ -58,6 +58,16 @@ impl SqlStore {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so concurrent writers wait on `busy_timeout` instead of failing
+    /// with SQLITE_BUSY when a read lock cannot be upgraded.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, status, \
@@ -123,7 +133,7 @@ impl TranscriptStore for SqlStore {
 
     async fn insert_question(&self, q: &NewQuestion) -> Result<QuestionInsert, TranscriptError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(row) = sqlx::query(
             "SELECT id, conversation_id FROM messages WHERE learner_id = $1 AND client_id = $2",
         )
