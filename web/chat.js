@@ -8,7 +8,13 @@
  * that first ask is sent again with the same id after reconnecting: the server de-duplicates
  * by id and replays the stored answer (or waits for the one still being written).
  *
- * Test hooks: window.companionChat = { send(text), stop(), state() }.
+ * Under each finished answer, thumbs up / down send `feedback` with the answer's message id; the
+ * header's "Ask my mentor" sends `request_mentor` with what is typed in the box, if anything.
+ * The server answers these in order and its errors about them carry no id, so they wait in
+ * `requests`, oldest first, and each reply (or id-less error) settles the oldest.
+ *
+ * Test hooks: window.companionChat = { send(text), stop(), rate(id, rating), askMentor(text),
+ * state() }.
  */
 (() => {
   'use strict';
@@ -46,6 +52,17 @@
   };
   // Error codes after which the server still sends `done` for the same ask.
   const CODES_FOLLOWED_BY_DONE = new Set(['llm_unavailable']);
+  const RATING = {
+    up: { label: 'Helpful answer', saved: 'Thanks!' },
+    down: { label: 'Not helpful', saved: 'Noted, thanks. Still stuck? Ask your mentor.' },
+  };
+  // Feather icons (MIT): thumbs-up and thumbs-down.
+  const THUMB_PATH = {
+    up: 'M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3',
+    down: 'M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17',
+  };
+  // How much of a mentor request's text its notice quotes.
+  const QUOTE_MAX_CHARS = 160;
 
   const root = document.getElementById('companion-chat');
   if (!root) return;
@@ -60,6 +77,7 @@
     counter: byId('companion-counter'),
     toggle: byId('companion-toggle'),
     close: byId('companion-close'),
+    mentor: byId('companion-mentor'),
   };
   if (!ui.messages || !ui.input || !ui.send || !ui.stop || !ui.status) {
     console.error('[companion] chat panel markup is incomplete; see web/page.html');
@@ -108,6 +126,8 @@
     byClientId: new Map(),
     outbox: [],
     errors: [],
+    requests: [], // feedback and mentor requests sent and not answered yet, oldest first
+    mentorRequests: [],
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -258,6 +278,7 @@
     ui.status.title = state === 'ready' && S.learner ? `Signed in as ${S.learner.name}` : '';
     root.dataset.connection = state;
     for (const entry of S.outbox) renderMeta(entry);
+    for (const entry of S.entries) if (entry.dom && entry.dom.feedback) renderFeedback(entry);
     updateControls();
   }
 
@@ -319,6 +340,7 @@
     S.ready = false;
     stopPing();
     requeueActiveAsk();
+    dropRequests();
     if (S.closing) return;
     if (opened) S.failedBeforeOpen = 0;
     else await diagnoseRefusedUpgrade();
@@ -407,6 +429,12 @@
         nextSeq: 0,
         pending: new Map(), // deltas that arrived ahead of their turn, by seq
         stale: false, // text shown is from before a resend; the next seq 0 replaces it
+      },
+      feedback: {
+        rating: RATING[fields.feedback] ? fields.feedback : null, // as the server stored it
+        sending: null, // the rating on the wire, until the server answers
+        note: '',
+        error: false,
       },
       dom: null,
     };
@@ -524,6 +552,8 @@
       case 'sources': return entry && onSources(entry, frame);
       case 'delta': return entry && onDelta(entry, frame);
       case 'done': return entry && onDone(entry, frame);
+      case 'feedback_saved': return onFeedbackSaved(frame);
+      case 'mentor_requested': return onMentorRequested(frame);
       case 'error': return onError(entry, frame);
       default: return undefined; // `pong`, and frame types from a later version
     }
@@ -637,6 +667,11 @@
     const message = str(frame.message) || code.replace(/_/g, ' ');
     S.errors.push({ id: typeof frame.id === 'string' ? frame.id : null, code, message });
     if (!entry) {
+      // Errors about `feedback` and `request_mentor` carry no id; replies come in order.
+      if (frame.id == null && S.requests.length) {
+        settleRequest(S.requests[0], { code, message });
+        return;
+      }
       notice(message, { code });
       return;
     }
@@ -724,6 +759,7 @@
       cursor: h('span', { class: 'cursor', 'aria-hidden': 'true' }),
       badge: null,
       retry: null,
+      feedback: null,
     };
     container.append(learner, assistant);
     renderReply(entry);
@@ -818,8 +854,203 @@
       });
       d.meta.append(d.retry);
     }
+    if (canRate(entry) && !d.feedback) {
+      addRatingButtons(entry);
+    }
     if (!entry.finished && !d.body.contains(d.cursor)) d.body.append(d.cursor);
     if (entry.finished) d.cursor.remove();
+  }
+
+  // ---------------------------------------------------------------- feedback and mentor
+
+  /** Only a finished, stored answer (complete, offline ones included) can be rated. */
+  function canRate(entry) {
+    const reply = entry.reply;
+    return entry.finished && reply.status === 'complete' && Boolean(reply.messageId && reply.text);
+  }
+
+  function thumbIcon(rating) {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    for (const [name, value] of Object.entries({
+      viewBox: '0 0 24 24', fill: 'none', stroke: 'currentColor', 'stroke-width': '2',
+      'stroke-linecap': 'round', 'stroke-linejoin': 'round', 'aria-hidden': 'true', focusable: 'false',
+    })) svg.setAttribute(name, value);
+    const path = document.createElementNS(ns, 'path');
+    path.setAttribute('d', THUMB_PATH[rating]);
+    svg.append(path);
+    return svg;
+  }
+
+  function addRatingButtons(entry) {
+    const d = entry.dom;
+    const button = (rating) => {
+      const el = h('button', {
+        type: 'button',
+        class: `btn btn-rate ${rating}`,
+        'aria-label': RATING[rating].label,
+        title: RATING[rating].label,
+        'aria-pressed': 'false',
+        'data-rating': rating,
+      }, thumbIcon(rating));
+      el.addEventListener('click', () => rate(entry.id, rating));
+      return el;
+    };
+    d.rateUp = button('up');
+    d.rateDown = button('down');
+    d.feedbackNote = h('span', { class: 'feedback-note' });
+    d.feedback = h(
+      'span',
+      { class: 'feedback', role: 'group', 'aria-label': 'Rate this answer' },
+      d.feedbackNote,
+      d.rateUp,
+      d.rateDown,
+    );
+    d.meta.append(d.feedback);
+    renderFeedback(entry);
+  }
+
+  function renderFeedback(entry) {
+    const d = entry.dom;
+    if (!d || !d.feedback) return;
+    const fb = entry.feedback;
+    // While a rating is on the wire it shows as chosen; an error puts back the stored one.
+    const shown = fb.sending || fb.rating;
+    for (const [rating, el] of [['up', d.rateUp], ['down', d.rateDown]]) {
+      el.setAttribute('aria-pressed', String(shown === rating));
+      el.disabled = !S.ready || Boolean(fb.sending);
+      el.classList.toggle('saving', fb.sending === rating);
+    }
+    d.feedbackNote.textContent = fb.note;
+    d.feedbackNote.classList.toggle('error', fb.error);
+    d.feedback.dataset.rating = fb.rating || '';
+  }
+
+  /** Rates the answer to the ask with client id `id`; a new rating replaces the stored one. */
+  function rate(id, rating) {
+    const entry = S.byClientId.get(id);
+    if (!entry || !RATING[rating] || !canRate(entry)) return false;
+    const fb = entry.feedback;
+    if (fb.sending || fb.rating === rating) return false;
+    const frame = { type: 'feedback', message_id: entry.reply.messageId, rating };
+    if (!S.ready || !sendFrame(frame)) {
+      Object.assign(fb, { note: 'Not connected; try again in a moment.', error: true });
+      renderFeedback(entry);
+      return false;
+    }
+    Object.assign(fb, { sending: rating, note: 'Saving…', error: false });
+    S.requests.push({ kind: 'feedback', entry, rating });
+    renderFeedback(entry);
+    return true;
+  }
+
+  /** Asks for the learner's mentor, with `text` (default: what is typed in the box) if any. */
+  function askMentor(text) {
+    const typed = text === undefined ? ui.input.value : String(text ?? '');
+    const message = typed.trim();
+    if (charCount(message) > MAX_CHARS) {
+      notice(`Your message has ${charCount(message)} characters; the limit is ${MAX_CHARS}.`, {
+        code: 'question_too_long',
+      });
+      return false;
+    }
+    if (S.requests.some((r) => r.kind === 'mentor')) return false;
+    const frame = { type: 'request_mentor' };
+    if (message) frame.text = message;
+    if (!S.ready || !sendFrame(frame)) {
+      notice('Not connected, so your mentor was not asked; try again in a moment.', {
+        code: 'mentor_request',
+      });
+      return false;
+    }
+    const request = {
+      kind: 'mentor',
+      text: message,
+      status: 'pending',
+      flagId: null,
+      error: null,
+      el: notice(withQuote('Asking your mentor', message), {
+        code: 'mentor_request',
+        kind: 'info mentor',
+      }),
+    };
+    S.requests.push(request);
+    S.mentorRequests.push(request);
+    updateControls();
+    return true;
+  }
+
+  function withQuote(sentence, text) {
+    if (!text) return `${sentence}…`;
+    const chars = Array.from(text);
+    const quote = chars.length > QUOTE_MAX_CHARS
+      ? `${chars.slice(0, QUOTE_MAX_CHARS).join('')}…`
+      : text;
+    return `${sentence}: “${quote}”`;
+  }
+
+  function onFeedbackSaved(frame) {
+    const request = S.requests.find(
+      (r) => r.kind === 'feedback' && r.entry.reply.messageId === frame.message_id,
+    );
+    if (request) settleRequest(request, null, frame);
+  }
+
+  function onMentorRequested(frame) {
+    const request = S.requests.find((r) => r.kind === 'mentor');
+    if (request) settleRequest(request, null, frame);
+  }
+
+  /** The server answered a request: `error` ({code, message}) or its reply `frame`. */
+  function settleRequest(request, error, frame) {
+    const index = S.requests.indexOf(request);
+    if (index >= 0) S.requests.splice(index, 1);
+    if (request.kind === 'feedback') {
+      const { entry } = request;
+      const fb = entry.feedback;
+      fb.sending = null;
+      if (error) {
+        Object.assign(fb, { note: `Not saved: ${error.message}`, error: true });
+      } else {
+        const rating = RATING[frame.rating] ? frame.rating : request.rating;
+        Object.assign(fb, { rating, note: RATING[rating].saved, error: false });
+        saveTranscript();
+      }
+      renderFeedback(entry);
+      return;
+    }
+    const el = request.el;
+    if (error) {
+      request.status = 'failed';
+      request.error = error;
+      el.className = 'notice error mentor';
+      el.setAttribute('role', 'alert');
+      el.dataset.code = error.code;
+      el.textContent = `Your mentor was not asked: ${error.message}`;
+    } else {
+      request.status = 'sent';
+      request.flagId = str(frame.flag_id) || null;
+      el.dataset.flagId = request.flagId || '';
+      el.textContent = request.text
+        ? withQuote('Your mentor will see this on their page', request.text)
+        : 'Your mentor will see your request on their page.';
+      // The typed text went to the mentor: clear it, unless the learner has changed it since.
+      if (request.text && ui.input.value.trim() === request.text) {
+        ui.input.value = '';
+        autosize();
+      }
+    }
+    updateControls();
+  }
+
+  /** The socket went away: requests it carried will get no answer. */
+  function dropRequests() {
+    for (const request of [...S.requests]) {
+      const message = request.kind === 'feedback'
+        ? 'the connection dropped before it was confirmed; try again'
+        : 'the connection dropped before the request was confirmed; try again';
+      settleRequest(request, { code: 'connection_lost', message });
+    }
   }
 
   /*
@@ -921,6 +1152,7 @@
         messageId: e.reply.messageId,
         error: e.reply.error,
       },
+      feedback: e.feedback.rating,
     }));
     store.set(KEY.transcript, JSON.stringify({ conversation: S.conversationId, entries }));
   }
@@ -984,6 +1216,11 @@
     ui.stop.disabled = Boolean(active && active.cancelRequested);
     ui.stop.textContent = active && active.cancelRequested ? 'Stopping…' : 'Stop';
     root.classList.toggle('busy', Boolean(active));
+    if (ui.mentor) {
+      const asking = S.requests.some((r) => r.kind === 'mentor');
+      ui.mentor.disabled = !S.ready || asking;
+      ui.mentor.textContent = asking ? 'Asking…' : 'Ask my mentor';
+    }
   }
 
   function autosize() {
@@ -1030,6 +1267,7 @@
       updateControls();
     });
     ui.stop.addEventListener('click', stop);
+    if (ui.mentor) ui.mentor.addEventListener('click', () => askMentor());
     if (ui.toggle) {
       ui.toggle.addEventListener('click', () => setPanelOpen(!root.classList.contains('open')));
     }
@@ -1099,14 +1337,21 @@
           usage: e.reply.usage,
           timings: e.reply.timings,
           error: e.reply.error,
+          feedback: e.feedback.rating,
         },
       ]),
+      mentorRequests: S.mentorRequests.map((r) => ({
+        text: r.text,
+        status: r.status,
+        flagId: r.flagId,
+        error: r.error,
+      })),
       errors: S.errors,
     };
     return JSON.parse(JSON.stringify(snapshot)); // a copy: tests cannot change the panel
   }
 
-  window.companionChat = { send, stop, state };
+  window.companionChat = { send, stop, rate, askMentor, state };
 
   takeTokenFromUrl();
   wireControls();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
@@ -166,10 +166,14 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `GET /`: the course overview page.
-pub async fn home(State(state): State<AppState>) -> Response {
+/// `GET /`: the course overview page. The query goes along: `/?token=…` is how a platform
+/// hands the widget its learner's token.
+pub async fn home(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     match state.pages.first() {
-        Some(page) => Redirect::temporary(&page.url).into_response(),
+        Some(page) => match query {
+            Some(query) => Redirect::temporary(&format!("{}?{query}", page.url)).into_response(),
+            None => Redirect::temporary(&page.url).into_response(),
+        },
         None => (StatusCode::NOT_FOUND, "no course content is loaded").into_response(),
     }
 }
