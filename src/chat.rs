@@ -130,9 +130,10 @@ pub async fn answer(
         }
     };
     if let Some(conversation) = deps.store.conversation(&turn.conversation_id).await?
-        && conversation.learner_id != turn.learner.id {
-            return Err(ChatError::ForeignConversation);
-        }
+        && conversation.learner_id != turn.learner.id
+    {
+        return Err(ChatError::ForeignConversation);
+    }
     let question_id = uuid::Uuid::now_v7().to_string();
     let inserted = deps
         .store
@@ -300,10 +301,14 @@ struct Knowledge {
 
 async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
     let learner = &turn.learner.id;
-    let profile = deps.learners.learner(learner).await.unwrap_or_else(|error| {
-        tracing::warn!(%error, "cannot read the learner profile; answering without it");
-        None
-    });
+    let profile = deps
+        .learners
+        .learner(learner)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the learner profile; answering without it");
+            None
+        });
     let plan = match deps.learners.mentor_sessions(learner).await {
         Ok(sessions) => sessions.into_iter().next().map(|s| MentorPlan {
             held_on: s.held_on,
@@ -331,14 +336,21 @@ async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
         (Some(course), Some(project)) => deps.projects.brief(course, project).map(|b| Brief {
             project: b.project,
             title: b.title,
-            sections: b.sections.into_iter().map(|s| (s.heading, s.text)).collect(),
+            sections: b
+                .sections
+                .into_iter()
+                .map(|s| (s.heading, s.text))
+                .collect(),
         }),
         _ => None,
     };
     let mut lines = vec![
         (
             "name".to_string(),
-            profile.name.clone().unwrap_or_else(|| turn.learner.name.clone()),
+            profile
+                .name
+                .clone()
+                .unwrap_or_else(|| turn.learner.name.clone()),
         ),
         ("language".to_string(), profile.locale.clone()),
     ];
@@ -370,7 +382,11 @@ async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
 
 /// One fused search over the course material and the learner's own files: course passages
 /// (renumbered for citation) and the learner's snippets, each within its own count.
-async fn retrieve(deps: &ChatDeps, turn: &Turn, knowledge: &Knowledge) -> (Vec<Passage>, Vec<Snippet>) {
+async fn retrieve(
+    deps: &ChatDeps,
+    turn: &Turn,
+    knowledge: &Knowledge,
+) -> (Vec<Passage>, Vec<Snippet>) {
     let learner = turn.learner.id.as_str();
     let scope = Scope {
         course: knowledge.course.clone(),
@@ -546,9 +562,9 @@ async fn history(
         .iter()
         .filter(|m| m.role == "learner" && m.id != current_question)
     {
-        let answer = messages.iter().find(|m| {
-            m.reply_to.as_deref() == Some(question.id.as_str()) && !m.text.is_empty()
-        });
+        let answer = messages
+            .iter()
+            .find(|m| m.reply_to.as_deref() == Some(question.id.as_str()) && !m.text.is_empty());
         if let Some(answer) = answer {
             turns.push(HistoryTurn {
                 question: question.text.clone(),

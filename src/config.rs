@@ -700,7 +700,10 @@ fn validate_context(raw: RawContext, window: usize) -> Result<ContextSettings, C
         ("context.question_tokens", raw.question_tokens),
     ] {
         if value > window {
-            return Err(invalid(key, format!("must be at most llm.context_window ({window})")));
+            return Err(invalid(
+                key,
+                format!("must be at most llm.context_window ({window})"),
+            ));
         }
     }
     Ok(ContextSettings {
@@ -731,7 +734,10 @@ mod tests {
 
     fn raw_from(extra: &str) -> Result<RawSettings, config::ConfigError> {
         config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
             .add_source(config::File::from_str(extra, config::FileFormat::Toml))
             .build()?
             .try_deserialize()
@@ -747,18 +753,17 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_by_name() {
-        let err = raw_from("[server]\nlisten_port = 3").unwrap_err().to_string();
+        let err = raw_from("[server]\nlisten_port = 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_port"), "{err}");
     }
 
     #[test]
     fn bad_value_names_the_key() {
-        let err = Settings::validate(
-            raw_from("[server]\nlisten = \"nowhere\"").unwrap(),
-            &NoEnv,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = Settings::validate(raw_from("[server]\nlisten = \"nowhere\"").unwrap(), &NoEnv)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server.listen"), "{err}");
     }
 
@@ -797,8 +802,14 @@ mod tests {
         assert!(settings.projects.max_file_bytes <= settings.projects.max_project_bytes);
         assert_eq!(settings.context.question_tokens, 1500);
         for (extra, key) in [
-            ("[projects]\nmax_project_bytes = 10", "projects.max_project_bytes"),
-            ("[projects]\nmax_archive_entries = 0", "projects.max_archive_entries"),
+            (
+                "[projects]\nmax_project_bytes = 10",
+                "projects.max_project_bytes",
+            ),
+            (
+                "[projects]\nmax_archive_entries = 0",
+                "projects.max_archive_entries",
+            ),
             ("[projects]\nchunk_tokens = 8", "projects.chunk_tokens"),
             ("[context]\nbrief_tokens = 99999999", "context.brief_tokens"),
             ("[context]\nquestion_tokens = 1", "context.question_tokens"),

@@ -51,8 +51,9 @@ pub fn read_questions(path: &Path) -> anyhow::Result<Vec<EvalQuestion>> {
         if line.trim().is_empty() {
             continue;
         }
-        let question: EvalQuestion = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not a question object", path.display(), idx + 1))?;
+        let question: EvalQuestion = serde_json::from_str(line).with_context(|| {
+            format!("{} line {}: not a question object", path.display(), idx + 1)
+        })?;
         anyhow::ensure!(
             !question.expected_files.is_empty(),
             "{} line {}: expected_files is empty",
@@ -61,7 +62,11 @@ pub fn read_questions(path: &Path) -> anyhow::Result<Vec<EvalQuestion>> {
         );
         questions.push(question);
     }
-    anyhow::ensure!(!questions.is_empty(), "{} holds no questions", path.display());
+    anyhow::ensure!(
+        !questions.is_empty(),
+        "{} holds no questions",
+        path.display()
+    );
     Ok(questions)
 }
 
@@ -86,9 +91,16 @@ pub async fn retrieval(
     }
     let mut modes = Vec::new();
     let mut unavailable = Vec::new();
-    for mode in [RetrievalMode::Bm25, RetrievalMode::Dense, RetrievalMode::Hybrid] {
+    for mode in [
+        RetrievalMode::Bm25,
+        RetrievalMode::Dense,
+        RetrievalMode::Hybrid,
+    ] {
         if mode != RetrievalMode::Bm25 && retriever.dense().is_none() {
-            unavailable.push((mode, "no dense embedder (fetch the model or configure one)".into()));
+            unavailable.push((
+                mode,
+                "no dense embedder (fetch the model or configure one)".into(),
+            ));
             continue;
         }
         modes.push(score_mode(&retriever, mode, questions).await?);
@@ -130,7 +142,11 @@ async fn score_mode(
     }
     let n = questions.len() as f64;
     let recall = |k: usize| ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count() as f64 / n;
-    let mrr = ranks.iter().map(|r| r.map_or(0.0, |r| 1.0 / r as f64)).sum::<f64>() / n;
+    let mrr = ranks
+        .iter()
+        .map(|r| r.map_or(0.0, |r| 1.0 / r as f64))
+        .sum::<f64>()
+        / n;
     Ok(ModeReport {
         mode,
         questions: questions.len(),
@@ -175,7 +191,10 @@ pub fn render_table(report: &RetrievalReport) -> String {
         ));
     }
     for (mode, reason) in &report.unavailable {
-        out.push_str(&format!("{:<8} unavailable: {reason}\n", format!("{mode:?}").to_lowercase()));
+        out.push_str(&format!(
+            "{:<8} unavailable: {reason}\n",
+            format!("{mode:?}").to_lowercase()
+        ));
     }
     out
 }

@@ -48,8 +48,14 @@ fn question(id: &str, client_id: &str, conversation: &str, learner: &str) -> New
 
 async fn a_question_and_its_answer_round_trip_with_metadata(store: &dyn TranscriptStore) {
     let q = question("m1", "c1", "conv1", "ada");
-    assert!(matches!(store.insert_question(&q).await.unwrap(), QuestionInsert::Inserted));
-    store.start_answer("m2", "m1", "conv1", "ada").await.unwrap();
+    assert!(matches!(
+        store.insert_question(&q).await.unwrap(),
+        QuestionInsert::Inserted
+    ));
+    store
+        .start_answer("m2", "m1", "conv1", "ada")
+        .await
+        .unwrap();
     store.checkpoint_answer("m2", "partial").await.unwrap();
     let record = AnswerRecord {
         text: "full answer".into(),
@@ -69,7 +75,10 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &dyn Transcri
         first_token_ms: Some(7),
         total_ms: Some(9),
     };
-    store.finish_answer("m2", MessageStatus::Complete, &record).await.unwrap();
+    store
+        .finish_answer("m2", MessageStatus::Complete, &record)
+        .await
+        .unwrap();
     let conversation = store.conversation("conv1").await.unwrap().unwrap();
     assert_eq!(conversation.learner_id, "ada");
     let messages = store.messages("conv1").await.unwrap();
@@ -88,9 +97,19 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &dyn Transcri
 }
 
 async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &dyn TranscriptStore) {
-    store.insert_question(&question("d1", "same", "conv2", "ben")).await.unwrap();
-    match store.insert_question(&question("d2", "same", "conv2", "ben")).await.unwrap() {
-        QuestionInsert::Duplicate { message_id, conversation_id } => {
+    store
+        .insert_question(&question("d1", "same", "conv2", "ben"))
+        .await
+        .unwrap();
+    match store
+        .insert_question(&question("d2", "same", "conv2", "ben"))
+        .await
+        .unwrap()
+    {
+        QuestionInsert::Duplicate {
+            message_id,
+            conversation_id,
+        } => {
             assert_eq!(message_id, "d1");
             assert_eq!(conversation_id, "conv2");
         }
@@ -98,15 +117,24 @@ async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &dyn Tra
     }
     // Another learner may use the same client id.
     assert!(matches!(
-        store.insert_question(&question("d3", "same", "conv3", "cy")).await.unwrap(),
+        store
+            .insert_question(&question("d3", "same", "conv3", "cy"))
+            .await
+            .unwrap(),
         QuestionInsert::Inserted
     ));
     assert_eq!(store.messages("conv2").await.unwrap().len(), 1);
 }
 
 async fn streaming_answers_left_by_a_crash_become_interrupted(store: &dyn TranscriptStore) {
-    store.insert_question(&question("i1", "ci", "conv4", "dee")).await.unwrap();
-    store.start_answer("i2", "i1", "conv4", "dee").await.unwrap();
+    store
+        .insert_question(&question("i1", "ci", "conv4", "dee"))
+        .await
+        .unwrap();
+    store
+        .start_answer("i2", "i1", "conv4", "dee")
+        .await
+        .unwrap();
     store.checkpoint_answer("i2", "half an ans").await.unwrap();
     assert_eq!(store.mark_interrupted().await.unwrap(), 1);
     let answer = store.answer_to("i1").await.unwrap().unwrap();
@@ -114,7 +142,10 @@ async fn streaming_answers_left_by_a_crash_become_interrupted(store: &dyn Transc
     assert_eq!(answer.text, "half an ans");
     // A checkpoint after the answer ended changes nothing.
     store.checkpoint_answer("i2", "late").await.unwrap();
-    assert_eq!(store.answer_to("i1").await.unwrap().unwrap().text, "half an ans");
+    assert_eq!(
+        store.answer_to("i1").await.unwrap().unwrap().text,
+        "half an ans"
+    );
 }
 
 async fn unknown_ids_read_as_nothing(store: &dyn TranscriptStore) {

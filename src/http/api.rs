@@ -53,5 +53,7 @@ pub async fn conversation(
         .filter(|c| claims.role == Role::Admin || c.learner_id == claims.sub)
         .ok_or_else(|| ApiError::NotFound("conversation".into()))?;
     let messages = state.chat.store.messages(&id).await?;
-    Ok(Json(json!({ "conversation": conversation, "messages": messages })))
+    Ok(Json(
+        json!({ "conversation": conversation, "messages": messages }),
+    ))
 }

@@ -77,12 +77,16 @@ pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, clien
 pub(crate) fn message_from_row(row: &AnyRow) -> Result<StoredMessage, TranscriptError> {
     let sources: Option<String> = row.try_get("sources")?;
     let sources = match sources {
-        Some(json) if !json.is_empty() => serde_json::from_str(&json)
-            .map_err(|e| TranscriptError::Corrupt(e.to_string()))?,
+        Some(json) if !json.is_empty() => {
+            serde_json::from_str(&json).map_err(|e| TranscriptError::Corrupt(e.to_string()))?
+        }
         _ => Vec::new(),
     };
     let status: String = row.try_get("status")?;
-    let offline: i64 = row.try_get::<i32, _>("offline").map(i64::from).or_else(|_| row.try_get::<i64, _>("offline"))?;
+    let offline: i64 = row
+        .try_get::<i32, _>("offline")
+        .map(i64::from)
+        .or_else(|_| row.try_get::<i64, _>("offline"))?;
     Ok(StoredMessage {
         id: row.try_get("id")?,
         conversation_id: row.try_get("conversation_id")?,

@@ -15,13 +15,25 @@ async fn upgrade_status(app: &TestApp, query: &str) -> String {
 async fn bad_missing_and_expired_tokens_are_refused_with_401_on_upgrade() {
     let app = spawn_app().await;
     assert!(upgrade_status(&app, "").await.contains("401"));
-    assert!(upgrade_status(&app, "token=not-a-jwt").await.contains("401"));
+    assert!(
+        upgrade_status(&app, "token=not-a-jwt")
+            .await
+            .contains("401")
+    );
     let mut expired = claims_for(Role::Learner, "ada", None, None, 60);
     expired.exp = unix_now() - 3600;
     let expired = keys().mint(&expired).unwrap();
-    assert!(upgrade_status(&app, &format!("token={expired}")).await.contains("401"));
+    assert!(
+        upgrade_status(&app, &format!("token={expired}"))
+            .await
+            .contains("401")
+    );
     let mentor = app.token(Role::Mentor, "m1");
-    assert!(upgrade_status(&app, &format!("token={mentor}")).await.contains("403"));
+    assert!(
+        upgrade_status(&app, &format!("token={mentor}"))
+            .await
+            .contains("403")
+    );
     let good = app.learner_token("ada");
     assert_eq!(upgrade_status(&app, &format!("token={good}")).await, "101");
 }
@@ -31,7 +43,9 @@ async fn the_token_can_come_as_a_subprotocol() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let app = spawn_app().await;
     let token = app.learner_token("ada");
-    let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+    let mut request = format!("ws://{}/ws", app.addr)
+        .into_client_request()
+        .unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
         format!("companion.v1, bearer.{token}").parse().unwrap(),
@@ -45,7 +59,10 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_usable() {
     let app = spawn_app().await;
     let token = app.learner_token("gus");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"].as_str().unwrap().to_string();
+    let conversation = ws.ready().await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let cases = [
         ("{this is not json", "bad_json"),
@@ -55,7 +72,10 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_usable() {
         (r#"{"type":"ask","id":"x","text":42}"#, "invalid_field"),
         (r#"{"type":"ask","id":"e1","text":"   "}"#, "empty_question"),
         (r#"{"type":"ask","id":"","text":"hello"}"#, "invalid_field"),
-        (r#"{"type":"cancel","id":"nothing-streaming"}"#, "unknown_ask"),
+        (
+            r#"{"type":"cancel","id":"nothing-streaming"}"#,
+            "unknown_ask",
+        ),
     ];
     for (text, code) in cases {
         ws.send_text(text).await;
@@ -65,7 +85,8 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_usable() {
         assert!(!frame["message"].as_str().unwrap().is_empty());
     }
     let long = "a".repeat(4001);
-    ws.send_json(json!({"type": "ask", "id": "long", "text": long})).await;
+    ws.send_json(json!({"type": "ask", "id": "long", "text": long}))
+        .await;
     let frame = ws.next_frame().await;
     assert_eq!(frame["code"], "question_too_long", "{frame}");
     assert!(frame["message"].as_str().unwrap().contains("4000"));
