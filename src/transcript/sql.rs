@@ -146,6 +146,9 @@ impl TranscriptStore for SqlStore {
         .fetch_optional(&mut *tx)
         .await?
         {
+            // Release the write lock now rather than whenever the dropped transaction's
+            // rollback gets to run.
+            tx.rollback().await?;
             return Ok(QuestionInsert::Duplicate {
                 message_id: row.try_get("id")?,
                 conversation_id: row.try_get("conversation_id")?,
