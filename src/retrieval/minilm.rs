@@ -11,6 +11,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use super::embed::{DenseEmbedder, EmbedError};
+use super::minilm_query::QueryEncoder;
 
 /// Files the model directory must hold (`scripts/fetch-model.sh` puts them there).
 pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
@@ -29,6 +30,8 @@ pub struct MiniLm {
 
 struct Inner {
     model: BertModel,
+    /// The lean single-input path for questions (same weights).
+    query: QueryEncoder,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -82,13 +85,16 @@ impl MiniLm {
         // tensors either way (about 90 MB).
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|e| load("reading model.safetensors", &e))?;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
             .map_err(|e| load("parsing model.safetensors", &e))?;
+        let query = QueryEncoder::from_tensors(&tensors)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = BertModel::load(vb, &config).map_err(|e| load("building the model", &e))?;
 
         Ok(MiniLm {
             inner: Arc::new(Inner {
                 model,
+                query,
                 tokenizer,
                 device,
             }),
@@ -100,9 +106,22 @@ impl MiniLm {
     pub fn embed_blocking<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.inner.embed(texts)
     }
+
+    /// Embeds one question on the calling thread through the lean single-input path.
+    pub fn embed_query_blocking(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        self.inner.embed_one(text)
+    }
 }
 
 impl Inner {
+    fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, true)
+            .map_err(|e| EmbedError::Embed(format!("tokenizing: {e}")))?;
+        self.query.embed(encoding.get_ids())
+    }
+
     fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -203,12 +222,9 @@ impl DenseEmbedder for MiniLm {
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let inner = Arc::clone(&self.inner);
         let text = text.to_string();
-        let mut vectors = tokio::task::spawn_blocking(move || inner.embed(&[text]))
+        tokio::task::spawn_blocking(move || inner.embed_one(&text))
             .await
-            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))??;
-        vectors
-            .pop()
-            .ok_or_else(|| EmbedError::Embed("the model returned no vector".to_string()))
+            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
     }
 }
 
@@ -219,14 +235,14 @@ pub fn bench_query_latency(model: &MiniLm, n: usize) -> (f64, f64) {
     const QUESTION: &str = "How do I write a for loop in Python that goes over a list and prints each item with its index?";
     for _ in 0..3 {
         model
-            .embed_blocking(&[QUESTION])
+            .embed_query_blocking(QUESTION)
             .expect("warm-up embedding");
     }
     let n = n.max(1);
     let mut times: Vec<f64> = (0..n)
         .map(|_| {
             let start = Instant::now();
-            model.embed_blocking(&[QUESTION]).expect("embedding");
+            model.embed_query_blocking(QUESTION).expect("embedding");
             start.elapsed().as_secs_f64() * 1000.0
         })
         .collect();
