@@ -374,7 +374,35 @@ fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v /= sum);
 }
 
-/// Exact (erf) GELU, as BERT's "gelu".
+/// BERT's erf GELU, with erf from Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7):
+/// a quarter of the cost of `libm::erff`, which took 3.5 ms of a question's 20.
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let z = x.abs();
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    (1.0 - poly * (-z * z).exp()).copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fast_erf_matches_libm() {
+        let worst = (-4000..=4000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| (super::erf(x) - libm::erff(x)).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 5e-7, "worst error {worst}");
+    }
 }
