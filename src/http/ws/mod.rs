@@ -8,6 +8,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -123,6 +125,9 @@ struct InFlight {
     client_id: String,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// Set when the answer's `done` frame is queued: the answer is stored, and a client that
+    /// has seen `done` may ask again at once, before the task itself has wound down.
+    done: Arc<AtomicBool>,
 }
 
 async fn session(socket: WebSocket, state: AppState, session: Session) {
@@ -178,7 +183,10 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                 continue;
             }
         };
-        if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+        if in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished() || f.done.load(Ordering::Acquire))
+        {
             in_flight = None;
         }
         match frame {
@@ -255,13 +263,19 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     cancel: cancel.clone(),
                     shutdown: state.turn_shutdown.clone(),
                 };
-                let task = state
-                    .turns
-                    .spawn(run_turn(state.clone(), turn, stops, out.clone()));
+                let done = Arc::new(AtomicBool::new(false));
+                let task = state.turns.spawn(run_turn(
+                    state.clone(),
+                    turn,
+                    stops,
+                    out.clone(),
+                    done.clone(),
+                ));
                 in_flight = Some(InFlight {
                     client_id: id,
                     cancel,
                     task,
+                    done,
                 });
             }
         }
@@ -472,7 +486,13 @@ fn check_ask(
 }
 
 /// Runs `chat::answer` and turns its events into frames.
-async fn run_turn(state: AppState, turn: Turn, stops: Stops, out: mpsc::Sender<ServerFrame>) {
+async fn run_turn(
+    state: AppState,
+    turn: Turn,
+    stops: Stops,
+    out: mpsc::Sender<ServerFrame>,
+    done: Arc<AtomicBool>,
+) {
     let client_id = turn.client_id.clone();
     let (events, mut events_rx) = mpsc::channel::<TurnEvent>(64);
     let forward_out = out.clone();
@@ -489,6 +509,9 @@ async fn run_turn(state: AppState, turn: Turn, stops: Stops, out: mpsc::Sender<S
                     format!("the AI model failed: {error}"),
                 );
                 let _ = forward_out.send(frame).await;
+            }
+            if matches!(event, TurnEvent::Done(_)) {
+                done.store(true, Ordering::Release);
             }
             let _ = forward_out.send(frame_of(&forward_id, event)).await;
         }
