@@ -239,23 +239,14 @@ impl LearnerStore for SqlStore {
     }
 
     async fn delete_learner(&self, learner_id: &str) -> Result<u64, TranscriptError> {
-        let mut tx = self.begin_write().await?;
-        let mut removed = 0;
         // Messages first (the review tables hang off them), then conversations and the rest.
-        for sql in [
+        let statements = [
             "DELETE FROM messages WHERE learner_id = $1",
             "DELETE FROM conversations WHERE learner_id = $1",
             "DELETE FROM project_files WHERE learner_id = $1",
             "DELETE FROM mentor_sessions WHERE learner_id = $1",
             "DELETE FROM learners WHERE id = $1",
-        ] {
-            removed += sqlx::query(sql)
-                .bind(learner_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(removed)
+        ];
+        Ok(self.execute_all(&statements, learner_id).await?)
     }
 }

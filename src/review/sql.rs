@@ -476,21 +476,12 @@ impl ReviewStore for SqlStore {
     }
 
     async fn delete_learner_review(&self, learner_id: &str) -> Result<u64, TranscriptError> {
-        let mut tx = self.begin_write().await?;
-        let mut removed = 0;
-        for sql in [
+        let statements = [
             "DELETE FROM annotations WHERE learner_id = $1",
             "DELETE FROM feedback WHERE learner_id = $1",
             "DELETE FROM flags WHERE learner_id = $1",
-        ] {
-            removed += sqlx::query(sql)
-                .bind(learner_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(removed)
+        ];
+        Ok(self.execute_all(&statements, learner_id).await?)
     }
 }
 

@@ -59,6 +59,22 @@ impl SqlStore {
         &self.pool
     }
 
+    /// Runs each statement (with `$1` bound to `id`) in one write transaction; returns the rows
+    /// they touched in all.
+    pub async fn execute_all(&self, statements: &[&str], id: &str) -> Result<u64, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let mut touched = 0;
+        for sql in statements {
+            touched += sqlx::query(sqlx::AssertSqlSafe(*sql))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(touched)
+    }
+
     /// Begins a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so concurrent writers wait on `busy_timeout` instead of failing
     /// with SQLITE_BUSY when a read lock cannot be upgraded.
