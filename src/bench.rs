@@ -38,6 +38,14 @@ pub struct ModeLatency {
 }
 
 #[derive(Debug, Serialize)]
+pub struct QueryLatency {
+    /// `lean/<kernel>` or `candle`.
+    pub path: String,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct SizeReport {
     pub chunks: usize,
     /// BM25 + index write + commit (optimise, flush), chunks per second.
@@ -55,8 +63,10 @@ pub struct BenchReport {
     pub embedder: String,
     pub base_chunks: usize,
     pub threads: usize,
-    /// Query embedding with the in-process model alone: (p50, p99) ms for a 20-word question.
-    pub query_embedding_ms: Option<(f64, f64)>,
+    /// Query embedding with the in-process model alone, for a 20-word question: the lean
+    /// path on each matrix kernel this CPU runs (widest first, the one the service uses), then
+    /// candle's general forward pass for comparison. Empty without the in-process model.
+    pub query_embedding: Vec<QueryLatency>,
     pub sizes: Vec<SizeReport>,
 }
 
@@ -167,32 +177,18 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
     let mut bench_settings = settings.clone();
     bench_settings.data_dir = work.path().to_path_buf();
     let probe = crate::startup::build_retriever(&bench_settings).await?;
-    let query_embedding_ms = match probe.dense() {
-        Some(_) => {
-            let dir = match &settings.embedding.provider {
-                crate::config::EmbeddingProvider::Local { model_dir } => Some(model_dir.clone()),
-                _ => None,
-            };
-            match dir {
-                Some(dir) => {
-                    let model = crate::retrieval::minilm::MiniLm::load(&dir)?;
-                    Some(
-                        tokio::task::spawn_blocking(move || {
-                            crate::retrieval::minilm::bench_query_latency(&model, 200)
-                        })
-                        .await?,
-                    )
-                }
-                None => None,
-            }
+    let query_embedding = match (&settings.embedding.provider, probe.dense()) {
+        (crate::config::EmbeddingProvider::Local { model_dir }, Some(_)) => {
+            let dir = model_dir.clone();
+            tokio::task::spawn_blocking(move || query_latencies(&dir)).await??
         }
-        None => None,
+        _ => Vec::new(),
     };
     let mut report = BenchReport {
         embedder: probe.embedder_id(),
         base_chunks: base.len(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        query_embedding_ms,
+        query_embedding,
         sizes: Vec::new(),
     };
     drop(probe);
@@ -207,6 +203,39 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
             .push(one_size(&retriever, &base, size, &questions, options).await?);
     }
     Ok(report)
+}
+
+/// Query embedding latency on each kernel this CPU runs, then on candle's forward pass.
+fn query_latencies(dir: &Path) -> anyhow::Result<Vec<QueryLatency>> {
+    use crate::retrieval::minilm::{BENCH_QUESTION, MiniLm, latency_ms};
+    use crate::retrieval::packed_linear::Kernel;
+    let mut out = Vec::new();
+    for (i, kernel) in Kernel::available().into_iter().enumerate() {
+        let model = MiniLm::load_with_kernel(dir, kernel)?;
+        // The kernel the service runs gets the full count; the narrower ones are context.
+        let runs = if i == 0 { 200 } else { 30 };
+        let (p50_ms, p99_ms) = latency_ms(runs, || {
+            model
+                .embed_query_blocking(BENCH_QUESTION)
+                .expect("embedding");
+        });
+        out.push(QueryLatency {
+            path: format!("lean/{}", kernel.name()),
+            p50_ms,
+            p99_ms,
+        });
+        if i == 0 {
+            let (p50_ms, p99_ms) = latency_ms(100, || {
+                model.embed_blocking(&[BENCH_QUESTION]).expect("embedding");
+            });
+            out.push(QueryLatency {
+                path: "candle".into(),
+                p50_ms,
+                p99_ms,
+            });
+        }
+    }
+    Ok(out)
 }
 
 async fn one_size(
@@ -309,10 +338,18 @@ pub fn render(report: &BenchReport) -> String {
         "embedder: {}  base chunks: {}  threads: {}\n",
         report.embedder, report.base_chunks, report.threads
     );
-    if let Some((p50, p99)) = report.query_embedding_ms {
-        out.push_str(&format!(
-            "query embedding (20-word question, in-process model): p50 {p50:.2} ms  p99 {p99:.2} ms\n"
-        ));
+    if !report.query_embedding.is_empty() {
+        out.push_str("query embedding, 20-word question, in-process model (p50/p99 ms):\n");
+        let best = report.query_embedding[0].p50_ms;
+        for q in &report.query_embedding {
+            out.push_str(&format!(
+                "  {:<16} {:>7.2} / {:>7.2}   {:>5.2}× the first line's p50\n",
+                q.path,
+                q.p50_ms,
+                q.p99_ms,
+                q.p50_ms / best
+            ));
+        }
     }
     out.push_str(
         "\n  chunks  ingest ch/s  embed ch/s (n)   index ch/s   bm25 p50/p99 ms   dense p50/p99 ms  hybrid p50/p99 ms\n",

@@ -1,34 +1,27 @@
 //! A lean forward pass of all-MiniLM-L6-v2 for one short input (a learner's question): the same
-//! weights and arithmetic as candle's BERT, without its per-operation tensors. Q, K and V are
-//! one fused matrix product, buffers are sized once per call, and every product goes straight to
-//! `gemm` (the kernel candle itself uses). Documents, which come in padded batches, still go
-//! through candle (`minilm.rs`); a test checks both give the same vectors.
-use std::collections::HashMap;
-
-use candle_core::Tensor;
-
+//! weights and arithmetic as candle's BERT, without its per-operation tensors. Every linear layer
+//! is a [`PackedLinear`] (weights packed once at load for a small-batch kernel, Q, K and V fused
+//! into one), attention runs head by head on its own loops, and buffers are sized once per call.
+//! Documents, which come in padded batches, still go through candle (`minilm.rs`); a test checks
+//! both give the same vectors.
 use super::embed::EmbedError;
+use super::packed_linear::{Kernel, PackedLinear};
 
 const HIDDEN: usize = 384;
 const HEADS: usize = 12;
 const HEAD_DIM: usize = HIDDEN / HEADS;
 const FFN: usize = 1536;
+const LAYERS: usize = 6;
 const EPS: f32 = 1e-12;
 
-/// Weights are kept transposed, (in × out) row-major, so each product streams them in the
-/// order the kernel reads them.
 struct Layer {
-    /// Q, K and V weights side by side: HIDDEN rows of 3 * HIDDEN.
-    qkv_w: Vec<f32>,
-    qkv_b: Vec<f32>,
-    out_w: Vec<f32>,
-    out_b: Vec<f32>,
+    /// Q, K and V as one layer: HIDDEN → 3 · HIDDEN.
+    qkv: PackedLinear,
+    out: PackedLinear,
     ln1_g: Vec<f32>,
     ln1_b: Vec<f32>,
-    up_w: Vec<f32>,
-    up_b: Vec<f32>,
-    down_w: Vec<f32>,
-    down_b: Vec<f32>,
+    up: PackedLinear,
+    down: PackedLinear,
     ln2_g: Vec<f32>,
     ln2_b: Vec<f32>,
 }
@@ -41,24 +34,24 @@ pub struct QueryEncoder {
     ln_b: Vec<f32>,
     layers: Vec<Layer>,
     max_positions: usize,
-    parallelism: gemm::Parallelism,
+    /// The CPU has AVX2 and FMA and the kernel is at least that wide (see `layers_avx2`).
+    avx2: bool,
 }
 
 impl QueryEncoder {
-    /// Builds the encoder from the tensors of `model.safetensors` (names with or without a
-    /// `bert.` prefix).
-    pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Result<Self, EmbedError> {
-        let get = |name: &str| -> Result<Vec<f32>, EmbedError> {
-            let tensor = tensors
-                .get(name)
-                .or_else(|| tensors.get(&format!("bert.{name}")))
-                .ok_or_else(|| EmbedError::Load(format!("model.safetensors has no {name}")))?;
-            tensor
-                .to_dtype(candle_core::DType::F32)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| EmbedError::Load(format!("{name}: {e}")))
-        };
+    /// Builds the encoder from the model's weights: `get` returns the values of one tensor of
+    /// `model.safetensors` by its name without the `bert.` prefix, flattened row-major. The
+    /// matrix products run on `kernel`, which this CPU must support.
+    pub fn from_weights(
+        get: impl Fn(&str) -> Result<Vec<f32>, EmbedError>,
+        kernel: Kernel,
+    ) -> Result<Self, EmbedError> {
+        if !kernel.supported() {
+            return Err(EmbedError::Load(format!(
+                "this CPU cannot run the {} kernel",
+                kernel.name()
+            )));
+        }
         let sized = |name: &str, len: usize| -> Result<Vec<f32>, EmbedError> {
             let v = get(name)?;
             if v.len() != len {
@@ -69,57 +62,69 @@ impl QueryEncoder {
             }
             Ok(v)
         };
+        let linear = |name: &str, in_dim: usize, out_dim: usize| {
+            Ok::<_, EmbedError>(PackedLinear::new(
+                &sized(&format!("{name}.weight"), in_dim * out_dim)?,
+                &sized(&format!("{name}.bias"), out_dim)?,
+                in_dim,
+                out_dim,
+                kernel,
+            ))
+        };
         let position = get("embeddings.position_embeddings.weight")?;
+        if position.is_empty() || position.len() % HIDDEN != 0 {
+            return Err(EmbedError::Load(format!(
+                "position embeddings have {} values, not a multiple of {HIDDEN}",
+                position.len()
+            )));
+        }
         let mut layers = Vec::new();
-        for i in 0..6 {
+        for i in 0..LAYERS {
             let p = |s: &str| format!("encoder.layer.{i}.{s}");
-            let mut qkv_w = sized(&p("attention.self.query.weight"), HIDDEN * HIDDEN)?;
-            qkv_w.extend(sized(&p("attention.self.key.weight"), HIDDEN * HIDDEN)?);
-            qkv_w.extend(sized(&p("attention.self.value.weight"), HIDDEN * HIDDEN)?);
-            let mut qkv_b = sized(&p("attention.self.query.bias"), HIDDEN)?;
-            qkv_b.extend(sized(&p("attention.self.key.bias"), HIDDEN)?);
-            qkv_b.extend(sized(&p("attention.self.value.bias"), HIDDEN)?);
+            let mut qkv_w = Vec::with_capacity(3 * HIDDEN * HIDDEN);
+            let mut qkv_b = Vec::with_capacity(3 * HIDDEN);
+            for part in ["query", "key", "value"] {
+                qkv_w.extend(sized(
+                    &p(&format!("attention.self.{part}.weight")),
+                    HIDDEN * HIDDEN,
+                )?);
+                qkv_b.extend(sized(&p(&format!("attention.self.{part}.bias")), HIDDEN)?);
+            }
             layers.push(Layer {
-                qkv_w: transpose(&qkv_w, 3 * HIDDEN, HIDDEN),
-                qkv_b,
-                out_w: transpose(
-                    &sized(&p("attention.output.dense.weight"), HIDDEN * HIDDEN)?,
-                    HIDDEN,
-                    HIDDEN,
-                ),
-                out_b: sized(&p("attention.output.dense.bias"), HIDDEN)?,
+                qkv: PackedLinear::new(&qkv_w, &qkv_b, HIDDEN, 3 * HIDDEN, kernel),
+                out: linear(&p("attention.output.dense"), HIDDEN, HIDDEN)?,
                 ln1_g: sized(&p("attention.output.LayerNorm.weight"), HIDDEN)?,
                 ln1_b: sized(&p("attention.output.LayerNorm.bias"), HIDDEN)?,
-                up_w: transpose(
-                    &sized(&p("intermediate.dense.weight"), FFN * HIDDEN)?,
-                    FFN,
-                    HIDDEN,
-                ),
-                up_b: sized(&p("intermediate.dense.bias"), FFN)?,
-                down_w: transpose(
-                    &sized(&p("output.dense.weight"), HIDDEN * FFN)?,
-                    HIDDEN,
-                    FFN,
-                ),
-                down_b: sized(&p("output.dense.bias"), HIDDEN)?,
+                up: linear(&p("intermediate.dense"), HIDDEN, FFN)?,
+                down: linear(&p("output.dense"), FFN, HIDDEN)?,
                 ln2_g: sized(&p("output.LayerNorm.weight"), HIDDEN)?,
                 ln2_b: sized(&p("output.LayerNorm.bias"), HIDDEN)?,
             });
         }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let token_type = get("embeddings.token_type_embeddings.weight")?;
+        if token_type.len() < HIDDEN {
+            return Err(EmbedError::Load(format!(
+                "token type embeddings have {} values, fewer than {HIDDEN}",
+                token_type.len()
+            )));
+        }
+        let word = get("embeddings.word_embeddings.weight")?;
+        if word.is_empty() || word.len() % HIDDEN != 0 {
+            return Err(EmbedError::Load(format!(
+                "word embeddings have {} values, not a multiple of {HIDDEN}",
+                word.len()
+            )));
+        }
         Ok(Self {
-            word: get("embeddings.word_embeddings.weight")?,
+            word,
             max_positions: position.len() / HIDDEN,
             position,
-            token_type: get("embeddings.token_type_embeddings.weight")?,
+            token_type,
             ln_g: sized("embeddings.LayerNorm.weight", HIDDEN)?,
             ln_b: sized("embeddings.LayerNorm.bias", HIDDEN)?,
             layers,
-            parallelism: if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
+            // A supported AVX2 or AVX-512 kernel means the CPU has AVX2 and FMA.
+            avx2: matches!(kernel, Kernel::Avx2 | Kernel::Avx512),
         })
     }
 
@@ -150,90 +155,16 @@ impl QueryEncoder {
             }
         }
         layer_norm(&mut x, &self.ln_g, &self.ln_b);
-
-        let mut qkv = vec![0f32; n * 3 * HIDDEN];
-        let mut scores = vec![0f32; n * n];
-        let mut ctx = vec![0f32; n * HIDDEN];
-        let mut attn = vec![0f32; n * HIDDEN];
-        let mut up = vec![0f32; n * FFN];
-        let mut down = vec![0f32; n * HIDDEN];
-        let scale = 1.0 / (HEAD_DIM as f32).sqrt();
-        for layer in &self.layers {
-            self.linear(
-                &x,
-                n,
-                HIDDEN,
-                &layer.qkv_w,
-                &layer.qkv_b,
-                3 * HIDDEN,
-                &mut qkv,
-            );
-            for h in 0..HEADS {
-                let q = h * HEAD_DIM;
-                let k = HIDDEN + h * HEAD_DIM;
-                let v = 2 * HIDDEN + h * HEAD_DIM;
-                // scores = Q_h K_h^T * scale
-                matmul(
-                    Mat {
-                        data: &qkv[q..],
-                        rs: 3 * HIDDEN,
-                        cs: 1,
-                    },
-                    Mat {
-                        data: &qkv[k..],
-                        rs: 1,
-                        cs: 3 * HIDDEN,
-                    },
-                    (n, n, HEAD_DIM),
-                    &mut scores,
-                    (n, 1),
-                    scale,
-                    gemm::Parallelism::None,
-                );
-                for row in scores.chunks_mut(n) {
-                    softmax(row);
-                }
-                // ctx_h = P V_h, written into the head's columns of ctx.
-                matmul(
-                    Mat {
-                        data: &scores,
-                        rs: n,
-                        cs: 1,
-                    },
-                    Mat {
-                        data: &qkv[v..],
-                        rs: 3 * HIDDEN,
-                        cs: 1,
-                    },
-                    (n, HEAD_DIM, n),
-                    &mut ctx[h * HEAD_DIM..],
-                    (HIDDEN, 1),
-                    1.0,
-                    gemm::Parallelism::None,
-                );
-            }
-            self.linear(
-                &ctx,
-                n,
-                HIDDEN,
-                &layer.out_w,
-                &layer.out_b,
-                HIDDEN,
-                &mut attn,
-            );
-            for (a, r) in attn.iter_mut().zip(&x) {
-                *a += r;
-            }
-            layer_norm(&mut attn, &layer.ln1_g, &layer.ln1_b);
-            self.linear(&attn, n, HIDDEN, &layer.up_w, &layer.up_b, FFN, &mut up);
-            up.iter_mut().for_each(|v| *v = gelu(*v));
-            self.linear(&up, n, FFN, &layer.down_w, &layer.down_b, HIDDEN, &mut down);
-            for (d, r) in down.iter_mut().zip(&attn) {
-                *d += r;
-            }
-            layer_norm(&mut down, &layer.ln2_g, &layer.ln2_b);
-            std::mem::swap(&mut x, &mut down);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only when the CPU has AVX2 and FMA.
+            unsafe { self.layers_avx2(&mut x, n) };
+        } else {
+            self.layers(&mut x, n);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.layers(&mut x, n);
+
         let mut pooled = vec![0f32; HIDDEN];
         for row in x.chunks(HIDDEN) {
             for (p, v) in pooled.iter_mut().zip(row) {
@@ -245,118 +176,109 @@ impl QueryEncoder {
         Ok(pooled)
     }
 
-    /// out (n × out_dim) = x (n × in_dim) · Wᵀ + b, with Wᵀ stored (in_dim × out_dim).
-    #[allow(clippy::too_many_arguments)]
-    fn linear(
-        &self,
-        x: &[f32],
-        n: usize,
-        in_dim: usize,
-        w: &[f32],
-        b: &[f32],
-        out_dim: usize,
-        out: &mut [f32],
-    ) {
-        matmul(
-            Mat {
-                data: x,
-                rs: in_dim,
-                cs: 1,
-            },
-            Mat {
-                data: w,
-                rs: out_dim,
-                cs: 1,
-            },
-            (n, out_dim, in_dim),
-            out,
-            (out_dim, 1),
-            1.0,
-            self.parallelism,
-        );
-        for row in out[..n * out_dim].chunks_mut(out_dim) {
-            for (o, bias) in row.iter_mut().zip(b) {
-                *o += bias;
+    /// [`Self::layers`] compiled for AVX2 and FMA, so that attention, layer norm and GELU
+    /// (everything between the matrix products, which dispatch on their own) run 8 wide.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn layers_avx2(&self, x: &mut Vec<f32>, n: usize) {
+        self.layers(x, n)
+    }
+
+    /// The six transformer layers over `x` (n × HIDDEN), in place.
+    #[inline(always)]
+    fn layers(&self, x: &mut Vec<f32>, n: usize) {
+        let mut qkv = vec![0f32; n * 3 * HIDDEN];
+        let mut ctx = vec![0f32; n * HIDDEN];
+        let mut attn = vec![0f32; n * HIDDEN];
+        let mut up = vec![0f32; n * FFN];
+        let mut down = vec![0f32; n * HIDDEN];
+        let mut scores = vec![0f32; n];
+        for layer in &self.layers {
+            layer.qkv.apply(x, n, &mut qkv);
+            attention(&qkv, n, &mut scores, &mut ctx);
+            layer.out.apply(&ctx, n, &mut attn);
+            for (a, r) in attn.iter_mut().zip(x.iter()) {
+                *a += r;
             }
+            layer_norm(&mut attn, &layer.ln1_g, &layer.ln1_b);
+            layer.up.apply(&attn, n, &mut up);
+            for v in up.iter_mut() {
+                *v = gelu(*v);
+            }
+            layer.down.apply(&up, n, &mut down);
+            for (d, r) in down.iter_mut().zip(&attn) {
+                *d += r;
+            }
+            layer_norm(&mut down, &layer.ln2_g, &layer.ln2_b);
+            std::mem::swap(x, &mut down);
         }
     }
 }
 
-/// `w` (rows × cols, row-major) transposed to (cols × rows, row-major).
-fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; w.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = w[r * cols + c];
+/// Self-attention over `qkv` (n rows of Q | K | V) into `ctx` (n × HIDDEN), head by head.
+/// A question is a few dozen tokens, so this is a small share of the work: it runs on the
+/// calling thread rather than pay for waking another.
+#[inline(always)]
+fn attention(qkv: &[f32], n: usize, scores: &mut [f32], ctx: &mut [f32]) {
+    let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+    let head = |row: usize, part: usize, h: usize| head_of(qkv, row, part, h);
+    for h in 0..HEADS {
+        for i in 0..n {
+            let q = head(i, 0, h);
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot(q, head(j, 1, h)) * scale;
+            }
+            softmax(scores);
+            let mut acc = [0f32; HEAD_DIM];
+            for (j, &p) in scores.iter().enumerate() {
+                let v = *head(j, 2, h);
+                for d in 0..HEAD_DIM {
+                    acc[d] += p * v[d];
+                }
+            }
+            ctx[i * HIDDEN + h * HEAD_DIM..][..HEAD_DIM].copy_from_slice(&acc);
         }
     }
-    t
 }
 
-/// A strided view of a row-major buffer: element (r, c) is `data[r * rs + c * cs]`.
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
+/// Head `h` of part `part` (0 Q, 1 K, 2 V) of token `row`.
+#[inline(always)]
+fn head_of(qkv: &[f32], row: usize, part: usize, h: usize) -> &[f32; HEAD_DIM] {
+    qkv[row * 3 * HIDDEN + part * HIDDEN + h * HEAD_DIM..][..HEAD_DIM]
+        .try_into()
+        .expect("a head is HEAD_DIM wide")
 }
 
-impl Mat<'_> {
-    /// The last element (r, c) of an `rows × cols` view must lie inside `data`.
-    fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+/// A dot product in eight running lanes, which the compiler keeps in vector registers.
+#[inline(always)]
+fn dot(a: &[f32; HEAD_DIM], b: &[f32; HEAD_DIM]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += a[l] * b[l];
+        }
     }
+    lanes.iter().sum()
 }
 
-/// dst (m × n, strides `dst_strides` = (row, col)) = scale · lhs (m × k) · rhs (k × n).
-fn matmul(
-    lhs: Mat<'_>,
-    rhs: Mat<'_>,
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    (dst_rs, dst_cs): (usize, usize),
-    scale: f32,
-    parallelism: gemm::Parallelism,
-) {
-    let dst_view = Mat {
-        data: dst,
-        rs: dst_rs,
-        cs: dst_cs,
-    };
-    assert!(
-        lhs.fits(m, k) && rhs.fits(k, n) && dst_view.fits(m, n),
-        "matmul out of bounds"
-    );
-    // SAFETY: the assertion above bounds every element gemm reads or writes within the
-    // slices, which outlive the call; `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_cs as isize,
-            dst_rs as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+/// The sum of a row in eight running lanes (a plain running sum cannot be vectorised).
+#[inline(always)]
+fn lane_sum(row: &[f32; HIDDEN], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    for chunk in row.chunks_exact(8) {
+        for l in 0..8 {
+            lanes[l] += f(chunk[l]);
+        }
     }
+    lanes.iter().sum()
 }
 
+#[inline(always)]
 fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32]) {
-    for row in x.chunks_mut(HIDDEN) {
-        let mean = row.iter().sum::<f32>() / HIDDEN as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / HIDDEN as f32;
+    for row in x.chunks_exact_mut(HIDDEN) {
+        let row: &mut [f32; HIDDEN] = row.try_into().expect("rows are HIDDEN wide");
+        let mean = lane_sum(row, |v| v) / HIDDEN as f32;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / HIDDEN as f32;
         let inv = 1.0 / (var + EPS).sqrt();
         for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * g + b;
@@ -364,11 +286,12 @@ fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32]) {
     }
 }
 
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for v in row.iter_mut() {
-        *v = (*v - max).exp();
+        *v = exp(*v - max);
         sum += *v;
     }
     row.iter_mut().for_each(|v| *v /= sum);
@@ -376,10 +299,12 @@ fn softmax(row: &mut [f32]) {
 
 /// BERT's erf GELU, with erf from Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7):
 /// a quarter of the cost of `libm::erff`, which took 3.5 ms of a question's 20.
+#[inline(always)]
 fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
@@ -392,11 +317,43 @@ fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    (1.0 - poly * (-z * z).exp()).copysign(x)
+    (1.0 - poly * exp(-z * z)).copysign(x)
+}
+
+/// e^x by Cody–Waite range reduction and Cephes' `expf` polynomial (within a few units in the
+/// last place), in plain arithmetic the compiler can vectorise: `f32::exp` is one libm call per
+/// value, and softmax and GELU make a quarter of a million of them per question.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and taking away 1.5 · 2²³ rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_fast_exp_matches_std() {
+        let worst = (-87_000..=88_000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| ((super::exp(x) - x.exp()) / x.exp()).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-6, "worst relative error {worst}");
+        let tiny = super::exp(-1000.0);
+        assert!((0.0..1e-37).contains(&tiny), "e^-1000 gave {tiny}");
+    }
+
     #[test]
     fn the_fast_erf_matches_libm() {
         let worst = (-4000..=4000)

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod minilm;
 pub mod minilm_query;
 pub mod openai_embed;
+pub mod packed_linear;
 pub mod qdrant_store;
 pub mod store;
 
