@@ -6,15 +6,16 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParamsBuilder, Filter,
-    Fusion, Modifier, NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct,
-    Prefetch, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, Vector, VectorInternal,
-    Vectors, WithPayloadInterface, WithVector,
+    CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParamsBuilder,
+    FieldIndexOperations, Filter, Fusion, JsonPath, Modifier, NamedQuery, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, Prefetch,
+    QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, Vector, VectorInternal, Vectors,
+    WithPayloadInterface, WithVector,
 };
 
 use super::store::{
-    DENSE_VECTOR, Hit, IndexSchema, IndexedPoint, SPARSE_VECTOR, SearchQuery, StoreError,
-    VectorStore, filter_json, from_payload, payload,
+    DENSE_VECTOR, Hit, INDEXED_FIELDS, IndexSchema, IndexedPoint, SPARSE_VECTOR, SearchQuery,
+    StoreError, VectorStore, filter_json, from_payload, payload,
 };
 
 pub struct EdgeStore {
@@ -75,6 +76,29 @@ fn edge_config(schema: IndexSchema) -> EdgeConfig {
     config
 }
 
+/// Gives each filtered payload field a keyword index, as the server store does; a shard
+/// written before the indexes existed gets them when it is opened.
+fn ensure_payload_indexes(shard: &EdgeShard) -> Result<(), StoreError> {
+    let present = shard.info().payload_schema;
+    for field in INDEXED_FIELDS {
+        let field_name: JsonPath = field
+            .parse()
+            .map_err(|_| backend(format!("field {field}")))?;
+        if present.contains_key(&field_name) {
+            continue;
+        }
+        shard
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name,
+                    field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+                }),
+            ))
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
 fn schema_of(config: &EdgeConfig) -> IndexSchema {
     IndexSchema {
         dense_dim: config.vectors.get(DENSE_VECTOR).map(|v| v.size),
@@ -96,6 +120,7 @@ impl VectorStore for EdgeStore {
             if !reset && config_file.exists() {
                 match EdgeShard::load(&path, None) {
                     Ok(shard) if schema_of(&shard.config()) == schema => {
+                        ensure_payload_indexes(&shard)?;
                         *guard = Some(shard);
                         return Ok(());
                     }
@@ -110,7 +135,9 @@ impl VectorStore for EdgeStore {
                 let _ = std::fs::remove_dir_all(&path);
             }
             std::fs::create_dir_all(&path).map_err(backend)?;
-            *guard = Some(EdgeShard::new(&path, edge_config(schema)).map_err(backend)?);
+            let shard = EdgeShard::new(&path, edge_config(schema)).map_err(backend)?;
+            ensure_payload_indexes(&shard)?;
+            *guard = Some(shard);
             Ok(())
         })
         .await
@@ -270,5 +297,72 @@ impl VectorStore for EdgeStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retrieval::chunk::Chunk;
+    use crate::retrieval::embed::Bm25;
+    use crate::retrieval::store::point_id;
+
+    async fn indexed_fields(store: &EdgeStore) -> Vec<String> {
+        let mut fields = store
+            .with_shard(|shard| {
+                Ok(shard
+                    .info()
+                    .payload_schema
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap();
+        fields.sort();
+        fields
+    }
+
+    fn point(i: usize) -> IndexedPoint {
+        let chunk = Chunk {
+            source: format!("page-{}.md", i % 7),
+            course: format!("course-{}", i % 3),
+            chapter: "01".into(),
+            chapter_title: "One".into(),
+            title: "Loops".into(),
+            heading_path: vec!["Loops".into()],
+            url: format!("/course/c/page-{i}"),
+            kind: "course".into(),
+            chunk_idx: i,
+            text: format!("loop number {i} repeats while its condition holds"),
+        };
+        IndexedPoint {
+            id: point_id(&chunk.source, None, i),
+            sparse: Bm25::new().embed_document(&chunk.embedding_text()),
+            dense: None,
+            learner: i.is_multiple_of(5).then(|| "ada".to_string()),
+            chunk,
+        }
+    }
+
+    #[tokio::test]
+    async fn filtered_fields_are_indexed_in_new_written_and_reopened_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let schema = IndexSchema { dense_dim: None };
+        let want = ["course", "learner", "source"];
+
+        let store = EdgeStore::new(path.clone());
+        store.prepare(schema, true).await.unwrap();
+        assert_eq!(indexed_fields(&store).await, want, "a new shard");
+        store.upsert((0..500).map(point).collect()).await.unwrap();
+        store.commit().await.unwrap();
+        assert_eq!(indexed_fields(&store).await, want, "after writes");
+        drop(store);
+
+        let reopened = EdgeStore::new(path);
+        reopened.prepare(schema, false).await.unwrap();
+        assert_eq!(reopened.count().await.unwrap(), 500);
+        assert_eq!(indexed_fields(&reopened).await, want, "reopened");
     }
 }

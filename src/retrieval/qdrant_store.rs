@@ -19,12 +19,10 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant};
 
 use super::store::{
-    DENSE_VECTOR, Hit, IndexSchema, IndexedPoint, SPARSE_VECTOR, SearchQuery, StoreError,
-    VectorStore, from_payload, payload,
+    DENSE_VECTOR, Hit, INDEXED_FIELDS, IndexSchema, IndexedPoint, SPARSE_VECTOR, SearchQuery,
+    StoreError, VectorStore, from_payload, payload,
 };
 
-/// Payload fields the filters use; each gets a keyword index.
-const INDEXED_FIELDS: [&str; 3] = ["course", "source", "learner"];
 /// The RRF constant the embedded store uses. Qdrant's parameterless `Fusion::Rrf` means k = 2,
 /// so the server is given k explicitly to rank the same way.
 const RRF_K: u32 = 60;

@@ -101,6 +101,10 @@ pub(crate) fn from_payload(
     Ok((chunk, learner))
 }
 
+/// Payload fields the filters use; both stores give each a keyword index, so that a filtered
+/// query does not read every candidate's payload.
+pub(crate) const INDEXED_FIELDS: [&str; 3] = ["course", "source", "learner"];
+
 /// The Qdrant filter for a query, in Qdrant's JSON filter shape (shared by both backends).
 pub(crate) fn filter_json(course: Option<&str>, learner: Option<&str>) -> serde_json::Value {
     let mut must = Vec::new();
