@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::llm::{ChatRequest, Llm, LlmEvent};
 use crate::prompt::{
-    Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflinePassage,
-    Prompts, Snippet, SystemContext,
+    Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflineFile,
+    OfflinePassage, OfflineReply, Prompts, Snippet, SystemContext,
 };
 use crate::retrieval::{Passage, Retriever, Scope};
 use crate::transcript::{
@@ -201,7 +201,14 @@ pub async fn answer(
         ..Default::default()
     };
     let status = match &deps.llm {
-        None => offline_answer(deps, &passages, &mut record, &send).await?,
+        None => {
+            let material = Material {
+                knowledge: &knowledge,
+                passages: &passages,
+                snippets: &snippets,
+            };
+            offline_answer(deps, material, &mut record, &send).await?
+        }
         Some(llm) => {
             let history = history(deps, &conversation_id, &question_id).await?;
             stream_answer(
@@ -249,9 +256,11 @@ pub async fn answer(
 /// A status and, for a failure, its reason.
 type Ending = (MessageStatus, Option<String>);
 
+/// The honest reply when no model is configured: the course passages retrieval found, the
+/// learner's own files that match the question, and what the mentor asked at the last session.
 async fn offline_answer<F, Fut>(
     deps: &ChatDeps,
-    passages: &[Passage],
+    material: Material<'_>,
     record: &mut AnswerRecord,
     send: &F,
 ) -> Result<Ending, ChatError>
@@ -259,7 +268,8 @@ where
     F: Fn(TurnEvent) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let lines: Vec<OfflinePassage> = passages
+    let passages: Vec<OfflinePassage> = material
+        .passages
         .iter()
         .map(|p| OfflinePassage {
             n: p.n,
@@ -268,7 +278,27 @@ where
             snippet: snippet(&p.chunk.text).replace('\n', " "),
         })
         .collect();
-    let text = deps.prompts.render_offline(&lines)?;
+    let mut files: Vec<OfflineFile> = Vec::new();
+    for s in material.snippets {
+        let lines = s.lines.map(|(from, to)| format!("{from}–{to}"));
+        if !files.iter().any(|f| f.path == s.path && f.lines == lines) {
+            files.push(OfflineFile {
+                path: s.path.clone(),
+                lines,
+            });
+        }
+    }
+    let goals = material
+        .knowledge
+        .plan
+        .as_ref()
+        .map(|plan| plan.goals.clone())
+        .unwrap_or_default();
+    let text = deps.prompts.render_offline(&OfflineReply {
+        passages,
+        files,
+        goals,
+    })?;
     send(TurnEvent::Sources(record.sources.clone())).await;
     // Sent paragraph by paragraph so clients exercise the same streaming path.
     for (seq, part) in text.split_inclusive("\n\n").enumerate() {

@@ -834,7 +834,7 @@
     if (reply.offline && !d.badge) {
       d.badge = h(
         'span',
-        { class: 'badge offline', title: 'The AI model is not available: course passages only' },
+        { class: 'badge offline', title: 'The AI model is not available: course passages and your files only' },
         'offline mode',
       );
       d.meta.prepend(d.badge);

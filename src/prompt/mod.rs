@@ -56,13 +56,30 @@ pub fn language_name(locale: &str) -> String {
     name.to_string()
 }
 
-/// One line of the offline reply.
+/// One course passage of the offline reply.
 #[derive(Debug, Serialize)]
 pub struct OfflinePassage {
     pub n: usize,
     pub section: String,
     pub url: String,
     pub snippet: String,
+}
+
+/// One of the learner's own files that matches the question, with the matching lines.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct OfflineFile {
+    pub path: String,
+    /// "12–30", when the match is a part of the file.
+    pub lines: Option<String>,
+}
+
+/// What the offline reply shows: course passages, the learner's matching files, and the goals
+/// the mentor set at the last session.
+#[derive(Debug, Serialize)]
+pub struct OfflineReply {
+    pub passages: Vec<OfflinePassage>,
+    pub files: Vec<OfflineFile>,
+    pub goals: Vec<String>,
 }
 
 impl Prompts {
@@ -105,11 +122,8 @@ impl Prompts {
         )
     }
 
-    pub fn render_offline(&self, passages: &[OfflinePassage]) -> Result<String, PromptError> {
-        self.render(
-            "offline",
-            minijinja::context! { passages => minijinja::Value::from(minijinja::value::Serde(passages)) },
-        )
+    pub fn render_offline(&self, reply: &OfflineReply) -> Result<String, PromptError> {
+        self.render("offline", reply)
     }
 
     fn render(&self, name: &'static str, context: impl Serialize) -> Result<String, PromptError> {
@@ -196,14 +210,48 @@ mod tests {
     fn the_offline_reply_lists_passages_with_links() {
         let prompts = Prompts::builtin().unwrap();
         let text = prompts
-            .render_offline(&[OfflinePassage {
-                n: 1,
-                section: "Control flow › While loops".into(),
-                url: "/course/x#y".into(),
-                snippet: "A while loop...".into(),
-            }])
+            .render_offline(&OfflineReply {
+                passages: vec![OfflinePassage {
+                    n: 1,
+                    section: "Control flow › While loops".into(),
+                    url: "/course/x#y".into(),
+                    snippet: "A while loop...".into(),
+                }],
+                files: Vec::new(),
+                goals: Vec::new(),
+            })
             .unwrap();
         assert!(text.contains("not available"));
         assert!(text.contains("[1] Control flow › While loops (/course/x#y)"));
+        assert!(!text.contains("your own project"), "{text}");
+        assert!(!text.contains("mentor"), "{text}");
+    }
+
+    #[test]
+    fn the_offline_reply_points_at_the_learners_files_and_the_mentors_goals() {
+        let prompts = Prompts::builtin().unwrap();
+        let text = prompts
+            .render_offline(&OfflineReply {
+                passages: Vec::new(),
+                files: vec![
+                    OfflineFile {
+                        path: "budget.py".into(),
+                        lines: Some("4–8".into()),
+                    },
+                    OfflineFile {
+                        path: "README.md".into(),
+                        lines: None,
+                    },
+                ],
+                goals: vec!["Handle the decimal comma in parse_amount".into()],
+            })
+            .unwrap();
+        assert!(text.contains("- budget.py (lines 4–8)"), "{text}");
+        assert!(text.contains("- README.md\n"), "{text}");
+        assert!(
+            text.contains("- Handle the decimal comma in parse_amount"),
+            "{text}"
+        );
+        assert!(text.contains("found nothing in the course"), "{text}");
     }
 }

@@ -1091,3 +1091,81 @@ async fn a_rebuilt_index_gets_every_learners_files_back() {
     drop(app);
     drop(temp);
 }
+
+#[tokio::test]
+async fn without_a_model_the_reply_points_at_the_learners_own_files_and_the_mentors_goals() {
+    // No [llm] section: offline mode.
+    let app = spawn_app_with(AppOptions {
+        extra_toml: PROJECT_LIMITS.to_string(),
+        ..Default::default()
+    })
+    .await;
+    learner_on_project(&app, "ada", "grace", "en").await;
+    learner_on_project(&app, "bob", "grace", "en").await;
+    add_session(
+        &app,
+        "grace",
+        "ada",
+        "2026-11-20",
+        "Make parse_amount accept a decimal comma",
+    )
+    .await;
+    let (status, reply) = put_file(
+        &app,
+        &app.learner_token("ada"),
+        "ada",
+        "budget.py",
+        BUDGET_PY,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = put_file(
+        &app,
+        &app.learner_token("bob"),
+        "bob",
+        "bobs_amounts.py",
+        "def parse_amount(text):\n    # bob parses decimal comma amounts like 12,50 here\n    return float(text.replace(',', '.'))\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+
+    let mut ws = app.connect(&app.learner_token("ada")).await;
+    ws.ready().await;
+    let frames = ws.ask("offline-1", QUESTION).await;
+    let done = frames.last().unwrap();
+    assert_eq!(done["status"], "complete", "{frames:?}");
+    assert_eq!(done["offline"], true, "{done}");
+    let text = crate::helpers::answer_text(&frames);
+    assert!(text.contains("not available"), "{text}");
+    let files = files_section(&text);
+    assert!(files.contains("- budget.py"), "{text}");
+    assert!(
+        text.contains("At your last session, your mentor asked you to:\n- Make parse_amount accept a decimal comma"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("bobs_amounts.py"),
+        "another learner's file: {text}"
+    );
+    // The learner's code is pointed at, not quoted back.
+    assert!(!text.contains("ada-marker-7f3"), "{text}");
+    ws.close().await;
+
+    // Bob has no mentor session and sees his own file only.
+    let mut ws = app.connect(&app.learner_token("bob")).await;
+    ws.ready().await;
+    let text = crate::helpers::answer_text(&ws.ask("offline-2", QUESTION).await);
+    let files = files_section(&text);
+    assert!(files.contains("- bobs_amounts.py"), "{text}");
+    assert!(!files.contains("budget.py"), "Ada's file: {text}");
+    assert!(!text.contains("mentor asked you"), "{text}");
+    ws.close().await;
+}
+
+/// The offline reply's list of the learner's own files.
+fn files_section(text: &str) -> &str {
+    let start = position(text, "In your own project");
+    let rest = &text[start..];
+    rest.find("At your last session")
+        .map_or(rest, |end| &rest[..end])
+}
