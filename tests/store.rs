@@ -215,7 +215,7 @@ async fn review_suite(store: &SqlStore) {
         .await
         .unwrap();
     let answer = AnswerRecord {
-        text: "A while loop stops when its condition is false.".into(),
+        text: "A while loop stops when its condition is false. Sinon ÇA NE S'ARRÊTE PAS.".into(),
         ..Default::default()
     };
     store
@@ -226,7 +226,7 @@ async fn review_suite(store: &SqlStore) {
     q2.text = "Is 100% coverage needed_now?".into();
     store.insert_question(&q2).await.unwrap();
     let mut q3 = question("rq3", "rc3", "rconv3", "bob");
-    q3.text = "Is 1000 coverage neededXnow?".into();
+    q3.text = "Is 1000 coverage neededXnow? Élève Øystein".into();
     store.insert_question(&q3).await.unwrap();
 
     assert_eq!(
@@ -391,6 +391,10 @@ async fn review_suite(store: &SqlStore) {
         }
     };
     assert_eq!(search(None, &["WHILE", "condition"]).await, vec!["ra1"]);
+    // Case folding beyond ASCII, both ways round.
+    assert_eq!(search(None, &["ça", "arrête"]).await, vec!["ra1"]);
+    assert_eq!(search(None, &["élève"]).await, vec!["rq3"]);
+    assert_eq!(search(None, &["ÉLÈVE", "øYSTEIN"]).await, vec!["rq3"]);
     assert_eq!(search(None, &["100%"]).await, vec!["rq2"]);
     assert_eq!(search(None, &["needed_now"]).await, vec!["rq2"]);
     assert_eq!(search(None, &["coverage"]).await.len(), 2);
@@ -437,4 +441,38 @@ async fn the_review_suite_passes_on_postgres() {
     if let Some(store) = postgres_store().await {
         review_suite(&store).await;
     }
+}
+
+#[tokio::test]
+async fn messages_written_before_search_text_existed_are_found_after_a_restart() {
+    use companion::review::ReviewStore;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = SqlStore::connect(&url, 2).await.unwrap();
+    for i in 0..1203 {
+        let mut q = question(&format!("old{i}"), &format!("c{i}"), "conv-old", "ada");
+        q.text = format!("Pourquoi mon ÉLÈVE numéro {i} boucle-t-il ?");
+        store.insert_question(&q).await.unwrap();
+    }
+    // As a database from before migration 0004 holds them: no folded text.
+    sqlx::query("UPDATE messages SET search_text = NULL")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = SqlStore::connect(&url, 2).await.unwrap();
+    let found = store
+        .search(None, &["élève".to_string(), "1202".to_string()], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["old1202"]
+    );
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM messages WHERE search_text IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

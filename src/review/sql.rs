@@ -10,7 +10,7 @@ use super::{
     Annotation, AnnotationKind, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind,
     MessagePage, Rating, ReviewStore, Severity,
 };
-use crate::transcript::sql::{MESSAGE_COLUMNS, SqlStore, message_from_row};
+use crate::transcript::sql::{MESSAGE_COLUMNS, SqlStore, message_from_row, search_text};
 use crate::transcript::{StoredMessage, TranscriptError};
 
 const FLAG_COLUMNS: &str = "id, learner_id, conversation_id, message_id, kind, severity, reason, \
@@ -415,7 +415,7 @@ impl ReviewStore for SqlStore {
             return Ok(Vec::new());
         }
         let mut clauses: Vec<String> = (1..=terms.len())
-            .map(|i| format!("lower(text) LIKE ${i} ESCAPE '\\'"))
+            .map(|i| format!("COALESCE(search_text, lower(text)) LIKE ${i} ESCAPE '\\'"))
             .collect();
         if let Some(ids) = learner_ids {
             clauses.push(format!(
@@ -432,7 +432,7 @@ impl ReviewStore for SqlStore {
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for term in terms {
-            query = query.bind(like_pattern(&term.to_lowercase()));
+            query = query.bind(like_pattern(&search_text(term)));
         }
         for id in learner_ids.unwrap_or_default() {
             query = query.bind(id);

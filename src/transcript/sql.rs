@@ -48,7 +48,35 @@ impl SqlStore {
         }
         let pool = options.connect(url).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, dialect })
+        let store = Self { pool, dialect };
+        store.fill_search_text().await?;
+        Ok(store)
+    }
+
+    /// Case-folds the text of messages written before `search_text` existed, a batch at a time
+    /// (a no-op once done).
+    async fn fill_search_text(&self) -> Result<(), sqlx::Error> {
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, text FROM messages WHERE search_text IS NULL ORDER BY id LIMIT 500",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self.begin_write().await?;
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                let text: String = row.try_get("text")?;
+                sqlx::query("UPDATE messages SET search_text = $1 WHERE id = $2")
+                    .bind(search_text(&text))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -84,6 +112,11 @@ impl SqlStore {
             Dialect::Postgres => self.pool.begin().await,
         }
     }
+}
+
+/// A message's text as search compares it: Unicode lower case (see migration 0004).
+pub(crate) fn search_text(text: &str) -> String {
+    text.to_lowercase()
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, status, \
@@ -183,8 +216,8 @@ impl TranscriptStore for SqlStore {
         .await?;
         let inserted = sqlx::query(
             "INSERT INTO messages (id, conversation_id, learner_id, client_id, role, text, status, \
-             page_url, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'learner', $5, 'complete', $6, $7, $7) \
+             page_url, created_at, updated_at, search_text) \
+             VALUES ($1, $2, $3, $4, 'learner', $5, 'complete', $6, $7, $7, $8) \
              ON CONFLICT (learner_id, client_id) DO NOTHING",
         )
         .bind(&q.id)
@@ -194,6 +227,7 @@ impl TranscriptStore for SqlStore {
         .bind(&q.text)
         .bind(&q.page_url)
         .bind(now)
+        .bind(search_text(&q.text))
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -225,7 +259,8 @@ impl TranscriptStore for SqlStore {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, learner_id, role, text, status, reply_to, \
-             created_at, updated_at) VALUES ($1, $2, $3, 'assistant', '', 'streaming', $4, $5, $5)",
+             created_at, updated_at, search_text) \
+             VALUES ($1, $2, $3, 'assistant', '', 'streaming', $4, $5, $5, '')",
         )
         .bind(id)
         .bind(conversation_id)
@@ -239,9 +274,11 @@ impl TranscriptStore for SqlStore {
 
     async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), TranscriptError> {
         sqlx::query(
-            "UPDATE messages SET text = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'",
+            "UPDATE messages SET text = $1, search_text = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'streaming'",
         )
         .bind(text)
+        .bind(search_text(text))
         .bind(now_ms())
         .bind(id)
         .execute(&self.pool)
@@ -258,7 +295,8 @@ impl TranscriptStore for SqlStore {
         sqlx::query(
             "UPDATE messages SET text = $1, status = $2, sources = $3, prompt_version = $4, \
              model = $5, offline = $6, tokens_in = $7, tokens_out = $8, retrieval_ms = $9, \
-             first_token_ms = $10, total_ms = $11, updated_at = $12 WHERE id = $13",
+             first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13 \
+             WHERE id = $14",
         )
         .bind(&r.text)
         .bind(status.as_str())
@@ -272,6 +310,7 @@ impl TranscriptStore for SqlStore {
         .bind(r.first_token_ms)
         .bind(r.total_ms)
         .bind(now_ms())
+        .bind(search_text(&r.text))
         .bind(id)
         .execute(&self.pool)
         .await?;
