@@ -8,13 +8,15 @@
  * that first ask is sent again with the same id after reconnecting: the server de-duplicates
  * by id and replays the stored answer (or waits for the one still being written).
  *
- * Under each finished answer, thumbs up / down send `feedback` with the answer's message id; the
+ * Under each finished answer, thumbs up / down send `feedback` with the answer's message id; once
+ * a thumbs-down is saved, a small box offers to say what was wrong (sent as the rating's
+ * `comment`, which replaces the stored rating with the same one plus the comment). The
  * header's "Ask my mentor" sends `request_mentor` with what is typed in the box, if anything.
  * The server answers these in order and its errors about them carry no id, so they wait in
  * `requests`, oldest first, and each reply (or id-less error) settles the oldest.
  *
- * Test hooks: window.companionChat = { send(text), stop(), rate(id, rating), askMentor(text),
- * state() }.
+ * Test hooks: window.companionChat = { send(text), stop(), rate(id, rating), comment(id, text),
+ * askMentor(text), state() }.
  */
 (() => {
   'use strict';
@@ -56,6 +58,8 @@
     up: { label: 'Helpful answer', saved: 'Thanks!' },
     down: { label: 'Not helpful', saved: 'Noted, thanks. Still stuck? Ask your mentor.' },
   };
+  // The server's limit on a rating's comment (docs/protocol.md, `feedback`).
+  const COMMENT_MAX_CHARS = 2000;
   // Feather icons (MIT): thumbs-up and thumbs-down.
   const THUMB_PATH = {
     up: 'M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3',
@@ -435,6 +439,8 @@
         sending: null, // the rating on the wire, until the server answers
         note: '',
         error: false,
+        askComment: false, // a thumbs-down was just saved: offer the comment box
+        comment: null, // the comment the server stored
       },
       dom: null,
     };
@@ -924,6 +930,43 @@
     d.feedbackNote.textContent = fb.note;
     d.feedbackNote.classList.toggle('error', fb.error);
     d.feedback.dataset.rating = fb.rating || '';
+    renderCommentBox(entry);
+  }
+
+  /** The "what was wrong?" box under a thumbs-down, until a comment is sent or the rating changes. */
+  function renderCommentBox(entry) {
+    const d = entry.dom;
+    const fb = entry.feedback;
+    const wanted = fb.askComment && fb.rating === 'down' && !fb.comment;
+    if (!wanted) {
+      if (d.commentBox) {
+        d.commentBox.remove();
+        d.commentBox = null;
+      }
+      return;
+    }
+    if (!d.commentBox) {
+      const text = h('textarea', {
+        class: 'feedback-comment-text',
+        rows: '2',
+        maxlength: String(COMMENT_MAX_CHARS),
+        placeholder: 'What was wrong or missing? (optional)',
+        'aria-label': 'What was wrong or missing in this answer',
+      });
+      const submit = h('button', { type: 'submit', class: 'btn btn-small' }, 'Send');
+      const box = h('form', { class: 'feedback-comment' }, text, submit);
+      box.addEventListener('submit', (event) => {
+        event.preventDefault();
+        comment(entry.id, text.value);
+      });
+      d.commentBox = box;
+      d.commentText = text;
+      d.commentSubmit = submit;
+      d.meta.after(box);
+    }
+    const sending = fb.sending === 'down';
+    d.commentText.disabled = sending;
+    d.commentSubmit.disabled = !S.ready || sending;
   }
 
   /** Rates the answer to the ask with client id `id`; a new rating replaces the stored one. */
@@ -940,6 +983,35 @@
     }
     Object.assign(fb, { sending: rating, note: 'Saving…', error: false });
     S.requests.push({ kind: 'feedback', entry, rating });
+    renderFeedback(entry);
+    return true;
+  }
+
+  /** Sends what the learner says was wrong with a thumbs-down answer, as the rating's comment. */
+  function comment(id, text) {
+    const entry = S.byClientId.get(id);
+    if (!entry || !canRate(entry)) return false;
+    const fb = entry.feedback;
+    const message = String(text ?? '').trim();
+    if (fb.sending || fb.rating !== 'down' || !message) return false;
+    if (charCount(message) > COMMENT_MAX_CHARS) {
+      Object.assign(fb, {
+        note: `Your comment has ${charCount(message)} characters; the limit is ${COMMENT_MAX_CHARS}.`,
+        error: true,
+      });
+      renderFeedback(entry);
+      return false;
+    }
+    const frame = {
+      type: 'feedback', message_id: entry.reply.messageId, rating: 'down', comment: message,
+    };
+    if (!S.ready || !sendFrame(frame)) {
+      Object.assign(fb, { note: 'Not connected; try again in a moment.', error: true });
+      renderFeedback(entry);
+      return false;
+    }
+    Object.assign(fb, { sending: 'down', note: 'Sending…', error: false });
+    S.requests.push({ kind: 'feedback', entry, rating: 'down', comment: message });
     renderFeedback(entry);
     return true;
   }
@@ -1011,9 +1083,21 @@
       fb.sending = null;
       if (error) {
         Object.assign(fb, { note: `Not saved: ${error.message}`, error: true });
+      } else if (request.comment) {
+        Object.assign(fb, {
+          comment: request.comment,
+          note: 'Thanks, your comment was sent.',
+          error: false,
+        });
       } else {
         const rating = RATING[frame.rating] ? frame.rating : request.rating;
-        Object.assign(fb, { rating, note: RATING[rating].saved, error: false });
+        Object.assign(fb, {
+          rating,
+          note: RATING[rating].saved,
+          error: false,
+          askComment: rating === 'down',
+          comment: null,
+        });
         saveTranscript();
       }
       renderFeedback(entry);
@@ -1338,6 +1422,7 @@
           timings: e.reply.timings,
           error: e.reply.error,
           feedback: e.feedback.rating,
+          feedbackComment: e.feedback.comment,
         },
       ]),
       mentorRequests: S.mentorRequests.map((r) => ({
@@ -1351,7 +1436,7 @@
     return JSON.parse(JSON.stringify(snapshot)); // a copy: tests cannot change the panel
   }
 
-  window.companionChat = { send, stop, rate, askMentor, state };
+  window.companionChat = { send, stop, rate, comment, askMentor, state };
 
   takeTokenFromUrl();
   wireControls();

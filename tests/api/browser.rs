@@ -118,7 +118,7 @@ async fn the_mentor_page_shows_flag_badges_and_the_digest_in_chromium() {
 }
 
 #[tokio::test]
-async fn the_chat_answers_and_its_thumbs_down_and_mentor_request_reach_the_mentor() {
+async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_reach_the_mentor() {
     let Some(browser) = browser_or_skip("chat") else {
         return;
     };
@@ -166,6 +166,10 @@ async fn the_chat_answers_and_its_thumbs_down_and_mentor_request_reach_the_mento
     assert_eq!(feedback.len(), 1, "one rating per answer: {view}");
     assert_eq!(feedback[0]["rating"], "down", "{view}");
     assert_eq!(feedback[0]["message_id"], answer_id, "{view}");
+    // The comment typed in the box the thumbs-down opened is stored with the rating.
+    let comment = result["comment"].as_str().expect("the widget's comment");
+    assert!(comment.contains("while"), "{result}");
+    assert_eq!(feedback[0]["comment"], comment, "{view}");
 
     let flags = wait_flags(&app, "lin", |flags| {
         flags.iter().any(|f| f["kind"] == "human_requested")

@@ -1,7 +1,8 @@
 // Opens the demo course page in headless Chromium as a learner, asks the chat about while loops,
 // waits for the streamed answer and its sources, drops the socket once (the rating and mentor
-// buttons are disabled until the widget reconnects), rates the answer up then down, asks for the
-// mentor with a typed message, and saves a screenshot. The last line of stdout is
+// buttons are disabled until the widget reconnects), rates the answer up then down, says what
+// was wrong in the box the thumbs-down opens, asks for the mentor with a typed message, and
+// saves a screenshot. The last line of stdout is
 // `RESULT {json}` with the ids the caller checks over the HTTP API.
 // Usage: node chat.spec.mjs <base-url> <learner-token> <question> <mentor-text> <png-path>
 import { chromium } from "playwright-core";
@@ -22,6 +23,8 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
+// What the learner types in the thumbs-down's comment box (returned in RESULT).
+const commentText = "The answer shows a for loop; I asked about while — é, ü and 中 included.";
 const failures = [];
 const check = (ok, what) => { if (!ok) failures.push(what); };
 let result = null;
@@ -91,6 +94,18 @@ try {
   const note = (await rating.locator(".feedback-note").innerText()).trim();
   check(/noted/i.test(note), `no confirmation of the rating: ${JSON.stringify(note)}`);
 
+  // The thumbs-down offers a box to say what was wrong; the comment goes with the rating.
+  const commentBox = answer.locator("form.feedback-comment");
+  await commentBox.waitFor({ timeout: 10000 });
+  await commentBox.locator("textarea").fill(commentText);
+  mkdirSync(dirname(pngPath), { recursive: true });
+  await page.screenshot({ path: pngPath.replace(/\.png$/, "-comment.png") });
+  await commentBox.locator('button[type="submit"]').click();
+  await commentBox.waitFor({ state: "detached", timeout: 10000 });
+  const commentNote = (await rating.locator(".feedback-note").innerText()).trim();
+  check(/comment was sent/i.test(commentNote), `no confirmation of the comment: ${JSON.stringify(commentNote)}`);
+  check(await down.getAttribute("aria-pressed") === "true", "thumbs down not pressed after the comment");
+
   // Ask my mentor, with the text typed in the box.
   await page.locator("#companion-input").fill(mentorText);
   await mentor.click();
@@ -114,6 +129,7 @@ try {
     conversationId: state.conversationId,
     answerId: reply && reply.messageId,
     flagId: state.mentorRequests.length ? state.mentorRequests[0].flagId : null,
+    comment: reply && reply.feedbackComment,
   };
 } catch (error) {
   failures.push(String(error && error.stack ? error.stack : error));
@@ -124,5 +140,5 @@ if (failures.length) {
   console.error(failures.join("\n"));
   process.exit(1);
 }
-console.log("chat: answer, sources, rating and mentor request work");
+console.log("chat: answer, sources, rating, its comment and mentor request work");
 console.log(`RESULT ${JSON.stringify(result)}`);
