@@ -154,6 +154,9 @@ pub struct GoalProgress {
 pub struct Digest {
     pub learner_id: String,
     pub learner_name: Option<String>,
+    /// The learner's locale ("fr", "en-GB"), from their profile: an LLM-written digest is in
+    /// its language, the school's (English when there is no profile).
+    pub locale: Option<String>,
     /// Activity at or after this time (ms since the epoch) is covered; 0: since the beginning.
     pub since: i64,
     pub last_session: Option<SessionInfo>,
@@ -406,6 +409,7 @@ impl DigestWriter {
         Ok(Digest {
             learner_id: learner_id.to_string(),
             learner_name: profile.as_ref().and_then(|p| p.name.clone()),
+            locale: profile.as_ref().map(|p| p.locale.clone()),
             since,
             last_session: last.map(|s| SessionInfo {
                 held_on: s.held_on.clone(),
@@ -601,7 +605,7 @@ pub fn digest_prompt(d: &Digest) -> Result<String, DigestError> {
                 .unwrap_or_else(|| d.learner_id.clone())
                 .replace(['<', '>', '"'], ""),
             since => if d.since == 0 { "the beginning".to_string() } else { day(d.since) },
-            language => "English",
+            language => crate::prompt::language_name(d.locale.as_deref().unwrap_or("en")),
             data => data,
         })
         .map_err(|e| DigestError::Template(e.to_string()))
@@ -686,6 +690,7 @@ mod tests {
         Digest {
             learner_id: "ada".into(),
             learner_name: Some("Ada".into()),
+            locale: None,
             since: 0,
             last_session: None,
             n_questions: 0,
@@ -719,6 +724,15 @@ mod tests {
         ] {
             assert!(text.contains(heading), "{heading} missing in {text}");
         }
+    }
+
+    #[test]
+    fn the_llm_digest_is_asked_for_in_the_learners_language() {
+        let mut d = empty_digest();
+        assert!(digest_prompt(&d).unwrap().contains("Write in English."));
+        d.locale = Some("fr-FR".into());
+        let prompt = digest_prompt(&d).unwrap();
+        assert!(prompt.contains("Write in French (français)."), "{prompt}");
     }
 
     #[test]

@@ -636,6 +636,16 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
     })
     .await;
     put_learner(&app, "fay", "grace").await;
+    // Fay's school is French: the digest is asked for in French.
+    let (status, body) = call(
+        &app,
+        "PUT",
+        "/api/v1/learners/fay",
+        Some(&app.token(Role::Service, "platform")),
+        Some(json!({"locale": "fr"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     add_session(&app, "grace", "fay", &["Practise for loops with range"]).await;
     ask(&app, "fay", &["How does range work in a for loop?"]).await;
     let (status, digest) = call(
@@ -658,6 +668,8 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
     assert!(prompt.contains("digest-data"), "{prompt}");
     assert!(prompt.contains("How does range work in a for loop?"));
     assert!(prompt.contains("Practise for loops with range"));
+    assert!(prompt.contains("Write in French"), "{prompt}");
+    assert_eq!(digest["locale"], "fr", "{digest}");
 }
 
 #[tokio::test]
