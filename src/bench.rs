@@ -46,6 +46,14 @@ pub struct QueryLatency {
 }
 
 #[derive(Debug, Serialize)]
+pub struct DocumentRate {
+    /// `lean` or `candle`.
+    pub path: String,
+    pub chunks: usize,
+    pub chunks_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct SizeReport {
     pub chunks: usize,
     /// BM25 + index write + commit (optimise, flush), chunks per second.
@@ -67,6 +75,9 @@ pub struct BenchReport {
     /// path on each matrix kernel this CPU runs (widest first, the one the service uses), then
     /// candle's general forward pass for comparison. Empty without the in-process model.
     pub query_embedding: Vec<QueryLatency>,
+    /// Document embedding of real chunks (the first base chunks), chunks per second: the
+    /// lean encoder the ingest uses, then candle's padded batches. Empty without the model.
+    pub document_embedding: Vec<DocumentRate>,
     pub sizes: Vec<SizeReport>,
 }
 
@@ -177,18 +188,24 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
     let mut bench_settings = settings.clone();
     bench_settings.data_dir = work.path().to_path_buf();
     let probe = crate::startup::build_retriever(&bench_settings).await?;
-    let query_embedding = match (&settings.embedding.provider, probe.dense()) {
+    let (query_embedding, document_embedding) = match (&settings.embedding.provider, probe.dense())
+    {
         (crate::config::EmbeddingProvider::Local { model_dir }, Some(_)) => {
             let dir = model_dir.clone();
-            tokio::task::spawn_blocking(move || query_latencies(&dir)).await??
+            let texts: Vec<String> = base.iter().take(64).map(|c| c.embedding_text()).collect();
+            tokio::task::spawn_blocking(move || {
+                anyhow::Ok((query_latencies(&dir)?, document_rates(&dir, &texts)?))
+            })
+            .await??
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), Vec::new()),
     };
     let mut report = BenchReport {
         embedder: probe.embedder_id(),
         base_chunks: base.len(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         query_embedding,
+        document_embedding,
         sizes: Vec::new(),
     };
     drop(probe);
@@ -226,7 +243,9 @@ fn query_latencies(dir: &Path) -> anyhow::Result<Vec<QueryLatency>> {
         });
         if i == 0 {
             let (p50_ms, p99_ms) = latency_ms(100, || {
-                model.embed_blocking(&[BENCH_QUESTION]).expect("embedding");
+                model
+                    .embed_with_candle_blocking(&[BENCH_QUESTION])
+                    .expect("embedding");
             });
             out.push(QueryLatency {
                 path: "candle".into(),
@@ -236,6 +255,31 @@ fn query_latencies(dir: &Path) -> anyhow::Result<Vec<QueryLatency>> {
         }
     }
     Ok(out)
+}
+
+/// Chunks per second embedding `texts` with the lean encoder, then with candle.
+fn document_rates(dir: &Path, texts: &[String]) -> anyhow::Result<Vec<DocumentRate>> {
+    let model = crate::retrieval::minilm::MiniLm::load(dir)?;
+    let rate = |embed: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        embed()?; // warm-up
+        let started = Instant::now();
+        embed()?;
+        Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
+    };
+    let lean = rate(&|| Ok(model.embed_blocking(texts).map(drop)?))?;
+    let candle = rate(&|| Ok(model.embed_with_candle_blocking(texts).map(drop)?))?;
+    Ok(vec![
+        DocumentRate {
+            path: "lean".into(),
+            chunks: texts.len(),
+            chunks_per_s: lean,
+        },
+        DocumentRate {
+            path: "candle".into(),
+            chunks: texts.len(),
+            chunks_per_s: candle,
+        },
+    ])
 }
 
 async fn one_size(
@@ -350,6 +394,15 @@ pub fn render(report: &BenchReport) -> String {
                 q.p50_ms / best
             ));
         }
+    }
+    if let [lean, candle, ..] = report.document_embedding.as_slice() {
+        out.push_str(&format!(
+            "document embedding, {} real chunks: lean {:.1} ch/s, candle {:.1} ch/s ({:.2}× candle)\n",
+            lean.chunks,
+            lean.chunks_per_s,
+            candle.chunks_per_s,
+            lean.chunks_per_s / candle.chunks_per_s
+        ));
     }
     out.push_str(
         "\n  chunks  ingest ch/s  embed ch/s (n)   index ch/s   bm25 p50/p99 ms   dense p50/p99 ms  hybrid p50/p99 ms\n",

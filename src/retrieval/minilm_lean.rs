@@ -4,6 +4,8 @@
 //! into one), attention runs head by head on its own loops, and buffers are sized once per call.
 //! Documents, which come in padded batches, still go through candle (`minilm.rs`); a test checks
 //! both give the same vectors.
+use rayon::prelude::*;
+
 use super::embed::EmbedError;
 use super::packed_linear::{Kernel, PackedLinear};
 
@@ -26,7 +28,7 @@ struct Layer {
     ln2_b: Vec<f32>,
 }
 
-pub struct QueryEncoder {
+pub struct LeanEncoder {
     word: Vec<f32>,
     position: Vec<f32>,
     token_type: Vec<f32>,
@@ -38,7 +40,7 @@ pub struct QueryEncoder {
     avx2: bool,
 }
 
-impl QueryEncoder {
+impl LeanEncoder {
     /// Builds the encoder from the model's weights: `get` returns the values of one tensor of
     /// `model.safetensors` by its name without the `bert.` prefix, flattened row-major. The
     /// matrix products run on `kernel`, which this CPU must support.
@@ -130,72 +132,92 @@ impl QueryEncoder {
 
     /// The mean-pooled, L2-normalised embedding of one tokenised input (no padding).
     pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>, EmbedError> {
-        let n = ids.len();
-        if n == 0 || n > self.max_positions {
-            return Err(EmbedError::Embed(format!(
-                "{n} tokens: outside 1..={}",
-                self.max_positions
-            )));
-        }
+        Ok(self.embed_batch(&[ids])?.remove(0))
+    }
+
+    /// The embeddings of several tokenised inputs, in order. Their tokens are stacked into one
+    /// matrix with no padding: every linear layer runs once over all of them, and only
+    /// attention (which must not look across inputs) runs input by input.
+    pub fn embed_batch(&self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let vocab = self.word.len() / HIDDEN;
-        let mut x = vec![0f32; n * HIDDEN];
-        for (t, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= vocab {
+        let mut lens = Vec::with_capacity(inputs.len());
+        for ids in inputs {
+            let n = ids.len();
+            if n == 0 || n > self.max_positions {
+                return Err(EmbedError::Embed(format!(
+                    "{n} tokens: outside 1..={}",
+                    self.max_positions
+                )));
+            }
+            if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
                 return Err(EmbedError::Embed(format!(
                     "token id {id} outside the vocabulary"
                 )));
             }
-            let row = &mut x[t * HIDDEN..(t + 1) * HIDDEN];
-            let w = &self.word[id * HIDDEN..(id + 1) * HIDDEN];
-            let p = &self.position[t * HIDDEN..(t + 1) * HIDDEN];
-            let ty = &self.token_type[..HIDDEN];
-            for j in 0..HIDDEN {
-                row[j] = w[j] + p[j] + ty[j];
+            lens.push(n);
+        }
+        let total: usize = lens.iter().sum();
+        let mut x = vec![0f32; total * HIDDEN];
+        let ty = &self.token_type[..HIDDEN];
+        let mut rows = x.chunks_exact_mut(HIDDEN);
+        for ids in inputs {
+            for (t, &id) in ids.iter().enumerate() {
+                let row = rows.next().expect("one row per token");
+                let w = &self.word[id as usize * HIDDEN..][..HIDDEN];
+                let p = &self.position[t * HIDDEN..][..HIDDEN];
+                for j in 0..HIDDEN {
+                    row[j] = w[j] + p[j] + ty[j];
+                }
             }
         }
         layer_norm(&mut x, &self.ln_g, &self.ln_b);
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: `avx2` is set only when the CPU has AVX2 and FMA.
-            unsafe { self.layers_avx2(&mut x, n) };
+            unsafe { self.layers_avx2(&mut x, &lens) };
         } else {
-            self.layers(&mut x, n);
+            self.layers(&mut x, &lens);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        self.layers(&mut x, n);
+        self.layers(&mut x, &lens);
 
-        let mut pooled = vec![0f32; HIDDEN];
-        for row in x.chunks(HIDDEN) {
-            for (p, v) in pooled.iter_mut().zip(row) {
-                *p += v;
+        let mut out = Vec::with_capacity(lens.len());
+        let mut at = 0;
+        for &n in &lens {
+            let mut pooled = vec![0f32; HIDDEN];
+            for row in x[at * HIDDEN..(at + n) * HIDDEN].chunks_exact(HIDDEN) {
+                for (p, v) in pooled.iter_mut().zip(row) {
+                    *p += v;
+                }
             }
+            pooled.iter_mut().for_each(|p| *p /= n as f32);
+            super::minilm::normalise(&mut pooled);
+            out.push(pooled);
+            at += n;
         }
-        pooled.iter_mut().for_each(|p| *p /= n as f32);
-        super::minilm::normalise(&mut pooled);
-        Ok(pooled)
+        Ok(out)
     }
 
     /// [`Self::layers`] compiled for AVX2 and FMA, so that attention, layer norm and GELU
     /// (everything between the matrix products, which dispatch on their own) run 8 wide.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn layers_avx2(&self, x: &mut Vec<f32>, n: usize) {
-        self.layers(x, n)
+    unsafe fn layers_avx2(&self, x: &mut Vec<f32>, lens: &[usize]) {
+        self.layers(x, lens)
     }
 
-    /// The six transformer layers over `x` (n × HIDDEN), in place.
+    /// The six transformer layers over `x`, the stacked tokens of inputs `lens` long, in place.
     #[inline(always)]
-    fn layers(&self, x: &mut Vec<f32>, n: usize) {
+    fn layers(&self, x: &mut Vec<f32>, lens: &[usize]) {
+        let n: usize = lens.iter().sum();
         let mut qkv = vec![0f32; n * 3 * HIDDEN];
         let mut ctx = vec![0f32; n * HIDDEN];
         let mut attn = vec![0f32; n * HIDDEN];
         let mut up = vec![0f32; n * FFN];
         let mut down = vec![0f32; n * HIDDEN];
-        let mut scores = vec![0f32; n];
         for layer in &self.layers {
             layer.qkv.apply(x, n, &mut qkv);
-            attention(&qkv, n, &mut scores, &mut ctx);
+            attention(&qkv, lens, &mut ctx);
             layer.out.apply(&ctx, n, &mut attn);
             for (a, r) in attn.iter_mut().zip(x.iter()) {
                 *a += r;
@@ -215,11 +237,35 @@ impl QueryEncoder {
     }
 }
 
-/// Self-attention over `qkv` (n rows of Q | K | V) into `ctx` (n × HIDDEN), head by head.
-/// A question is a few dozen tokens, so this is a small share of the work: it runs on the
-/// calling thread rather than pay for waking another.
+/// Self-attention over `qkv` (rows of Q | K | V) into `ctx` (rows of HIDDEN), each input (`lens`
+/// rows in turn) attending to its own tokens only. One question runs on the calling thread (a
+/// few dozen tokens: waking another costs more); a batch of documents spreads its inputs over
+/// the thread pool.
 #[inline(always)]
-fn attention(qkv: &[f32], n: usize, scores: &mut [f32], ctx: &mut [f32]) {
+fn attention(qkv: &[f32], lens: &[usize], ctx: &mut [f32]) {
+    if lens.len() == 1 {
+        attend(qkv, lens[0], ctx);
+        return;
+    }
+    let mut parts = Vec::with_capacity(lens.len());
+    let (mut qkv, mut ctx) = (qkv, ctx);
+    for &n in lens {
+        let (q_here, q_rest) = qkv.split_at(n * 3 * HIDDEN);
+        let (c_here, c_rest) = std::mem::take(&mut ctx).split_at_mut(n * HIDDEN);
+        parts.push((n, q_here, c_here));
+        qkv = q_rest;
+        ctx = c_rest;
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(n, qkv, ctx)| attend(qkv, n, ctx));
+}
+
+/// Attention of one input's `n` tokens to each other, head by head.
+#[inline(always)]
+fn attend(qkv: &[f32], n: usize, ctx: &mut [f32]) {
+    let mut scores = vec![0f32; n];
+    let scores = scores.as_mut_slice();
     let scale = 1.0 / (HEAD_DIM as f32).sqrt();
     let head = |row: usize, part: usize, h: usize| head_of(qkv, row, part, h);
     for h in 0..HEADS {
