@@ -1,9 +1,9 @@
-//! A lean forward pass of all-MiniLM-L6-v2 for one short input (a learner's question): the same
-//! weights and arithmetic as candle's BERT, without its per-operation tensors. Every linear layer
-//! is a [`PackedLinear`] (weights packed once at load for a small-batch kernel, Q, K and V fused
-//! into one), attention runs head by head on its own loops, and buffers are sized once per call.
-//! Documents, which come in padded batches, still go through candle (`minilm.rs`); a test checks
-//! both give the same vectors.
+//! A lean forward pass of all-MiniLM-L6-v2, for a learner's question and for batches of
+//! documents: the same weights and arithmetic as candle's BERT, without its per-operation
+//! tensors. Every linear layer is a [`PackedLinear`] (weights packed once at load, Q, K and V
+//! fused into one); a batch's tokens are stacked with no padding, so each layer runs once over
+//! all of them, and only attention runs input by input, head by head, on its own loops. Tests in
+//! `minilm.rs` check the vectors against candle's.
 use rayon::prelude::*;
 
 use super::embed::EmbedError;

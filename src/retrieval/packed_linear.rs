@@ -1,10 +1,10 @@
-//! `out = x · W + b` for the few rows of one question (its tokens) against a weight matrix that
-//! never changes. `W` is packed once, when the model loads, into column panels laid out in the
-//! order the kernel reads them; each product then runs a register-tiled kernel for the widest
-//! vector unit the CPU has (AVX-512, AVX2 with FMA, or plain Rust), with the panels shared out
-//! between threads. A general-purpose matrix library packs its right-hand side on every call and
-//! tiles for large matrices; for a 20-token question against MiniLM's weights that costs more
-//! than the arithmetic.
+//! `out = x · W + b` for rows of tokens (one question's few dozen, or a batch of documents'
+//! thousands) against a weight matrix that never changes. `W` is packed once, when the model
+//! loads, into column panels laid out in the order the kernel reads them; each product then runs
+//! a register-tiled kernel for the widest vector unit the CPU has (AVX-512, AVX2 with FMA, SSE2,
+//! or plain Rust), with the panels shared out between threads. A general-purpose matrix library
+//! packs its right-hand side on every call; for a 20-token question against MiniLM's weights
+//! that costs more than the arithmetic.
 use rayon::prelude::*;
 
 /// The kernel a machine runs, chosen once from the CPU's features.
