@@ -280,12 +280,12 @@ where
         .collect();
     let mut files: Vec<OfflineFile> = Vec::new();
     for s in material.snippets {
-        let lines = s.lines.map(|(from, to)| format!("{from}–{to}"));
-        if !files.iter().any(|f| f.path == s.path && f.lines == lines) {
-            files.push(OfflineFile {
-                path: s.path.clone(),
-                lines,
-            });
+        let file = OfflineFile {
+            path: s.path.clone(),
+            lines: s.lines.map(|(from, to)| format!("{from}–{to}")),
+        };
+        if !files.contains(&file) {
+            files.push(file);
         }
     }
     let goals = material

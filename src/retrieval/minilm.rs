@@ -2,8 +2,9 @@
 //! mean pooling over real tokens, L2-normalised, inputs cut at 256 tokens. Questions and
 //! documents go through the lean encoder (`minilm_lean`); candle's BERT, loaded from the same
 //! weights, is the reference it is tested and benchmarked against.
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -32,11 +33,14 @@ pub struct MiniLm {
 }
 
 struct Inner {
-    model: BertModel,
-    /// The lean forward pass that embeds questions and documents (same weights as `model`).
+    /// The forward pass that embeds questions and documents.
     lean: LeanEncoder,
     tokenizer: Tokenizer,
-    device: Device,
+    dir: PathBuf,
+    config: Config,
+    /// candle's BERT from the same weights, built on first use: only the tests and the
+    /// benchmark compare against it, so the service never holds this second copy.
+    candle: OnceLock<BertModel>,
 }
 
 impl MiniLm {
@@ -89,13 +93,7 @@ impl MiniLm {
             .map_err(|e| load("setting truncation", &e))?;
         tokenizer.with_padding(None);
 
-        let device = Device::Cpu;
-        // Read into memory rather than mmap: no `unsafe`, and the weights are copied into
-        // tensors either way (about 90 MB).
-        let weights = std::fs::read(dir.join("model.safetensors"))
-            .map_err(|e| load("reading model.safetensors", &e))?;
-        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
-            .map_err(|e| load("parsing model.safetensors", &e))?;
+        let tensors = read_tensors(dir)?;
         let lean = LeanEncoder::from_weights(
             |name| {
                 let tensor = tensors
@@ -110,15 +108,14 @@ impl MiniLm {
             },
             kernel,
         )?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &config).map_err(|e| load("building the model", &e))?;
 
         Ok(MiniLm {
             inner: Arc::new(Inner {
-                model,
                 lean,
                 tokenizer,
-                device,
+                dir: dir.to_path_buf(),
+                config,
+                candle: OnceLock::new(),
             }),
         })
     }
@@ -163,10 +160,24 @@ impl Inner {
     /// candle's BERT over the same texts, in the same batches: the reference the lean encoder
     /// is tested and benchmarked against.
     fn embed_with_candle<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let model = self.candle()?;
         self.by_batches(texts, |group| {
-            self.forward(group)
-                .map_err(|e| EmbedError::Embed(e.to_string()))
+            forward(model, group).map_err(|e| EmbedError::Embed(e.to_string()))
         })
+    }
+
+    /// candle's BERT, read from the model directory the first time it is asked for.
+    fn candle(&self) -> Result<&BertModel, EmbedError> {
+        if let Some(model) = self.candle.get() {
+            return Ok(model);
+        }
+        let vb = VarBuilder::from_tensors(read_tensors(&self.dir)?, DType::F32, &Device::Cpu);
+        let model = BertModel::load(vb, &self.config).map_err(|e| {
+            EmbedError::Load(format!("{}: building the model: {e}", self.dir.display()))
+        })?;
+        // Two first callers at once both build it; one of them is kept.
+        let _ = self.candle.set(model);
+        Ok(self.candle.get().expect("set just above"))
     }
 
     /// Tokenises `texts` and runs `embed` over batches of up to BATCH_SIZE inputs of similar
@@ -205,39 +216,52 @@ impl Inner {
         }
         Ok(out)
     }
+}
 
-    /// Runs one padded batch through BERT; mean-pools over the attention mask and normalises.
-    fn forward(&self, batch: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let rows = batch.len();
-        let len = batch
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut ids = vec![0u32; rows * len];
-        let mut mask = vec![0u32; rows * len];
-        for (r, enc) in batch.iter().enumerate() {
-            let n = enc.get_ids().len();
-            ids[r * len..r * len + n].copy_from_slice(enc.get_ids());
-            mask[r * len..r * len + n].copy_from_slice(enc.get_attention_mask());
-        }
-        let ids = Tensor::from_vec(ids, (rows, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (rows, len), &self.device)?;
-        let token_types = ids.zeros_like()?;
+/// The tensors of `dir/model.safetensors`, read into memory rather than mapped (no `unsafe`;
+/// the weights are copied out of them either way, about 90 MB).
+fn read_tensors(dir: &Path) -> Result<HashMap<String, Tensor>, EmbedError> {
+    let load = |what: &str, e: &dyn std::fmt::Display| {
+        EmbedError::Load(format!("{}: {what}: {e}", dir.display()))
+    };
+    let weights = std::fs::read(dir.join("model.safetensors"))
+        .map_err(|e| load("reading model.safetensors", &e))?;
+    candle_core::safetensors::load_buffer(&weights, &Device::Cpu)
+        .map_err(|e| load("parsing model.safetensors", &e))
+}
 
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // (rows, len, 384)
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, len, 1)
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (rows, 384)
-        let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (rows, 1)
-        let pooled = summed.broadcast_div(&counts)?;
-
-        let mut vectors = pooled.to_vec2::<f32>()?;
-        for v in &mut vectors {
-            normalise(v);
-        }
-        Ok(vectors)
+/// Runs one padded batch through candle's BERT; mean-pools over the attention mask and
+/// normalises.
+fn forward(model: &BertModel, batch: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
+    let rows = batch.len();
+    let len = batch
+        .iter()
+        .map(|e| e.get_ids().len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut ids = vec![0u32; rows * len];
+    let mut mask = vec![0u32; rows * len];
+    for (r, enc) in batch.iter().enumerate() {
+        let n = enc.get_ids().len();
+        ids[r * len..r * len + n].copy_from_slice(enc.get_ids());
+        mask[r * len..r * len + n].copy_from_slice(enc.get_attention_mask());
     }
+    let ids = Tensor::from_vec(ids, (rows, len), &Device::Cpu)?;
+    let mask = Tensor::from_vec(mask, (rows, len), &Device::Cpu)?;
+    let token_types = ids.zeros_like()?;
+
+    let hidden = model.forward(&ids, &token_types, Some(&mask))?; // (rows, len, 384)
+    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, len, 1)
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (rows, 384)
+    let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (rows, 1)
+    let pooled = summed.broadcast_div(&counts)?;
+
+    let mut vectors = pooled.to_vec2::<f32>()?;
+    for v in &mut vectors {
+        normalise(v);
+    }
+    Ok(vectors)
 }
 
 /// Scales `v` to unit length (left as is when it is all zeros).
