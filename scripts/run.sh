@@ -10,4 +10,9 @@ if ! scripts/fetch-model.sh data/models/all-MiniLM-L6-v2; then
 fi
 # The model lives in the checkout, whatever --data-dir says.
 export COMPANION__EMBEDDING__MODEL_DIR="${COMPANION__EMBEDDING__MODEL_DIR:-$PWD/data/models/all-MiniLM-L6-v2}"
-exec cargo run --quiet --bin companion -- serve "$@"
+# No --quiet: the first build compiles every dependency (about 20 minutes on two cores) and
+# cargo's progress bar is what tells a newcomer it is working. Later runs start at once.
+if [ ! -x "${CARGO_TARGET_DIR:-target}/debug/companion" ]; then
+  echo "run: first build of companion; it takes a while, cargo shows its progress below" >&2
+fi
+exec cargo run --bin companion -- serve "$@"
