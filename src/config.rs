@@ -156,6 +156,8 @@ struct RawProjects {
     git_timeout_secs: u64,
     git_max_bytes: u64,
     git_allow_local: bool,
+    git_schemes: Vec<String>,
+    git_allowed_hosts: Vec<String>,
     chunk_tokens: usize,
     top_k: usize,
 }
@@ -216,6 +218,10 @@ pub struct ProjectSettings {
     pub git_max_bytes: u64,
     /// Accept local paths and `file://` URLs as git sources.
     pub git_allow_local: bool,
+    /// Remote URL schemes a git import may use (`https`, `http`, `git`).
+    pub git_schemes: Vec<String>,
+    /// Hosts a git import may reach whatever their address; when not empty, the only ones.
+    pub git_allowed_hosts: Vec<String>,
     pub chunk_tokens: usize,
     /// Project snippets retrieved for one question.
     pub top_k: usize,
@@ -667,6 +673,26 @@ fn validate_projects(raw: RawProjects) -> Result<ProjectSettings, ConfigError> {
     if raw.git_max_bytes == 0 {
         return Err(invalid("projects.git_max_bytes", "must be positive"));
     }
+    if let Some(scheme) = raw
+        .git_schemes
+        .iter()
+        .find(|s| !matches!(s.as_str(), "https" | "http" | "git"))
+    {
+        return Err(invalid(
+            "projects.git_schemes",
+            format!("{scheme:?} is not one of \"https\", \"http\", \"git\""),
+        ));
+    }
+    if let Some(host) = raw
+        .git_allowed_hosts
+        .iter()
+        .find(|h| h.is_empty() || h.contains(['/', ':', ' ', '@']))
+    {
+        return Err(invalid(
+            "projects.git_allowed_hosts",
+            format!("{host:?} is not a host name"),
+        ));
+    }
     if raw.chunk_tokens < 32 {
         return Err(invalid("projects.chunk_tokens", "must be at least 32"));
     }
@@ -681,6 +707,12 @@ fn validate_projects(raw: RawProjects) -> Result<ProjectSettings, ConfigError> {
         git_timeout: std::time::Duration::from_secs(raw.git_timeout_secs),
         git_max_bytes: raw.git_max_bytes,
         git_allow_local: raw.git_allow_local,
+        git_schemes: raw.git_schemes,
+        git_allowed_hosts: raw
+            .git_allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
         chunk_tokens: raw.chunk_tokens,
         top_k: raw.top_k,
     })

@@ -2,6 +2,9 @@
 //! git command line, stopped when it runs past the time limit or grows past the size cap on
 //! disk; then the checkout's text files (never `.git`, never links) within the project limits.
 //! Binary files of a repository (images, for instance) are skipped and reported.
+//! Which remote may be reached is `project::remote`'s job: the clone is pinned to the address it
+//! checked and follows no redirect. A failed clone tells the learner little (git's own words
+//! would turn the import into a port scanner); the detail goes to the log.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use super::{IncomingFile, ProjectError, normalise_path, text_of};
+use super::{IncomingFile, ProjectError, normalise_path, remote, text_of};
 use crate::config::ProjectSettings;
 
 /// How often the clone's size on disk is measured.
@@ -63,7 +66,7 @@ pub fn check_url(url: &str, allow_local: bool) -> Result<String, ProjectError> {
     if url.starts_with('/') {
         return Ok(format!("file://{url}"));
     }
-    refuse("use an https://, http:// or git:// URL")
+    refuse("use an https:// URL")
 }
 
 fn check_branch(branch: &str) -> Result<(), ProjectError> {
@@ -95,32 +98,41 @@ pub async fn clone_files(
     if let Some(branch) = branch {
         check_branch(branch)?;
     }
+    let pin = if url.to_ascii_lowercase().starts_with("file://") {
+        None
+    } else {
+        remote::check(&url, settings).await?.pin
+    };
     let failed = |reason: String| ProjectError::GitFailed {
         url: url.clone(),
         reason,
     };
     let temp = tempfile::tempdir().map_err(|e| failed(format!("no temporary folder: {e}")))?;
     let dest = temp.path().join("checkout");
-    let mut protocols = "https:http:git".to_string();
+    let mut protocols = settings.git_schemes.join(":");
     if settings.git_allow_local {
         protocols.push_str(":file");
     }
     let mut command = Command::new("git");
-    command
-        .args([
-            "-c",
-            "core.symlinks=false",
-            "-c",
-            "protocol.ext.allow=never",
-        ])
-        .args([
-            "clone",
-            "--depth",
-            "1",
-            "--single-branch",
-            "--no-tags",
-            "--quiet",
-        ]);
+    command.args([
+        "-c",
+        "core.symlinks=false",
+        "-c",
+        "protocol.ext.allow=never",
+        "-c",
+        "http.followRedirects=false",
+    ]);
+    if let Some(pin) = &pin {
+        command.arg("-c").arg(format!("http.curloptResolve={pin}"));
+    }
+    command.args([
+        "clone",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--no-tags",
+        "--quiet",
+    ]);
     if let Some(branch) = branch {
         command.args(["--branch", branch]);
     }
@@ -173,13 +185,17 @@ pub async fn clone_files(
     };
     let stderr = stderr_task.await.unwrap_or_default();
     if !status.success() {
-        let reason = stderr
+        let detail = stderr
             .lines()
             .map(str::trim)
             .rfind(|l| !l.is_empty())
-            .unwrap_or("git clone failed")
-            .to_string();
-        return Err(failed(reason));
+            .unwrap_or("git clone failed");
+        tracing::warn!(%url, %detail, "git import failed");
+        return Err(failed(
+            "the repository could not be cloned; check the URL and the branch, and that the \
+             repository is public"
+                .into(),
+        ));
     }
     if size_on_disk(temp.path().to_path_buf()).await > settings.git_max_bytes {
         return Err(ProjectError::GitTooLarge {
@@ -289,5 +305,99 @@ mod tests {
         assert!(check_url("file:///srv/repo", true).is_ok());
         assert!(check_branch("main").is_ok());
         assert!(check_branch("--upload-pack=x").is_err());
+    }
+
+    fn settings(schemes: &[&str], hosts: &[&str]) -> ProjectSettings {
+        let mut settings = crate::config::Settings::load(&Default::default())
+            .expect("default settings")
+            .projects;
+        settings.git_schemes = schemes.iter().map(|s| s.to_string()).collect();
+        settings.git_allowed_hosts = hosts.iter().map(|s| s.to_string()).collect();
+        settings.git_timeout = Duration::from_secs(20);
+        settings
+    }
+
+    /// A loopback HTTP server that counts connections and answers each request with `reply`.
+    async fn http_server(reply: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(reply.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (port, hits)
+    }
+
+    fn hits(counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_learner_cannot_make_the_server_fetch_from_loopback() {
+        let (port, counter) = http_server("HTTP/1.1 404 Not Found\r\n\r\n".into()).await;
+        // Even with every scheme allowed, an internal address is refused before git runs.
+        let all_schemes = settings(&["https", "http", "git"], &[]);
+        for url in [
+            format!("http://127.0.0.1:{port}/x.git"),
+            format!("http://localhost:{port}/x.git"),
+            format!("https://127.0.0.1:{port}/x.git"),
+        ] {
+            let error = clone_files(&url, None, &all_schemes).await.unwrap_err();
+            assert!(
+                matches!(error, ProjectError::GitUrl { .. }),
+                "{url}: {error}"
+            );
+        }
+        // By default only https is accepted at all.
+        let default = settings(&["https"], &[]);
+        let error = clone_files(&format!("http://127.0.0.1:{port}/x.git"), None, &default)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("https:// repository URLs only"),
+            "{error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(hits(&counter), 0, "the loopback server was reached");
+    }
+
+    #[tokio::test]
+    async fn a_clone_follows_no_redirect_and_hides_what_git_said() {
+        let (target, target_hits) = http_server("HTTP/1.1 404 Not Found\r\n\r\n".into()).await;
+        let redirect = format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{target}/y.git/info/refs?service=git-upload-pack\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let (port, first_hits) = http_server(redirect).await;
+        // The operator allows this host (an internal GitLab, say): the clone is attempted.
+        let allowed = settings(&["http"], &["localhost"]);
+        let error = clone_files(&format!("http://localhost:{port}/x.git"), None, &allowed)
+            .await
+            .unwrap_err();
+        assert!(hits(&first_hits) >= 1, "the allowed host was not contacted");
+        assert_eq!(hits(&target_hits), 0, "git followed the redirect");
+        let text = error.to_string();
+        assert!(text.contains("could not be cloned"), "{text}");
+        for leaked in [
+            "302",
+            "redirect",
+            "unable to access",
+            "Couldn't connect",
+            "fatal",
+        ] {
+            assert!(
+                !text.contains(leaked),
+                "git's words reached the learner: {text}"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod brief;
 pub mod chunk;
 pub mod git;
+pub mod remote;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -542,6 +543,8 @@ mod tests {
             git_timeout: std::time::Duration::from_secs(5),
             git_max_bytes: 10_000,
             git_allow_local: true,
+            git_schemes: vec!["https".into()],
+            git_allowed_hosts: Vec::new(),
             chunk_tokens: 64,
             top_k: 4,
         }
