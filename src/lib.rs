@@ -14,6 +14,7 @@
 //! - [`eval`]: retrieval evaluation over a question set.
 //! - [`http`]: axum routes, the WebSocket gateway and its wire protocol, pages.
 //! - [`startup`]: builds everything from settings, binds, serves, shuts down.
+//! - [`tokens`]: token sequences back into text without losing a cut character.
 //! - [`cli`]: the command line.
 pub mod auth;
 pub mod bench;
@@ -29,4 +30,5 @@ pub mod prompt;
 pub mod retrieval;
 pub mod review;
 pub mod startup;
+pub mod tokens;
 pub mod transcript;

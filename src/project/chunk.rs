@@ -143,10 +143,8 @@ fn split_by_lines(
         if line_tokens > max_tokens {
             let bpe = token_chunker::tokenizer();
             let ids = bpe.encode_ordinary(line);
-            for part in ids.chunks(max_tokens.max(1)) {
-                if let Ok(part) = bpe.decode(part) {
-                    push(idx, idx + 1, part, &mut pieces);
-                }
+            for part in crate::tokens::split_text(bpe, &ids, max_tokens) {
+                push(idx, idx + 1, part, &mut pieces);
             }
             start = idx + 1;
             continue;
@@ -369,6 +367,20 @@ class Summary:
         let pieces = chunk_file("data.py", &code, 50);
         assert!(pieces.len() > 3);
         assert!(pieces.iter().all(|p| count_tokens(&p.text) <= 50));
+    }
+
+    #[test]
+    fn an_overlong_line_of_chinese_loses_no_character() {
+        let line = format!(
+            "message = \"{}\"",
+            "计数器一直在增加，循环永远不会结束。".repeat(40)
+        );
+        let pieces = chunk_file("messages.py", &format!("{line}\n"), 50);
+        assert!(pieces.len() > 3);
+        assert_eq!(
+            pieces.iter().map(|p| p.text.as_str()).collect::<String>(),
+            line
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Budget {
         if tokens.len() <= max {
             return text.to_string();
         }
-        bpe.decode(&tokens[..max]).unwrap_or_default()
+        crate::tokens::prefix_text(bpe, &tokens, max)
     }
 }
 
@@ -871,6 +871,32 @@ mod tests {
                 + REPLY_PRIMING;
             assert_eq!(counted, prompt.tokens);
             assert!(user_message(&prompt).contains("<question>"));
+        }
+    }
+
+    #[test]
+    fn a_long_chinese_question_is_cut_not_emptied() {
+        let question =
+            "为什么我的循环不停止？我写了一个计数器但是它一直在增加，程序永远不会结束。".repeat(80);
+        let b = budget(3000);
+        let prompt = assemble(b, &Context::new("system", &question));
+        let user = user_message(&prompt);
+        let start = user.find("<question>").expect("question block") + "<question>".len();
+        let end = user.find("</question>").expect("question block end");
+        let asked = user[start..end].trim();
+        assert!(
+            asked.chars().count() > 20,
+            "the question arrived as {asked:?}"
+        );
+        let opening: String = asked.chars().take(20).collect();
+        assert!(question.starts_with(&opening), "{asked:?}");
+        // Whatever token the cut falls on, inside a character or not, text remains.
+        for max in 2..80 {
+            let cut = b.truncate(&question, max);
+            assert!(
+                !cut.is_empty() && question.starts_with(&cut),
+                "cut at {max}: {cut:?}"
+            );
         }
     }
 

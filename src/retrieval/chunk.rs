@@ -195,7 +195,8 @@ fn pack(body: &str, sizes: ChunkSizes) -> Vec<String> {
             let mut start = 0;
             while start < tokens.len() {
                 let end = (start + sizes.max_tokens).min(tokens.len());
-                if let Ok(text) = bpe.decode(&tokens[start..end]) {
+                let text = crate::tokens::window_text(bpe, &tokens[start..end]);
+                if !text.is_empty() {
                     if !current.is_empty() {
                         pieces.push(std::mem::take(&mut current));
                         current_tokens = 0;
@@ -254,7 +255,7 @@ fn tail_tokens(text: &str, n: usize) -> String {
     let bpe = tokenizer();
     let tokens = bpe.encode_ordinary(text);
     let start = tokens.len().saturating_sub(n);
-    bpe.decode(&tokens[start..]).unwrap_or_default()
+    crate::tokens::window_text(bpe, &tokens[start..])
 }
 
 #[cfg(test)]
@@ -331,6 +332,18 @@ mod tests {
                 .iter()
                 .all(|c| count_tokens(&c.text) <= SIZES.max_tokens + 1)
         );
+    }
+
+    #[test]
+    fn a_huge_paragraph_of_chinese_keeps_every_piece() {
+        let body = "循环让程序重复执行同一段代码，直到条件不再成立。".repeat(60);
+        let chunks = chunk(&doc(&body), SIZES);
+        // One chunk per token window: a window whose edges cut a character is kept, not dropped.
+        let n = count_tokens(&body);
+        let step = SIZES.max_tokens - SIZES.overlap_tokens;
+        let windows = (n - SIZES.max_tokens).div_ceil(step) + 1;
+        assert_eq!(chunks.len(), windows);
+        assert!(chunks.iter().all(|c| c.text.chars().count() > 10));
     }
 
     #[test]
