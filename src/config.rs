@@ -407,6 +407,30 @@ impl Settings {
         Self::validate(raw, &ProcessEnv)
     }
 
+    /// The compiled-in defaults with `data_dir` (and the paths under it), no file and no
+    /// environment: for tests and tools that set fields in Rust.
+    pub fn defaults(data_dir: &Path) -> Self {
+        let raw = default_raw(data_dir).expect("the compiled-in defaults parse");
+        Self::validate(raw, &NoEnv).expect("the compiled-in defaults are valid")
+    }
+
+    /// Answers with `model` from the OpenAI-compatible endpoint at `base_url`; the other LLM
+    /// settings keep their compiled-in defaults.
+    pub fn use_llm(&mut self, base_url: &str, api_key: &str, model: &str) {
+        let raw = default_raw(&self.data_dir).expect("the compiled-in defaults parse");
+        let raw_llm = RawLlm {
+            model: model.to_string(),
+            max_answer_tokens: self.llm_max_answer_tokens,
+            ..raw.llm
+        };
+        self.llm = Some(llm_settings(
+            &raw_llm,
+            base_url.to_string(),
+            Some(api_key.to_string()),
+        ));
+        self.llm_model = model.to_string();
+    }
+
     fn validate(raw: RawSettings, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
             invalid(
@@ -500,8 +524,8 @@ impl Settings {
         if !(0.0..=2.0).contains(&raw.llm.temperature) {
             return Err(invalid("llm.temperature", "must be between 0 and 2"));
         }
-        let base_url = non_empty(raw.llm.base_url).or_else(|| env.var("OPENAI_BASE_URL"));
-        let api_key = non_empty(raw.llm.api_key).or_else(|| env.var("OPENAI_API_KEY"));
+        let base_url = non_empty(raw.llm.base_url.clone()).or_else(|| env.var("OPENAI_BASE_URL"));
+        let api_key = non_empty(raw.llm.api_key.clone()).or_else(|| env.var("OPENAI_API_KEY"));
         let llm = match (base_url, api_key) {
             (None, None) => None,
             (base_url, api_key) => {
@@ -512,15 +536,7 @@ impl Settings {
                         format!("{base_url:?} is not an http(s) URL"),
                     ));
                 }
-                Some(LlmSettings {
-                    base_url: base_url.trim_end_matches('/').to_string(),
-                    // Local OpenAI-compatible servers often need no key; the client still sends one.
-                    api_key: SecretString::from(api_key.unwrap_or_else(|| "unused".into())),
-                    model: raw.llm.model.clone(),
-                    temperature: raw.llm.temperature,
-                    max_answer_tokens: raw.llm.max_answer_tokens,
-                    idle_timeout: std::time::Duration::from_secs(raw.llm.idle_timeout_secs.max(1)),
-                })
+                Some(llm_settings(&raw.llm, base_url, api_key))
             }
         };
         let database_url = if raw.database.url.is_empty() {
@@ -651,6 +667,41 @@ impl Settings {
     }
 }
 
+/// The LLM endpoint at `base_url` (already checked to be an http(s) URL) with `raw`'s model and
+/// limits.
+fn llm_settings(raw: &RawLlm, base_url: String, api_key: Option<String>) -> LlmSettings {
+    LlmSettings {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        // Local OpenAI-compatible servers often need no key; the client still sends one.
+        api_key: SecretString::from(api_key.unwrap_or_else(|| "unused".into())),
+        model: raw.model.clone(),
+        temperature: raw.temperature,
+        max_answer_tokens: raw.max_answer_tokens,
+        idle_timeout: std::time::Duration::from_secs(raw.idle_timeout_secs.max(1)),
+    }
+}
+
+/// The compiled-in defaults alone, with `data_dir`.
+fn default_raw(data_dir: &Path) -> Result<RawSettings, config::ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ))
+        .set_override("server.data_dir", data_dir.to_string_lossy().as_ref())?
+        .build()?
+        .try_deserialize()
+}
+
+/// No environment: settings built in Rust see no `OPENAI_*` variable.
+struct NoEnv;
+
+impl EnvSource for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
 fn validate_projects(raw: RawProjects) -> Result<ProjectSettings, ConfigError> {
     if raw.max_file_bytes == 0 {
         return Err(invalid("projects.max_file_bytes", "must be positive"));
@@ -757,13 +808,6 @@ fn non_empty(s: String) -> Option<String> {
 mod tests {
     use super::*;
 
-    struct NoEnv;
-    impl EnvSource for NoEnv {
-        fn var(&self, _: &str) -> Option<String> {
-            None
-        }
-    }
-
     fn raw_from(extra: &str) -> Result<RawSettings, config::ConfigError> {
         config::Config::builder()
             .add_source(config::File::from_str(
@@ -851,6 +895,33 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn defaults_built_in_rust_ignore_the_environment_and_take_an_llm() {
+        let dir = Path::new("/tmp/companion-defaults");
+        let mut settings = Settings::defaults(dir);
+        assert!(settings.llm.is_none());
+        assert_eq!(settings.data_dir, dir);
+        assert!(
+            settings
+                .database
+                .url
+                .contains("/tmp/companion-defaults/transcripts.db")
+        );
+        assert!(
+            matches!(&settings.index, IndexSettings::Edge { path } if path == &dir.join("index"))
+        );
+        settings.llm_max_answer_tokens = 500;
+        settings.use_llm("http://127.0.0.1:9/v1/", "k", "fake-model");
+        let llm = settings.llm.as_ref().unwrap();
+        assert_eq!(llm.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(
+            (llm.model.as_str(), llm.max_answer_tokens),
+            ("fake-model", 500)
+        );
+        assert_eq!(llm.temperature, 0.3);
+        assert_eq!(settings.llm_model, "fake-model");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use companion::transcript::{
     AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, TranscriptStore,
 };
 
-const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "common/pg.rs"]
+mod pg;
 
 async fn sqlite_store() -> (SqlStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,22 +16,7 @@ async fn sqlite_store() -> (SqlStore, tempfile::TempDir) {
 
 /// A store in a fresh schema, or `None` (with a message) when no PostgreSQL is reachable.
 async fn postgres_store() -> Option<SqlStore> {
-    use sqlx::Connection;
-    let base = std::env::var("COMPANION_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into());
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            eprintln!("SKIPPED: PostgreSQL store tests: cannot connect to {base}: {e}");
-            return None;
-        }
-    };
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let url = pg::fresh_schema_url("t", "PostgreSQL store tests").await?;
     Some(SqlStore::connect(&url, 4).await.unwrap())
 }
 

@@ -1,7 +1,6 @@
-use serde_json::json;
-
 use crate::helpers::*;
 use companion::auth::{Role, claims_for, unix_now};
+use companion::http::ws::protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 async fn upgrade_status(app: &TestApp, query: &str) -> String {
     let url = format!("ws://{}/ws?{query}", app.addr);
@@ -59,45 +58,49 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_usable() {
     let app = spawn_app().await;
     let token = app.learner_token("gus");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conversation = ws.ready().await.conversation_id;
 
+    // Raw text: these frames are malformed on purpose.
     let cases = [
-        ("{this is not json", "bad_json"),
-        (r#"{"id":"x","text":"hi"}"#, "missing_field"),
-        (r#"{"type":"shout","id":"x"}"#, "unknown_type"),
-        (r#"{"type":"ask","id":"x"}"#, "missing_field"),
-        (r#"{"type":"ask","id":"x","text":42}"#, "invalid_field"),
-        (r#"{"type":"ask","id":"e1","text":"   "}"#, "empty_question"),
-        (r#"{"type":"ask","id":"","text":"hello"}"#, "invalid_field"),
+        ("{this is not json", ErrorCode::BadJson),
+        (r#"{"id":"x","text":"hi"}"#, ErrorCode::MissingField),
+        (r#"{"type":"shout","id":"x"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"ask","id":"x"}"#, ErrorCode::MissingField),
+        (
+            r#"{"type":"ask","id":"x","text":42}"#,
+            ErrorCode::InvalidField,
+        ),
+        (
+            r#"{"type":"ask","id":"e1","text":"   "}"#,
+            ErrorCode::EmptyQuestion,
+        ),
+        (
+            r#"{"type":"ask","id":"","text":"hello"}"#,
+            ErrorCode::InvalidField,
+        ),
         (
             r#"{"type":"cancel","id":"nothing-streaming"}"#,
-            "unknown_ask",
+            ErrorCode::UnknownAsk,
         ),
     ];
     for (text, code) in cases {
         ws.send_text(text).await;
-        let frame = ws.next_frame().await;
-        assert_eq!(frame["type"], "error", "{text} -> {frame}");
-        assert_eq!(frame["code"], code, "{text} -> {frame}");
-        assert!(!frame["message"].as_str().unwrap().is_empty());
+        let (_, got, message) = ws.next_error().await;
+        assert_eq!(got, code, "{text} -> {message}");
+        assert!(!message.is_empty());
     }
-    let long = "a".repeat(4001);
-    ws.send_json(json!({"type": "ask", "id": "long", "text": long}))
-        .await;
-    let frame = ws.next_frame().await;
-    assert_eq!(frame["code"], "question_too_long", "{frame}");
-    assert!(frame["message"].as_str().unwrap().contains("4000"));
+    ws.send(ask_frame("long", &"a".repeat(4001))).await;
+    let (_, code, message) = ws.next_error().await;
+    assert_eq!(code, ErrorCode::QuestionTooLong, "{message}");
+    assert!(message.contains("4000"));
 
     // Still usable, and none of the refused questions was stored.
-    ws.send_json(json!({"type": "ping"})).await;
-    assert_eq!(ws.next_frame().await["type"], "pong");
+    ws.send(ClientFrame::Ping { nonce: None }).await;
+    assert!(matches!(ws.next_frame().await, ServerFrame::Pong { .. }));
     let (status, _) = app.conversation(&token, &conversation).await;
     assert_eq!(status, 404, "no conversation was created by refused frames");
-    let frames = ws.ask("ok-1", "what is a list?").await;
-    assert_eq!(frames.last().unwrap()["status"], "complete");
+    let answer = ws.ask("ok-1", "what is a list?").await;
+    assert_eq!(answer.done().status, "complete");
     let (_, body) = app.conversation(&token, &conversation).await;
     assert_eq!(body["messages"].as_array().unwrap().len(), 2);
 }
@@ -112,17 +115,25 @@ async fn a_frame_sent_before_ready_is_answered_after_ready_and_never_lost() {
     // Sent at once, without waiting for `ready`.
     stream
         .send(tokio_tungstenite::tungstenite::Message::Text(
-            json!({"type": "ping", "nonce": "early"}).to_string().into(),
+            serde_json::to_string(&ClientFrame::Ping {
+                nonce: Some("early".into()),
+            })
+            .unwrap()
+            .into(),
         ))
         .await
         .unwrap();
-    let first: serde_json::Value =
+    let first: ServerFrame =
         serde_json::from_str(stream.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
-    let second: serde_json::Value =
+    let second: ServerFrame =
         serde_json::from_str(stream.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(first["type"], "ready");
-    assert_eq!(second["type"], "pong");
-    assert_eq!(second["nonce"], "early");
+    assert!(matches!(first, ServerFrame::Ready { .. }), "{first:?}");
+    assert_eq!(
+        second,
+        ServerFrame::Pong {
+            nonce: Some("early".into())
+        }
+    );
 }
 
 #[tokio::test]
@@ -133,22 +144,17 @@ async fn binary_frames_and_a_second_ask_while_streaming_are_refused() {
         fail_status: None,
     })
     .await;
-    let app = spawn_app_with(AppOptions {
-        llm_url: Some(llm.base_url()),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
     let mut ws = app.connect(&app.learner_token("ivy")).await;
     ws.ready().await;
-    ws.send_json(json!({"type": "ask", "id": "a1", "text": "what is scope?"}))
-        .await;
-    ws.until("ack").await;
-    ws.send_json(json!({"type": "ask", "id": "a2", "text": "and recursion?"}))
-        .await;
-    let frames = ws.until("error").await;
-    let error = frames.last().unwrap();
-    assert_eq!(error["code"], "busy");
-    assert_eq!(error["id"], "a2");
-    let done = ws.until("done").await;
-    assert_eq!(done.last().unwrap()["id"], "a1");
+    ws.send(ask_frame("a1", "what is scope?")).await;
+    ws.until(|f| matches!(f, ServerFrame::Ack { .. })).await;
+    ws.send(ask_frame("a2", "and recursion?")).await;
+    let frames = ws.until(|f| matches!(f, ServerFrame::Error { .. })).await;
+    let ServerFrame::Error { id, code, .. } = frames.last().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(*code, ErrorCode::Busy);
+    assert_eq!(id.as_deref(), Some("a2"));
+    assert_eq!(ws.collect_answer().await.done().id, "a1");
 }

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use companion::auth::Role;
 use serde_json::Value;
 
-use crate::helpers::{repo_root, spawn_app};
-use crate::mentor::{add_session, ask, call, put_learner, wait_flags};
+use crate::helpers::{repo_root, spawn_app, today};
 
 fn missing_tools(browser_dir: &Path, chromium: &str) -> Option<String> {
     if std::process::Command::new("node")
@@ -82,18 +81,18 @@ async fn the_mentor_page_shows_flag_badges_and_the_digest_in_chromium() {
         return;
     };
     let app = spawn_app().await;
-    put_learner(&app, "ada", "grace").await;
-    put_learner(&app, "bob", "grace").await;
+    app.put_learner("ada", "grace").await;
+    app.put_learner("bob", "grace").await;
     let goal = "Fix the infinite while loop in the guessing game";
-    add_session(
-        &app,
+    app.add_session(
         "grace",
         "ada",
+        &today(),
+        "Talked about loops.",
         &[goal, "Read the chapter about recursion"],
     )
     .await;
-    ask(
-        &app,
+    app.ask(
         "ada",
         &[
             "Why does my while loop never stop?",
@@ -101,8 +100,8 @@ async fn the_mentor_page_shows_flag_badges_and_the_digest_in_chromium() {
         ],
     )
     .await;
-    ask(&app, "bob", &["What is a tuple?"]).await;
-    wait_flags(&app, "ada", |f| f.len() >= 2).await;
+    app.ask("bob", &["What is a tuple?"]).await;
+    app.wait_flags("ada", |f| f.len() >= 2).await;
 
     let png = repo_root().join("target/screenshots/mentor.png");
     let _ = std::fs::remove_file(&png);
@@ -124,7 +123,7 @@ async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_rea
     };
     // Offline mode (no LLM): the answer lists the course passages it found.
     let app = spawn_app().await;
-    put_learner(&app, "lin", "grace").await;
+    app.put_learner("lin", "grace").await;
     let png = repo_root().join("target/screenshots/chat.png");
     let _ = std::fs::remove_file(&png);
     let mentor_text = "Can we go over while loops next session?";
@@ -153,14 +152,14 @@ async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_rea
     let flag_id = result["flagId"].as_str().expect("flag id");
 
     let admin = app.token(Role::Admin, "root");
-    let (status, view) = call(
-        &app,
-        "GET",
-        &format!("/api/v1/mentor/conversations/{conversation_id}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (status, view) = app
+        .call(
+            "GET",
+            &format!("/api/v1/mentor/conversations/{conversation_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{view}");
     let feedback = view["feedback"].as_array().expect("feedback list");
     assert_eq!(feedback.len(), 1, "one rating per answer: {view}");
@@ -171,10 +170,11 @@ async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_rea
     assert!(comment.contains("while"), "{result}");
     assert_eq!(feedback[0]["comment"], comment, "{view}");
 
-    let flags = wait_flags(&app, "lin", |flags| {
-        flags.iter().any(|f| f["kind"] == "human_requested")
-    })
-    .await;
+    let flags = app
+        .wait_flags("lin", |flags| {
+            flags.iter().any(|f| f["kind"] == "human_requested")
+        })
+        .await;
     let flag = flags
         .iter()
         .find(|f| f["kind"] == "human_requested")

@@ -133,25 +133,34 @@ fn ingest_names_and_skips_bad_files_and_indexes_the_rest() {
     );
 }
 
+/// `companion eval retrieval` of `questions` on the repository's course, BM25 only.
+fn eval_retrieval(
+    data_dir: &std::path::Path,
+    questions: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let content = repo_root().join("course-content");
+    let mut args = vec![
+        "eval",
+        "retrieval",
+        "--content",
+        content.to_str().unwrap(),
+        "--questions",
+        questions.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    companion(
+        &args,
+        data_dir,
+        &[("COMPANION__EMBEDDING__PROVIDER", "none")],
+    )
+}
+
 #[test]
 fn eval_retrieval_prints_recall_and_mrr_per_mode() {
     let data = tempfile::tempdir().unwrap();
-    let root = repo_root();
-    let content = root.join("course-content");
-    let questions = root.join("tests/eval/retrieval-questions.jsonl");
-    let (ok, stdout, stderr) = companion(
-        &[
-            "eval",
-            "retrieval",
-            "--content",
-            content.to_str().unwrap(),
-            "--questions",
-            questions.to_str().unwrap(),
-            "--json",
-        ],
-        data.path(),
-        &[("COMPANION__EMBEDDING__PROVIDER", "none")],
-    );
+    let questions = repo_root().join("tests/eval/retrieval-questions.jsonl");
+    let (ok, stdout, stderr) = eval_retrieval(data.path(), &questions, &["--json"]);
     assert!(ok, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let modes = report["modes"].as_array().unwrap();
@@ -181,19 +190,7 @@ fn eval_retrieval_refuses_a_malformed_questions_file_naming_the_line() {
         "{\"id\":\"a\",\"question\":\"q\",\"expected_files\":[\"x.md\"]}\n{not json}\n",
     )
     .unwrap();
-    let content = repo_root().join("course-content");
-    let (ok, _, stderr) = companion(
-        &[
-            "eval",
-            "retrieval",
-            "--content",
-            content.to_str().unwrap(),
-            "--questions",
-            questions.to_str().unwrap(),
-        ],
-        data.path(),
-        &[("COMPANION__EMBEDDING__PROVIDER", "none")],
-    );
+    let (ok, _, stderr) = eval_retrieval(data.path(), &questions, &[]);
     assert!(!ok);
     assert!(stderr.contains("line 2"), "{stderr}");
 }

@@ -1,34 +1,13 @@
 //! Durability: SIGKILL the server while an answer streams, restart it on the same data, and
 //! find the question and the partial answer, marked interrupted. On SQLite and on PostgreSQL.
+//! The process is the point here, so the first run is the `companion` binary; the restart only
+//! needs the same data and runs in-process.
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use companion::http::ws::protocol::ServerFrame;
 
-use crate::helpers::{AppOptions, FakeLlm, FakeScript, spawn_app_with};
-
-const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh schema on the local PostgreSQL and a URL that uses it, or `None` (said) if none.
-pub async fn postgres_url() -> Option<String> {
-    use sqlx::Connection;
-    let base = std::env::var("COMPANION_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into());
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            eprintln!("SKIPPED: PostgreSQL crash test: cannot connect to {base}: {e}");
-            return None;
-        }
-    };
-    let schema = format!("crash_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{base}{separator}options=-c%20search_path%3D{schema}"
-    ))
-}
+use crate::helpers::{FakeLlm, FakeScript, SpawnedApp, TestApp, ask_frame, test_settings};
+use crate::pg;
 
 async fn killed_mid_answer_leaves_question_and_partial_answer_interrupted(
     database: Option<String>,
@@ -40,39 +19,34 @@ async fn killed_mid_answer_leaves_question_and_partial_answer_interrupted(
         fail_status: None,
     })
     .await;
-    let extra_toml = database
-        .as_ref()
-        .map(|url| format!("[database]\nurl = \"{url}\"\n"))
-        .unwrap_or_default();
-    let options = AppOptions {
-        llm_url: Some(llm.base_url()),
-        extra_toml,
-        ..Default::default()
-    };
-    let app = spawn_app_with(options.clone()).await;
+    let base_url = llm.base_url();
+    let mut env = vec![
+        ("COMPANION__LLM__BASE_URL", base_url.as_str()),
+        ("COMPANION__LLM__API_KEY", "test-key"),
+        ("COMPANION__LLM__MODEL", "fake-model"),
+    ];
+    if let Some(url) = &database {
+        env.push(("COMPANION__DATABASE__URL", url.as_str()));
+    }
+    let app = SpawnedApp::start(&env).await;
     let token = app.learner_token("ada");
     let mut ws = app.connect(&token).await;
-    let conversation = ws.ready().await["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    ws.send_json(
-        json!({"type": "ask", "id": "crash-1", "text": "Why does my while loop never stop?"}),
-    )
-    .await;
+    let conversation = ws.ready().await.conversation_id;
+    ws.send(ask_frame("crash-1", "Why does my while loop never stop?"))
+        .await;
     // Wait for some deltas and at least one checkpoint (about a second after the first delta).
     let mut first_delta: Option<Instant> = None;
     let mut deltas = 0;
     let mut streamed = String::new();
     loop {
         let frame = ws.next_frame().await;
-        assert_ne!(
-            frame["type"], "done",
-            "the answer finished before the kill: {frame}"
+        assert!(
+            !matches!(frame, ServerFrame::Done { .. }),
+            "the answer finished before the kill: {frame:?}"
         );
-        if frame["type"] == "delta" {
+        if let ServerFrame::Delta { text, .. } = &frame {
             deltas += 1;
-            streamed.push_str(frame["text"].as_str().unwrap());
+            streamed.push_str(text);
             first_delta.get_or_insert_with(Instant::now);
         }
         if first_delta.is_some_and(|t| t.elapsed() >= Duration::from_millis(1600)) && deltas >= 5 {
@@ -81,13 +55,14 @@ async fn killed_mid_answer_leaves_question_and_partial_answer_interrupted(
     }
     let (dir, temp) = app.kill().await;
 
-    let app = spawn_app_with(AppOptions {
-        data_dir: Some(dir),
-        ..options
-    })
-    .await;
+    let mut settings = test_settings(&dir);
+    settings.use_llm(&base_url, "test-key", "fake-model");
+    if let Some(url) = database {
+        settings.database.url = url;
+    }
+    let app = TestApp::start(settings, Some(temp)).await;
     let (status, body) = app.conversation(&token, &conversation).await;
-    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(status, 200, "{body}");
     let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2, "{body}");
     assert_eq!(messages[0]["role"], "learner");
@@ -103,7 +78,6 @@ async fn killed_mid_answer_leaves_question_and_partial_answer_interrupted(
         streamed.starts_with(text),
         "stored {text:?} is not a prefix of {streamed:?}"
     );
-    drop(temp);
 }
 
 #[tokio::test]
@@ -113,7 +87,7 @@ async fn a_killed_server_leaves_an_interrupted_partial_answer_on_sqlite() {
 
 #[tokio::test]
 async fn a_killed_server_leaves_an_interrupted_partial_answer_on_postgres() {
-    if let Some(url) = postgres_url().await {
+    if let Some(url) = pg::fresh_schema_url("crash", "PostgreSQL crash test").await {
         killed_mid_answer_leaves_question_and_partial_answer_interrupted(Some(url)).await;
     }
 }

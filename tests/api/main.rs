@@ -1,4 +1,5 @@
-//! Black-box API tests: the real binary, a real WebSocket, a fake streaming LLM.
+//! Black-box API tests: the service in-process on port 0 (the binary where the process itself
+//! is under test), a real WebSocket with typed frames, a fake streaming LLM.
 mod bad_input;
 mod browser;
 mod chat;
@@ -7,3 +8,5 @@ mod crash;
 mod helpers;
 mod learner_context;
 mod mentor;
+#[path = "../common/pg.rs"]
+mod pg;

@@ -3,155 +3,14 @@
 use std::time::Duration;
 
 use companion::auth::Role;
+use companion::config::ModerationSettings;
+use companion::http::ws::protocol::{ClientFrame, ErrorCode, ServerFrame};
+use companion::review::Rating;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    AppOptions, FakeLlm, FakeScript, TestApp, of_type, spawn_app, spawn_app_with,
+    Asked, FakeLlm, FakeScript, TestApp, spawn_app, spawn_app_with, today, use_fake_llm,
 };
-
-/// One HTTP call; the status and the JSON body (Null when the body is not JSON).
-pub async fn call(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let (status, text) = call_text(app, method, path, token, body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-pub async fn call_text(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, String) {
-    let client = reqwest::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = client.request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
-}
-
-/// Creates or replaces a learner's profile through the platform's API (service token).
-pub async fn put_learner(app: &TestApp, id: &str, mentor: &str) {
-    let service = app.token(Role::Service, "platform");
-    let (status, body) = call(
-        app,
-        "PUT",
-        &format!("/api/v1/learners/{id}"),
-        Some(&service),
-        Some(
-            json!({"name": format!("{id} name"), "locale": "en", "mentor_id": mentor,
-                    "course": "python-foundations"}),
-        ),
-    )
-    .await;
-    assert!(
-        (200..300).contains(&status),
-        "put learner {id}: {status} {body}"
-    );
-}
-
-/// Records a mentor session with goals through the API (the learner's mentor).
-pub async fn add_session(app: &TestApp, mentor: &str, learner: &str, goals: &[&str]) {
-    let token = app.token(Role::Mentor, mentor);
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let (status, body) = call(
-        app,
-        "POST",
-        &format!("/api/v1/learners/{learner}/sessions"),
-        Some(&token),
-        Some(json!({"held_on": today, "notes": "Talked about loops.", "goals": goals})),
-    )
-    .await;
-    assert!((200..300).contains(&status), "add session: {status} {body}");
-}
-
-/// Uploads a file of the learner's project "quiz-game" through the platform's API (stored and
-/// indexed privately for that learner).
-pub async fn upload_project_file(app: &TestApp, learner: &str, path: &str, content: &str) {
-    let response = reqwest::Client::new()
-        .put(app.url(&format!(
-            "/api/v1/learners/{learner}/projects/quiz-game/files/{path}"
-        )))
-        .bearer_auth(app.token(Role::Service, "platform"))
-        .body(content.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
-    assert!(
-        (200..300).contains(&status),
-        "upload {path}: {status} {body}"
-    );
-}
-
-/// A question asked over the WebSocket, with the ids it got.
-pub struct Asked {
-    pub conversation_id: String,
-    pub question_id: String,
-    pub answer_id: String,
-}
-
-pub async fn ask(app: &TestApp, learner: &str, questions: &[&str]) -> Vec<Asked> {
-    let mut ws = app.connect(&app.learner_token(learner)).await;
-    let ready = ws.ready().await;
-    let conversation_id = ready["conversation_id"].as_str().unwrap().to_string();
-    let mut asked = Vec::new();
-    for (i, text) in questions.iter().enumerate() {
-        let frames = ws
-            .ask(&format!("{}-{i}", uuid::Uuid::new_v4().simple()), text)
-            .await;
-        let ack = of_type(&frames, "ack")[0].clone();
-        let done = of_type(&frames, "done")[0].clone();
-        asked.push(Asked {
-            conversation_id: conversation_id.clone(),
-            question_id: ack["message_id"].as_str().unwrap().to_string(),
-            answer_id: done["message_id"].as_str().unwrap().to_string(),
-        });
-    }
-    ws.close().await;
-    asked
-}
-
-/// Polls a learner's flags (as an admin) until `done` holds; returns the last list.
-pub async fn wait_flags(
-    app: &TestApp,
-    learner: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let admin = app.token(Role::Admin, "root");
-    let mut flags = Vec::new();
-    // Generous: detection runs beside the answers, and a loaded machine is slow.
-    for _ in 0..300 {
-        let (status, body) = call(
-            app,
-            "GET",
-            &format!("/api/v1/mentor/learners/{learner}/flags?status=all"),
-            Some(&admin),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        flags = body["flags"].as_array().cloned().unwrap_or_default();
-        if done(&flags) {
-            return flags;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    flags
-}
 
 fn count_kind(flags: &[Value], kind: &str) -> usize {
     flags.iter().filter(|f| f["kind"] == kind).count()
@@ -166,19 +25,21 @@ struct World {
 
 async fn world() -> World {
     let app = spawn_app().await;
-    put_learner(&app, "ada", "grace").await;
-    put_learner(&app, "bob", "linus").await;
-    let ada = ask(
-        &app,
-        "ada",
-        &[
-            "Why does my while loop never stop?",
-            "Can I talk to my mentor about loops?",
-        ],
-    )
-    .await;
-    ask(&app, "bob", &["What is a while loop for?"]).await;
-    let flags = wait_flags(&app, "ada", |f| count_kind(f, "human_requested") > 0).await;
+    app.put_learner("ada", "grace").await;
+    app.put_learner("bob", "linus").await;
+    let ada = app
+        .ask(
+            "ada",
+            &[
+                "Why does my while loop never stop?",
+                "Can I talk to my mentor about loops?",
+            ],
+        )
+        .await;
+    app.ask("bob", &["What is a while loop for?"]).await;
+    let flags = app
+        .wait_flags("ada", |f| count_kind(f, "human_requested") > 0)
+        .await;
     let flag_id = flags
         .iter()
         .find(|f| f["kind"] == "human_requested")
@@ -202,14 +63,14 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
     let answer = &ada[0].answer_id;
 
     // Per-learner reads: the mentor and admins; everyone else gets the 404 of a missing learner.
-    let (_, missing) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/learners/nobody/digest",
-        Some(&mentor),
-        None,
-    )
-    .await;
+    let (_, missing) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/learners/nobody/digest",
+            Some(&mentor),
+            None,
+        )
+        .await;
     assert_eq!(missing["error"]["code"], "not_found");
     for path in [
         "/api/v1/mentor/learners/ada/conversations",
@@ -223,7 +84,7 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
             ("course team", &course_team, 404),
             ("the learner", &learner, 404),
         ] {
-            let (status, body) = call(&app, "GET", path, Some(token), None).await;
+            let (status, body) = app.call("GET", path, Some(token), None).await;
             assert_eq!(status, expected, "{who} GET {path}: {body}");
             if expected == 404 {
                 assert_eq!(
@@ -232,7 +93,7 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
                 );
             }
         }
-        let (status, _) = call(&app, "GET", path, None, None).await;
+        let (status, _) = app.call("GET", path, None, None).await;
         assert_eq!(status, 401, "no token on {path}");
     }
 
@@ -249,21 +110,21 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
             "/api/v1/learners/ada/export",
             "/api/v1/mentor/learners/ada/export?format=md",
         ] {
-            let (status, _) = call_text(&app, "GET", path, Some(token), None).await;
+            let (status, _) = app.call_text("GET", path, Some(token), None).await;
             assert_eq!(status, expected, "{who} GET {path}");
         }
     }
 
     // A conversation, a message to annotate, a flag to resolve: the same rule, by their owner.
     let conversation_path = format!("/api/v1/mentor/conversations/{conversation}");
-    let (_, missing_conversation) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/conversations/0190aaaa-0000-7000-8000-000000000000",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (_, missing_conversation) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/conversations/0190aaaa-0000-7000-8000-000000000000",
+            Some(&admin),
+            None,
+        )
+        .await;
     let annotate_path = format!("/api/v1/mentor/messages/{answer}/annotations");
     let resolve_path = format!("/api/v1/mentor/flags/{flag_id}/resolve");
     for (who, token) in [
@@ -271,38 +132,42 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
         ("course team", &course_team),
         ("the learner", &learner),
     ] {
-        let (status, body) = call(&app, "GET", &conversation_path, Some(token), None).await;
+        let (status, body) = app.call("GET", &conversation_path, Some(token), None).await;
         assert_eq!(
             (status, &body),
             (404, &missing_conversation),
             "{who} reads the conversation"
         );
-        let (status, _) = call(
-            &app,
-            "POST",
-            &annotate_path,
-            Some(token),
-            Some(json!({"kind": "comment", "text": "hi"})),
-        )
-        .await;
+        let (status, _) = app
+            .call(
+                "POST",
+                &annotate_path,
+                Some(token),
+                Some(json!({"kind": "comment", "text": "hi"})),
+            )
+            .await;
         assert_eq!(status, 404, "{who} annotates");
-        let (status, _) = call(&app, "POST", &resolve_path, Some(token), Some(json!({}))).await;
+        let (status, _) = app
+            .call("POST", &resolve_path, Some(token), Some(json!({})))
+            .await;
         assert_eq!(status, 404, "{who} resolves");
     }
     for token in [&mentor, &admin] {
-        let (status, body) = call(&app, "GET", &conversation_path, Some(token), None).await;
+        let (status, body) = app.call("GET", &conversation_path, Some(token), None).await;
         assert_eq!(status, 200, "{body}");
-        let (status, body) = call(
-            &app,
-            "POST",
-            &annotate_path,
-            Some(token),
-            Some(json!({"kind": "comment", "text": "Good question."})),
-        )
-        .await;
+        let (status, body) = app
+            .call(
+                "POST",
+                &annotate_path,
+                Some(token),
+                Some(json!({"kind": "comment", "text": "Good question."})),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
     }
-    let (status, body) = call(&app, "POST", &resolve_path, Some(&mentor), Some(json!({}))).await;
+    let (status, body) = app
+        .call("POST", &resolve_path, Some(&mentor), Some(json!({})))
+        .await;
     assert_eq!(status, 200, "{body}");
 
     // Collections: mentors see their own learners, admins everyone, other roles are refused.
@@ -314,24 +179,23 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
             .map(|l| l["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, body) = call(&app, "GET", "/api/v1/mentor/learners", Some(&mentor), None).await;
+    let (_, body) = app
+        .call("GET", "/api/v1/mentor/learners", Some(&mentor), None)
+        .await;
     assert_eq!(ids(&body), vec!["ada"]);
-    let (_, body) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/learners",
-        Some(&other_mentor),
-        None,
-    )
-    .await;
+    let (_, body) = app
+        .call("GET", "/api/v1/mentor/learners", Some(&other_mentor), None)
+        .await;
     assert_eq!(ids(&body), vec!["bob"]);
-    let (_, body) = call(&app, "GET", "/api/v1/mentor/learners", Some(&admin), None).await;
+    let (_, body) = app
+        .call("GET", "/api/v1/mentor/learners", Some(&admin), None)
+        .await;
     let mut all = ids(&body);
     all.sort();
     assert_eq!(all, vec!["ada", "bob"]);
     for token in [&learner, &course_team] {
         for path in ["/api/v1/mentor/learners", "/api/v1/mentor/search?q=loop"] {
-            let (status, _) = call(&app, "GET", path, Some(token), None).await;
+            let (status, _) = app.call("GET", path, Some(token), None).await;
             assert_eq!(status, 403, "{path}");
         }
     }
@@ -346,74 +210,61 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
         ids.dedup();
         ids
     };
-    let (_, body) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/search?q=loop",
-        Some(&mentor),
-        None,
-    )
-    .await;
+    let (_, body) = app
+        .call("GET", "/api/v1/mentor/search?q=loop", Some(&mentor), None)
+        .await;
     assert_eq!(learners_of(&body), vec!["ada"]);
-    let (_, body) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/search?q=loop",
-        Some(&other_mentor),
-        None,
-    )
-    .await;
+    let (_, body) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/search?q=loop",
+            Some(&other_mentor),
+            None,
+        )
+        .await;
     assert_eq!(learners_of(&body), vec!["bob"]);
-    let (_, body) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/search?q=loop",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (_, body) = app
+        .call("GET", "/api/v1/mentor/search?q=loop", Some(&admin), None)
+        .await;
     assert_eq!(learners_of(&body), vec!["ada", "bob"]);
 
     // Deleting a learner: admins and the platform only; a refusal looks like a missing learner.
     for token in [&mentor, &learner, &course_team, &other_mentor] {
-        let (status, _) = call(&app, "DELETE", "/api/v1/learners/ada", Some(token), None).await;
+        let (status, _) = app
+            .call("DELETE", "/api/v1/learners/ada", Some(token), None)
+            .await;
         assert_eq!(status, 404);
     }
 }
 
 #[tokio::test]
 async fn each_flag_rule_raises_its_flag_and_ordinary_questions_raise_none() {
-    let app = spawn_app_with(AppOptions {
-        extra_toml: "[limits]\nasks_per_minute = 0\n".into(),
-        ..Default::default()
-    })
-    .await;
-    put_learner(&app, "cleo", "grace").await;
+    let app = spawn_app_with(|s| s.limits.asks_per_minute = 0).await;
+    app.put_learner("cleo", "grace").await;
 
-    ask(&app, "cleo", &["What does the range function return?"]).await;
-    ask(
-        &app,
-        "cleo",
-        &["Je voudrais parler à un humain, s'il vous plaît"],
-    )
-    .await;
-    ask(&app, "cleo", &["I feel hopeless and I want to die"]).await;
-    let repeated = ask(
-        &app,
-        "cleo",
-        &[
-            "How do I stop an infinite while loop?",
-            "how do i stop an infinite while loop",
-            "How do I stop my infinite while loop??",
-        ],
-    )
-    .await;
-    let flags = wait_flags(&app, "cleo", |f| {
-        count_kind(f, "human_requested") >= 1
-            && count_kind(f, "distress") >= 1
-            && count_kind(f, "stuck") >= 1
-    })
-    .await;
+    app.ask("cleo", &["What does the range function return?"])
+        .await;
+    app.ask("cleo", &["Je voudrais parler à un humain, s'il vous plaît"])
+        .await;
+    app.ask("cleo", &["I feel hopeless and I want to die"])
+        .await;
+    let repeated = app
+        .ask(
+            "cleo",
+            &[
+                "How do I stop an infinite while loop?",
+                "how do i stop an infinite while loop",
+                "How do I stop my infinite while loop??",
+            ],
+        )
+        .await;
+    let flags = app
+        .wait_flags("cleo", |f| {
+            count_kind(f, "human_requested") >= 1
+                && count_kind(f, "distress") >= 1
+                && count_kind(f, "stuck") >= 1
+        })
+        .await;
     assert_eq!(count_kind(&flags, "human_requested"), 1, "{flags:?}");
     assert_eq!(count_kind(&flags, "distress"), 1, "{flags:?}");
     assert_eq!(count_kind(&flags, "stuck"), 1, "{flags:?}");
@@ -437,30 +288,42 @@ async fn each_flag_rule_raises_its_flag_and_ordinary_questions_raise_none() {
     assert_eq!(flags.len(), 3, "{flags:?}");
 
     // Several thumbs-down, and the "ask my mentor" button.
-    let answers = ask(
-        &app,
-        "cleo",
-        &["What is a tuple?", "What is a set?", "What is a list?"],
-    )
-    .await;
+    let answers = app
+        .ask(
+            "cleo",
+            &["What is a tuple?", "What is a set?", "What is a list?"],
+        )
+        .await;
     let mut ws = app.connect(&app.learner_token("cleo")).await;
     ws.ready().await;
     for a in &answers {
-        ws.send_json(
-            json!({"type": "feedback", "message_id": a.answer_id, "rating": "down",
-                            "comment": "not clear"}),
-        )
+        ws.send(ClientFrame::Feedback {
+            message_id: a.answer_id.clone(),
+            rating: Rating::Down,
+            comment: Some("not clear".into()),
+        })
         .await;
         let frame = ws.next_frame().await;
-        assert_eq!(frame["type"], "feedback_saved", "{frame}");
+        assert!(
+            matches!(frame, ServerFrame::FeedbackSaved { .. }),
+            "{frame:?}"
+        );
     }
-    ws.send_json(json!({"type": "request_mentor", "text": "Can we go over sets next time?"}))
-        .await;
+    ws.send(ClientFrame::RequestMentor {
+        text: Some("Can we go over sets next time?".into()),
+    })
+    .await;
     let frame = ws.next_frame().await;
-    assert_eq!(frame["type"], "mentor_requested", "{frame}");
-    let button_flag = frame["flag_id"].as_str().unwrap().to_string();
+    let ServerFrame::MentorRequested {
+        flag_id: button_flag,
+    } = frame
+    else {
+        panic!("expected mentor_requested, got {frame:?}")
+    };
     ws.close().await;
-    let flags = wait_flags(&app, "cleo", |f| count_kind(f, "stuck") >= 2).await;
+    let flags = app
+        .wait_flags("cleo", |f| count_kind(f, "stuck") >= 2)
+        .await;
     let downs = flags
         .iter()
         .find(|f| f["kind"] == "stuck" && f["reason"].as_str().unwrap().contains("thumbs-down"))
@@ -483,21 +346,21 @@ async fn each_flag_rule_raises_its_flag_and_ordinary_questions_raise_none() {
 #[tokio::test]
 async fn a_configured_moderation_endpoint_flags_what_it_flags() {
     let moderation = fake_moderation().await;
-    let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[moderation]\nenabled = true\nbase_url = \"{moderation}\"\napi_key = \"k\"\ntimeout_secs = 30\n"
-        ),
-        ..Default::default()
+    let app = spawn_app_with(|s| {
+        s.moderation = Some(ModerationSettings {
+            base_url: moderation,
+            api_key: "k".to_string().into(),
+            model: "omni-moderation-latest".into(),
+            timeout: Duration::from_secs(30),
+        })
     })
     .await;
-    put_learner(&app, "dora", "grace").await;
-    ask(
-        &app,
-        "dora",
-        &["What is a variable?", "FLAGME how do loops work"],
-    )
-    .await;
-    let flags = wait_flags(&app, "dora", |f| count_kind(f, "moderation") >= 1).await;
+    app.put_learner("dora", "grace").await;
+    app.ask("dora", &["What is a variable?", "FLAGME how do loops work"])
+        .await;
+    let flags = app
+        .wait_flags("dora", |f| count_kind(f, "moderation") >= 1)
+        .await;
     assert_eq!(count_kind(&flags, "moderation"), 1, "{flags:?}");
     let flag = flags.iter().find(|f| f["kind"] == "moderation").unwrap();
     assert_eq!(flag["severity"], "urgent");
@@ -531,13 +394,15 @@ async fn fake_moderation() -> String {
 #[tokio::test]
 async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
     let app = spawn_app().await;
-    put_learner(&app, "eve", "grace").await;
-    ask(&app, "eve", &["What is a dictionary comprehension?"]).await;
+    app.put_learner("eve", "grace").await;
+    app.ask("eve", &["What is a dictionary comprehension?"])
+        .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    add_session(
-        &app,
+    app.add_session(
         "grace",
         "eve",
+        &today(),
+        "Talked about loops.",
         &[
             "Fix the infinite while loop in the guessing game",
             "Read the chapter about recursion",
@@ -545,32 +410,33 @@ async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    upload_project_file(
-        &app,
+    app.upload_project_file(
         "eve",
+        "quiz-game",
         "guessing_game.py",
         "import random\nsecret = random.randint(1, 9)\n",
     )
     .await;
-    let asked = ask(
-        &app,
-        "eve",
-        &[
-            "Why does my while loop never stop?",
-            "I would like to talk to my mentor about the while condition",
-        ],
-    )
-    .await;
-    wait_flags(&app, "eve", |f| count_kind(f, "human_requested") > 0).await;
+    let asked = app
+        .ask(
+            "eve",
+            &[
+                "Why does my while loop never stop?",
+                "I would like to talk to my mentor about the while condition",
+            ],
+        )
+        .await;
+    app.wait_flags("eve", |f| count_kind(f, "human_requested") > 0)
+        .await;
     let mentor = app.token(Role::Mentor, "grace");
-    let (status, digest) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/learners/eve/digest",
-        Some(&mentor),
-        None,
-    )
-    .await;
+    let (status, digest) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/learners/eve/digest",
+            Some(&mentor),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{digest}");
     // Only what came after the session.
     assert_eq!(digest["n_questions"], 2, "{digest}");
@@ -630,32 +496,36 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
         ..Default::default()
     })
     .await;
-    let app = spawn_app_with(AppOptions {
-        llm_url: Some(llm.base_url()),
-        ..Default::default()
-    })
-    .await;
-    put_learner(&app, "fay", "grace").await;
+    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
+    app.put_learner("fay", "grace").await;
     // Fay's school is French: the digest is asked for in French.
-    let (status, body) = call(
-        &app,
-        "PUT",
-        "/api/v1/learners/fay",
-        Some(&app.token(Role::Service, "platform")),
-        Some(json!({"locale": "fr"})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            "PUT",
+            "/api/v1/learners/fay",
+            Some(&app.token(Role::Service, "platform")),
+            Some(json!({"locale": "fr"})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    add_session(&app, "grace", "fay", &["Practise for loops with range"]).await;
-    ask(&app, "fay", &["How does range work in a for loop?"]).await;
-    let (status, digest) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/learners/fay/digest",
-        Some(&app.token(Role::Admin, "root")),
-        None,
+    app.add_session(
+        "grace",
+        "fay",
+        &today(),
+        "Talked about loops.",
+        &["Practise for loops with range"],
     )
     .await;
+    app.ask("fay", &["How does range work in a for loop?"])
+        .await;
+    let (status, digest) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/learners/fay/digest",
+            Some(&app.token(Role::Admin, "root")),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{digest}");
     assert_eq!(digest["written_by"], "llm", "{digest}");
     assert_eq!(
@@ -675,9 +545,8 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
 #[tokio::test]
 async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
     let app = spawn_app().await;
-    put_learner(&app, "gus", "grace").await;
-    ask(
-        &app,
+    app.put_learner("gus", "grace").await;
+    app.ask(
         "gus",
         &[
             "Is 100% test coverage needed?",
@@ -690,7 +559,7 @@ async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
         let path = format!("/api/v1/mentor/search?q={}", urlencode(q));
         let app = &app;
         let mentor = mentor.clone();
-        async move { call(app, "GET", &path, Some(&mentor), None).await }
+        async move { app.call("GET", &path, Some(&mentor), None).await }
     };
     let (status, body) = search("100%").await;
     assert_eq!(status, 200, "{body}");
@@ -737,14 +606,14 @@ async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
             "{body}"
         );
     }
-    let (status, _) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/search?q=loop&limit=0",
-        Some(&mentor),
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/search?q=loop&limit=0",
+            Some(&mentor),
+            None,
+        )
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -762,28 +631,30 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
     let app = spawn_app().await;
-    put_learner(&app, "hal", "grace").await;
-    let asked = ask(&app, "hal", &["How do I write a for loop over a list?"]).await;
+    app.put_learner("hal", "grace").await;
+    let asked = app
+        .ask("hal", &["How do I write a for loop over a list?"])
+        .await;
     let mentor = app.token(Role::Mentor, "grace");
     let path = format!("/api/v1/mentor/messages/{}/annotations", asked[0].answer_id);
-    let (status, body) = call(
-        &app,
-        "POST",
-        &path,
-        Some(&mentor),
-        Some(json!({"kind": "correction", "text": "Use enumerate when you need the index."})),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            "POST",
+            &path,
+            Some(&mentor),
+            Some(json!({"kind": "correction", "text": "Use enumerate when you need the index."})),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["annotation"]["author_id"], "grace");
-    let (_, view) = call(
-        &app,
-        "GET",
-        &format!("/api/v1/mentor/conversations/{}", asked[0].conversation_id),
-        Some(&mentor),
-        None,
-    )
-    .await;
+    let (_, view) = app
+        .call(
+            "GET",
+            &format!("/api/v1/mentor/conversations/{}", asked[0].conversation_id),
+            Some(&mentor),
+            None,
+        )
+        .await;
     let annotations = view["annotations"].as_array().unwrap();
     assert_eq!(annotations.len(), 1);
     assert_eq!(annotations[0]["kind"], "correction");
@@ -809,7 +680,7 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
             "1 to 4000",
         ),
     ] {
-        let (status, response) = call(&app, "POST", &path, Some(&mentor), Some(body)).await;
+        let (status, response) = app.call("POST", &path, Some(&mentor), Some(body)).await;
         assert_eq!(status, 400, "{response}");
         assert!(
             response["error"]["message"]
@@ -819,44 +690,35 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
             "{response}"
         );
     }
-    let (status, _) = call(
-        &app,
-        "POST",
-        "/api/v1/mentor/messages/no-such-message/annotations",
-        Some(&mentor),
-        Some(json!({"kind": "comment", "text": "hi"})),
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            "POST",
+            "/api/v1/mentor/messages/no-such-message/annotations",
+            Some(&mentor),
+            Some(json!({"kind": "comment", "text": "hi"})),
+        )
+        .await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn the_export_is_complete_paginated_and_bounded() {
-    let app = spawn_app_with(AppOptions {
-        extra_toml: "[limits]\nasks_per_minute = 0\n".into(),
-        ..Default::default()
-    })
-    .await;
-    put_learner(&app, "ivy", "grace").await;
-    let asked = ask(
-        &app,
-        "ivy",
-        &[
-            "What is a string?",
-            "What is an integer?",
-            "Help me talk to my mentor",
-        ],
-    )
-    .await;
+    let app = spawn_app_with(|s| s.limits.asks_per_minute = 0).await;
+    app.put_learner("ivy", "grace").await;
+    let asked = app
+        .ask(
+            "ivy",
+            &[
+                "What is a string?",
+                "What is an integer?",
+                "Help me talk to my mentor",
+            ],
+        )
+        .await;
     let learner = app.learner_token("ivy");
-    let (status, body) = call(
-        &app,
-        "GET",
-        "/api/v1/learners/ivy/export",
-        Some(&learner),
-        None,
-    )
-    .await;
+    let (status, body) = app
+        .call("GET", "/api/v1/learners/ivy/export", Some(&learner), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 6);
@@ -876,7 +738,7 @@ async fn the_export_is_complete_paginated_and_bounded() {
             Some(c) => format!("/api/v1/learners/ivy/export?limit=1&cursor={c}"),
             None => "/api/v1/learners/ivy/export?limit=1".to_string(),
         };
-        let (status, page) = call(&app, "GET", &path, Some(&learner), None).await;
+        let (status, page) = app.call("GET", &path, Some(&learner), None).await;
         assert_eq!(status, 200, "{page}");
         let page_messages = page["messages"].as_array().unwrap();
         assert!(page_messages.len() <= 1);
@@ -895,9 +757,12 @@ async fn the_export_is_complete_paginated_and_bounded() {
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(seen, all);
-    let response = reqwest::Client::new()
-        .get(app.url("/api/v1/learners/ivy/export?limit=2&format=md"))
-        .bearer_auth(&learner)
+    let response = app
+        .request(
+            "GET",
+            "/api/v1/learners/ivy/export?limit=2&format=md",
+            Some(&learner),
+        )
         .send()
         .await
         .unwrap();
@@ -906,14 +771,14 @@ async fn the_export_is_complete_paginated_and_bounded() {
         "{response:?}"
     );
 
-    let (status, markdown) = call_text(
-        &app,
-        "GET",
-        "/api/v1/mentor/learners/ivy/export?format=md",
-        Some(&app.token(Role::Mentor, "grace")),
-        None,
-    )
-    .await;
+    let (status, markdown) = app
+        .call_text(
+            "GET",
+            "/api/v1/mentor/learners/ivy/export?format=md",
+            Some(&app.token(Role::Mentor, "grace")),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     assert!(
         markdown.starts_with("# Companion history of ivy name"),
@@ -928,14 +793,14 @@ async fn the_export_is_complete_paginated_and_bounded() {
         ("cursor=garbage", "cursor"),
         ("format=pdf", "format"),
     ] {
-        let (status, body) = call(
-            &app,
-            "GET",
-            &format!("/api/v1/learners/ivy/export?{query}"),
-            Some(&learner),
-            None,
-        )
-        .await;
+        let (status, body) = app
+            .call(
+                "GET",
+                &format!("/api/v1/learners/ivy/export?{query}"),
+                Some(&learner),
+                None,
+            )
+            .await;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(
             body["error"]["message"].as_str().unwrap().contains(wanted),
@@ -960,65 +825,65 @@ async fn prompt_for(app: &TestApp, llm: &FakeLlm, learner: &str, question: &str)
 #[tokio::test]
 async fn deleting_a_learner_removes_everything_about_them() {
     let llm = FakeLlm::start(FakeScript::default()).await;
-    let app = spawn_app_with(AppOptions {
-        llm_url: Some(llm.base_url()),
-        ..Default::default()
-    })
-    .await;
-    put_learner(&app, "kim", "grace").await;
-    put_learner(&app, "lou", "grace").await;
-    let asked = ask(&app, "kim", &["Can I talk to my mentor about recursion?"]).await;
-    upload_project_file(&app, "kim", "main.py", ZANZIBAR).await;
-    ask(&app, "lou", &["What is recursion?"]).await;
+    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
+    app.put_learner("kim", "grace").await;
+    app.put_learner("lou", "grace").await;
+    let asked = app
+        .ask("kim", &["Can I talk to my mentor about recursion?"])
+        .await;
+    app.upload_project_file("kim", "quiz-game", "main.py", ZANZIBAR)
+        .await;
+    app.ask("lou", &["What is recursion?"]).await;
     // The file is indexed for kim: her question retrieves it into the prompt.
     let prompt = prompt_for(&app, &llm, "kim", ZANZIBAR_QUESTION).await;
     assert!(
         prompt.contains("% 97"),
         "the file is not retrieved before the deletion: {prompt}"
     );
-    wait_flags(&app, "kim", |f| !f.is_empty()).await;
+    app.wait_flags("kim", |f| !f.is_empty()).await;
     let admin = app.token(Role::Admin, "root");
-    let (status, body) = call(&app, "DELETE", "/api/v1/learners/kim", Some(&admin), None).await;
+    let (status, body) = app
+        .call("DELETE", "/api/v1/learners/kim", Some(&admin), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["rows_removed"].as_u64().unwrap() >= 3, "{body}");
 
     let (status, _) = app.conversation(&admin, &asked[0].conversation_id).await;
-    assert_eq!(status.as_u16(), 404);
+    assert_eq!(status, 404);
     for path in [
         "/api/v1/learners/kim/export",
         "/api/v1/mentor/learners/kim/flags",
         "/api/v1/mentor/learners/kim/digest",
     ] {
-        let (status, _) = call(&app, "GET", path, Some(&admin), None).await;
+        let (status, _) = app.call("GET", path, Some(&admin), None).await;
         assert_eq!(status, 404, "{path}");
     }
-    let (_, body) = call(
-        &app,
-        "GET",
-        "/api/v1/mentor/search?q=recursion",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (_, body) = app
+        .call(
+            "GET",
+            "/api/v1/mentor/search?q=recursion",
+            Some(&admin),
+            None,
+        )
+        .await;
     let hits = body["hits"].as_array().unwrap();
     assert!(
         !hits.is_empty() && hits.iter().all(|h| h["learner_id"] == "lou"),
         "{body}"
     );
-    let (_, body) = call(&app, "GET", "/api/v1/mentor/learners", Some(&admin), None).await;
+    let (_, body) = app
+        .call("GET", "/api/v1/mentor/learners", Some(&admin), None)
+        .await;
     assert!(!body.to_string().contains("\"kim\""), "{body}");
-    let (status, _) = call(&app, "DELETE", "/api/v1/learners/kim", Some(&admin), None).await;
+    let (status, _) = app
+        .call("DELETE", "/api/v1/learners/kim", Some(&admin), None)
+        .await;
     assert_eq!(status, 404, "a second delete finds nothing");
     // Back as a new learner: nothing of the old one remains, project files included.
-    put_learner(&app, "kim", "grace").await;
-    let (status, export) = call(
-        &app,
-        "GET",
-        "/api/v1/learners/kim/export",
-        Some(&admin),
-        None,
-    )
-    .await;
+    app.put_learner("kim", "grace").await;
+    let (status, export) = app
+        .call("GET", "/api/v1/learners/kim/export", Some(&admin), None)
+        .await;
     assert_eq!(status, 200, "{export}");
     assert!(
         export["messages"].as_array().unwrap().is_empty(),
@@ -1033,16 +898,20 @@ async fn deleting_a_learner_removes_everything_about_them() {
     let prompt = prompt_for(&app, &llm, "kim", ZANZIBAR_QUESTION).await;
     assert!(!prompt.contains("% 97"), "{prompt}");
     let service = app.token(Role::Service, "platform");
-    let (status, _) = call(&app, "DELETE", "/api/v1/learners/lou", Some(&service), None).await;
+    let (status, _) = app
+        .call("DELETE", "/api/v1/learners/lou", Some(&service), None)
+        .await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
 async fn retention_purges_old_conversations_at_start_and_keeps_recent_ones() {
     let app = spawn_app().await;
-    let old = ask(&app, "max", &["What is an old question?"]).await;
-    let recent = ask(&app, "max", &["What is a recent question?"]).await;
-    let (dir, temp) = app.kill().await;
+    let old = app.ask("max", &["What is an old question?"]).await;
+    let recent = app.ask("max", &["What is a recent question?"]).await;
+    // Stopped (gracefully: only the data matters here), aged, started again with retention.
+    let (settings, temp) = app.stop().await;
+    let dir = settings.data_dir.clone();
     // Age the first conversation by 40 days, as if it had been asked then.
     {
         use sqlx::Connection;
@@ -1057,17 +926,14 @@ async fn retention_purges_old_conversations_at_start_and_keeps_recent_ones() {
             .unwrap();
         db.close().await.unwrap();
     }
-    let app = spawn_app_with(AppOptions {
-        data_dir: Some(dir),
-        extra_toml: "[retention]\ndays = 30\n".into(),
-        ..Default::default()
-    })
-    .await;
+    let mut settings = settings;
+    settings.retention.keep_for = Some(Duration::from_secs(30 * 86_400));
+    let app = TestApp::start(settings, temp).await;
     let token = app.learner_token("max");
     let mut purged = false;
     for _ in 0..50 {
         let (status, _) = app.conversation(&token, &old[0].conversation_id).await;
-        if status.as_u16() == 404 {
+        if status == 404 {
             purged = true;
             break;
         }
@@ -1075,70 +941,75 @@ async fn retention_purges_old_conversations_at_start_and_keeps_recent_ones() {
     }
     assert!(purged, "the 40-day-old conversation was not purged");
     let (status, body) = app.conversation(&token, &recent[0].conversation_id).await;
-    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["messages"].as_array().unwrap().len(), 2);
-    drop(temp);
 }
 
 #[tokio::test]
 async fn feedback_frames_are_checked_against_the_learners_own_answers() {
     let app = spawn_app().await;
-    let mine = ask(&app, "nia", &["What is a list?"]).await;
-    let theirs = ask(&app, "oto", &["What is a set?"]).await;
+    let mine = app.ask("nia", &["What is a list?"]).await;
+    let theirs = app.ask("oto", &["What is a set?"]).await;
     let mut ws = app.connect(&app.learner_token("nia")).await;
     ws.ready().await;
+    // Raw JSON: some of these hold values the typed frames cannot.
     for (frame, code) in [
         (
             json!({"type": "feedback", "message_id": theirs[0].answer_id, "rating": "up"}),
-            "unknown_message",
+            ErrorCode::UnknownMessage,
         ),
         (
             json!({"type": "feedback", "message_id": mine[0].question_id, "rating": "up"}),
-            "unknown_message",
+            ErrorCode::UnknownMessage,
         ),
         (
             json!({"type": "feedback", "message_id": "nope", "rating": "down"}),
-            "unknown_message",
+            ErrorCode::UnknownMessage,
         ),
         (
             json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "great"}),
-            "invalid_field",
+            ErrorCode::InvalidField,
         ),
         (
             json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "up",
                 "comment": "z".repeat(2001)}),
-            "invalid_field",
+            ErrorCode::InvalidField,
         ),
         (
             json!({"type": "request_mentor", "text": "q".repeat(4001)}),
-            "invalid_field",
+            ErrorCode::InvalidField,
         ),
     ] {
         ws.send_json(frame.clone()).await;
-        let reply = ws.next_frame().await;
-        assert_eq!(reply["type"], "error", "{frame} -> {reply}");
-        assert_eq!(reply["code"], code, "{frame} -> {reply}");
+        let (_, got, message) = ws.next_error().await;
+        assert_eq!(got, code, "{frame} -> {message}");
     }
-    ws.send_json(json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "up"}))
-        .await;
+    let feedback = |rating, comment: Option<&str>| ClientFrame::Feedback {
+        message_id: mine[0].answer_id.clone(),
+        rating,
+        comment: comment.map(str::to_string),
+    };
+    ws.send(feedback(Rating::Up, None)).await;
     let reply = ws.next_frame().await;
-    assert_eq!(reply["type"], "feedback_saved", "{reply}");
+    assert!(
+        matches!(reply, ServerFrame::FeedbackSaved { .. }),
+        "{reply:?}"
+    );
     // A second rating replaces the first.
-    ws.send_json(
-        json!({"type": "feedback", "message_id": mine[0].answer_id, "rating": "down",
-                        "comment": "too long"}),
-    )
-    .await;
-    assert_eq!(ws.next_frame().await["type"], "feedback_saved");
+    ws.send(feedback(Rating::Down, Some("too long"))).await;
+    assert!(matches!(
+        ws.next_frame().await,
+        ServerFrame::FeedbackSaved { .. }
+    ));
     ws.close().await;
-    let (_, view) = call(
-        &app,
-        "GET",
-        &format!("/api/v1/mentor/conversations/{}", mine[0].conversation_id),
-        Some(&app.token(Role::Admin, "root")),
-        None,
-    )
-    .await;
+    let (_, view) = app
+        .call(
+            "GET",
+            &format!("/api/v1/mentor/conversations/{}", mine[0].conversation_id),
+            Some(&app.token(Role::Admin, "root")),
+            None,
+        )
+        .await;
     let feedback = view["feedback"].as_array().unwrap();
     assert_eq!(feedback.len(), 1, "{view}");
     assert_eq!(feedback[0]["rating"], "down");
@@ -1148,12 +1019,12 @@ async fn feedback_frames_are_checked_against_the_learners_own_answers() {
 #[tokio::test]
 async fn the_mentor_page_and_its_assets_are_served_without_any_token_inside() {
     let app = spawn_app().await;
-    let (status, html) = call_text(&app, "GET", "/mentor", None, None).await;
+    let (status, html) = app.call_text("GET", "/mentor", None, None).await;
     assert_eq!(status, 200);
     assert!(html.contains("/mentor/mentor.js") && html.contains("token-input"));
-    let (status, js) = call_text(&app, "GET", "/mentor/mentor.js", None, None).await;
+    let (status, js) = app.call_text("GET", "/mentor/mentor.js", None, None).await;
     assert_eq!(status, 200);
     assert!(js.contains("Authorization") && !js.contains("demo/token"));
-    let (status, _) = call_text(&app, "GET", "/mentor/mentor.css", None, None).await;
+    let (status, _) = app.call_text("GET", "/mentor/mentor.css", None, None).await;
     assert_eq!(status, 200);
 }

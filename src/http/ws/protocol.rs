@@ -7,77 +7,80 @@ use crate::transcript::SourceRef;
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const SUBPROTOCOL: &str = "companion.v1";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+// `Serialize` too, so clients written in Rust (the tests) send exactly what the server reads;
+// optional fields left out rather than sent as null.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     Ask {
         id: String,
         text: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         page: Option<PageInfo>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         course: Option<String>,
     },
     Cancel {
         id: String,
     },
     Ping {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
     },
     /// Thumbs up or down on an answer (its `message_id` from `done`), with an optional comment.
     Feedback {
         message_id: String,
         rating: Rating,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
     /// The widget's "ask my mentor" button, with an optional message for the mentor.
     RequestMentor {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
     /// A file (`name` + `content`) or a pasted snippet (`content` only) for the next question.
     /// A named file is also stored in the learner's project (`project`, else their current one).
     Attach {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         content: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         project: Option<String>,
     },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct PageInfo {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LearnerInfo {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Usage {
     pub tokens_in: i64,
     pub tokens_out: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Timings {
     pub retrieval_ms: i64,
     pub first_token_ms: Option<i64>,
     pub total_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+// `Deserialize` too, so clients written in Rust (the tests) read the frames typed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     Ready {
@@ -140,7 +143,7 @@ pub enum ServerFrame {
 }
 
 /// Stable machine codes of `error` frames.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadJson,
@@ -325,6 +328,113 @@ mod tests {
             code_of(r#"{"type":"attach","content":"x","path":"a.py"}"#),
             ErrorCode::InvalidField
         );
+    }
+
+    #[test]
+    fn every_server_frame_reads_back_as_it_was_written() {
+        let frames = [
+            ServerFrame::Ready {
+                protocol: PROTOCOL_VERSION,
+                conversation_id: "conv".into(),
+                learner: LearnerInfo {
+                    id: "ada".into(),
+                    name: "Ada".into(),
+                },
+            },
+            ServerFrame::Ack {
+                id: "c1".into(),
+                message_id: "m1".into(),
+                duplicate: true,
+            },
+            ServerFrame::Sources {
+                id: "c1".into(),
+                sources: vec![SourceRef {
+                    n: 1,
+                    title: "Loops".into(),
+                    section: "While".into(),
+                    url: "/course/x".into(),
+                    snippet: "a while loop".into(),
+                }],
+            },
+            ServerFrame::Delta {
+                id: "c1".into(),
+                seq: 3,
+                text: "hi".into(),
+            },
+            ServerFrame::Done {
+                id: "c1".into(),
+                message_id: "m2".into(),
+                status: "complete".into(),
+                offline: false,
+                replayed: true,
+                model: "fake-model".into(),
+                usage: Usage {
+                    tokens_in: 321,
+                    tokens_out: 4,
+                },
+                timings: Timings {
+                    retrieval_ms: 1,
+                    first_token_ms: None,
+                    total_ms: 9,
+                },
+            },
+            ServerFrame::Pong { nonce: None },
+            ServerFrame::Pong {
+                nonce: Some("n1".into()),
+            },
+            ServerFrame::FeedbackSaved {
+                message_id: "m2".into(),
+                rating: Rating::Up,
+            },
+            ServerFrame::MentorRequested {
+                flag_id: "f1".into(),
+            },
+            ServerFrame::Attached {
+                id: Some("a1".into()),
+                name: None,
+                bytes: 5,
+                stored: false,
+                project: None,
+                path: None,
+            },
+            ServerFrame::error(Some("c1".into()), ErrorCode::QuestionTooLong, "too long"),
+        ];
+        for frame in frames {
+            let text = serde_json::to_string(&frame).unwrap();
+            let back: ServerFrame = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, frame, "{text}");
+        }
+    }
+
+    #[test]
+    fn client_frames_written_in_rust_parse_as_the_server_reads_them() {
+        let frames = [
+            ClientFrame::Ask {
+                id: "c1".into(),
+                text: "hi".into(),
+                page: None,
+                course: Some("python-foundations".into()),
+            },
+            ClientFrame::Cancel { id: "c1".into() },
+            ClientFrame::Ping { nonce: None },
+            ClientFrame::Feedback {
+                message_id: "m1".into(),
+                rating: Rating::Down,
+                comment: Some("unclear".into()),
+            },
+            ClientFrame::RequestMentor { text: None },
+            ClientFrame::Attach {
+                id: None,
+                name: Some("a.py".into()),
+                content: "x = 1".into(),
+                project: None,
+            },
+        ];
+        for frame in frames {
+            let text = serde_json::to_string(&frame).unwrap();
+            assert!(!text.contains("null"), "{text}");
+            assert_eq!(parse_client_frame(&text).unwrap(), frame, "{text}");
+        }
     }
 
     #[test]
