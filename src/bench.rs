@@ -188,7 +188,7 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
     let work = tempfile::tempdir().context("cannot create a temporary index folder")?;
     let mut bench_settings = settings.clone();
     bench_settings.data_dir = work.path().to_path_buf();
-    let probe = crate::startup::build_retriever(&bench_settings).await?;
+    let probe = crate::index::build_retriever(&bench_settings).await?;
     let (query_embedding, document_embedding) = match (&settings.embedding.provider, probe.dense())
     {
         (crate::config::EmbeddingProvider::Local { model_dir }, Some(_)) => {
@@ -218,7 +218,7 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
         bench_settings.index = IndexSettings::Edge {
             path: work.path().join(format!("index-{round}")),
         };
-        let retriever = crate::startup::build_retriever(&bench_settings).await?;
+        let retriever = crate::index::build_retriever(&bench_settings).await?;
         eprintln!("bench: {size} chunks");
         report
             .sizes
