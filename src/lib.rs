@@ -11,6 +11,7 @@
 //! - [`project`]: learners' project files (checks, archives, git import, code-aware chunks,
 //!   private indexing) and the course's project briefs.
 //! - [`review`]: feedback, flags, annotations, search, retention and the mentor's digest.
+//! - [`index`]: the retriever built from settings, content and project files indexed into it.
 //! - [`eval`]: retrieval evaluation over a question set.
 //! - [`http`]: axum routes, the WebSocket gateway and its wire protocol, pages.
 //! - [`startup`]: builds everything from settings, binds, serves, shuts down.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod http;
+pub mod index;
 pub mod learner;
 pub mod llm;
 pub mod project;

@@ -6,9 +6,7 @@ pub mod edge_store;
 pub mod embed;
 pub mod ingest;
 pub mod minilm;
-pub mod minilm_lean;
 pub mod openai_embed;
-pub mod packed_linear;
 pub mod qdrant_store;
 pub mod store;
 

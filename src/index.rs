@@ -1,0 +1,160 @@
+//! Index set-up shared by the service and the tools (`ingest`, `eval`, `bench`): the retriever
+//! built from settings (vector store backend and dense embedder), content folders ingested into
+//! it, learners' project files indexed again. Knows nothing of HTTP, so the tools do not pull it.
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::config::{EmbeddingProvider, IndexSettings, Settings};
+use crate::retrieval::Retriever;
+use crate::retrieval::chunk::ChunkSizes;
+use crate::retrieval::edge_store::EdgeStore;
+use crate::retrieval::embed::{DenseEmbedder, EmbedError};
+use crate::retrieval::ingest::{IngestOptions, ingest};
+use crate::retrieval::minilm::MiniLm;
+use crate::retrieval::openai_embed::OpenAiEmbedder;
+use crate::retrieval::qdrant_store::QdrantStore;
+use crate::retrieval::store::VectorStore;
+use crate::transcript::TranscriptStore;
+use crate::transcript::sql::SqlStore;
+
+/// The retriever from settings: the vector store backend and the dense embedder.
+pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
+    let store: Arc<dyn VectorStore> = match &settings.index {
+        IndexSettings::Edge { path } => Arc::new(EdgeStore::new(path.clone())),
+        IndexSettings::Qdrant {
+            url,
+            api_key,
+            collection,
+        } => Arc::new(
+            QdrantStore::new(
+                url,
+                api_key.as_ref().map(|k| k.expose_secret().to_string()),
+                collection,
+            )
+            .with_context(|| format!("cannot set up the Qdrant client for {url}"))?,
+        ),
+    };
+    let dense = build_dense(settings)?;
+    Ok(Retriever::new(
+        store,
+        dense,
+        settings.retrieval.mode,
+        settings.retrieval.candidates,
+    ))
+}
+
+/// The dense embedder from settings. A missing local model is fatal unless
+/// `embedding.allow_bm25_fallback` is set, in which case the service runs on BM25 alone.
+pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
+    match &settings.embedding.provider {
+        EmbeddingProvider::None => Ok(None),
+        EmbeddingProvider::Local { model_dir } => match MiniLm::load(model_dir) {
+            Ok(model) => {
+                tracing::info!(dir = %model_dir.display(), "dense embedder: all-MiniLM-L6-v2 in-process");
+                Ok(Some(Arc::new(model)))
+            }
+            Err(error @ EmbedError::ModelMissing { .. })
+                if settings.embedding.allow_bm25_fallback =>
+            {
+                tracing::warn!(%error, "serving with BM25 only (embedding.allow_bm25_fallback = true)");
+                eprintln!("warning: {error}; serving with BM25 only");
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::anyhow!(
+                "{error} (or set embedding.provider = \"none\", or embedding.allow_bm25_fallback = true)"
+            )),
+        },
+        EmbeddingProvider::OpenAi { model, dimensions } => {
+            let Some(llm) = &settings.llm else {
+                anyhow::bail!(
+                    "embedding.provider \"openai\" needs an endpoint: set llm.base_url or OPENAI_BASE_URL"
+                );
+            };
+            Ok(Some(Arc::new(OpenAiEmbedder::new(
+                &llm.base_url,
+                llm.api_key.expose_secret(),
+                model,
+                *dimensions,
+            ))))
+        }
+    }
+}
+
+/// Indexes every learner's project files again, into `retriever`'s store (after a rebuild
+/// emptied it); the number of chunks written.
+pub async fn reindex_projects(settings: &Settings, retriever: &Retriever) -> anyhow::Result<usize> {
+    let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .with_context(|| "cannot open the transcript database")?;
+    let store = Arc::new(store);
+    let projects = crate::project::Projects::new(
+        store.clone(),
+        retriever.clone(),
+        settings.projects.clone(),
+        settings.content.dir.clone(),
+    );
+    let chunks = projects.reindex_all().await?;
+    store.close().await;
+    Ok(chunks)
+}
+
+/// Ingests the configured content folder.
+pub async fn index_content(
+    retriever: &Retriever,
+    settings: &Settings,
+    progress: bool,
+) -> anyhow::Result<crate::retrieval::ingest::IngestReport> {
+    index_dir(retriever, settings, &settings.content.dir, progress, false).await
+}
+
+/// Ingests `dir` into `retriever`'s store (every file again when `rebuild`), with a progress
+/// bar when `progress`.
+pub async fn index_dir(
+    retriever: &Retriever,
+    settings: &Settings,
+    dir: &std::path::Path,
+    progress: bool,
+    rebuild: bool,
+) -> anyhow::Result<crate::retrieval::ingest::IngestReport> {
+    let manifest_path = settings.data_dir.join("index-manifest.json");
+    Ok(ingest(
+        retriever,
+        IngestOptions {
+            content_dir: dir,
+            manifest_path,
+            sizes: ChunkSizes {
+                max_tokens: settings.content.chunk_tokens,
+                overlap_tokens: settings.content.chunk_overlap_tokens,
+            },
+            max_file_bytes: settings.content.max_file_bytes,
+            progress,
+            rebuild,
+        },
+    )
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The tools build their index through this module, so none of the three may reach the
+    /// HTTP stack (the names are spelled in pieces so this test does not find itself).
+    #[test]
+    fn index_eval_and_bench_do_not_import_http_or_startup() {
+        let banned = [
+            concat!("crate::", "http"),
+            concat!("crate::", "startup"),
+            concat!("ax", "um::"),
+        ];
+        for (file, text) in [
+            ("index.rs", include_str!("index.rs")),
+            ("eval.rs", include_str!("eval.rs")),
+            ("bench.rs", include_str!("bench.rs")),
+        ] {
+            for name in banned {
+                assert!(!text.contains(name), "{file} mentions {name}");
+            }
+        }
+    }
+}
