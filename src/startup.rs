@@ -24,8 +24,7 @@ use crate::retrieval::minilm::MiniLm;
 use crate::retrieval::openai_embed::OpenAiEmbedder;
 use crate::retrieval::qdrant_store::QdrantStore;
 use crate::retrieval::store::VectorStore;
-use crate::transcript::TranscriptStore;
-use crate::transcript::sql::SqlStore;
+use crate::store::Store;
 use secrecy::ExposeSecret;
 
 pub struct Application {
@@ -41,10 +40,9 @@ impl Application {
             .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
         let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
         let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
-        let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+        let store = Store::connect(&settings.database.url, settings.database.max_connections)
             .await
             .with_context(|| "cannot open the transcript database")?;
-        let store = Arc::new(store);
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -68,7 +66,6 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let review: Arc<dyn crate::review::ReviewStore> = store.clone();
         let moderation = settings.moderation.as_ref().map(|m| {
             tracing::info!(base_url = %m.base_url, model = %m.model, "moderation endpoint configured");
             crate::review::flags::Moderation::new(
@@ -79,9 +76,11 @@ impl Application {
             )
         });
         let flagger = Arc::new(crate::review::flags::Flagger::new(
-            review.clone(),
+            store.clone(),
             moderation,
         ));
+        // One pool behind every handle: the turn's and the digest's seams, and the review.
+        let store = Arc::new(store);
         let projects = Arc::new(crate::project::Projects::new(
             store.clone(),
             retriever.clone(),
@@ -110,7 +109,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             turn_shutdown: CancellationToken::new(),
             rate: Arc::new(RateLimiter::new(settings.limits.asks_per_minute)),
-            review,
+            review: store,
         };
         Ok(Self {
             listener,
@@ -204,7 +203,7 @@ impl Application {
                 tokio::time::timeout(std::time::Duration::from_secs(5), state.turns.wait()).await;
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-        state.chat.store.close().await;
+        state.review.close().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -234,7 +233,7 @@ fn budget(settings: &Settings) -> Budget {
 /// Retention: purges conversations untouched for `keep_for`, now and every `every`, until
 /// shutdown. A failed purge is logged and tried again next time.
 async fn purge_old_transcripts(
-    review: Arc<dyn crate::review::ReviewStore>,
+    review: Arc<Store>,
     keep_for: std::time::Duration,
     every: std::time::Duration,
     shutdown: CancellationToken,
@@ -320,10 +319,11 @@ pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEm
 /// Indexes every learner's project files again, into `retriever`'s store (after a rebuild
 /// emptied it); the number of chunks written.
 pub async fn reindex_projects(settings: &Settings, retriever: &Retriever) -> anyhow::Result<usize> {
-    let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
-        .await
-        .with_context(|| "cannot open the transcript database")?;
-    let store = Arc::new(store);
+    let store = Arc::new(
+        Store::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .with_context(|| "cannot open the transcript database")?,
+    );
     let projects = crate::project::Projects::new(
         store.clone(),
         retriever.clone(),

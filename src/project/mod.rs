@@ -21,7 +21,7 @@ use crate::learner::{LearnerStore, ProjectFile};
 use crate::retrieval::Retriever;
 use crate::retrieval::chunk::Chunk;
 use crate::retrieval::store::{IndexedPoint, point_id};
-use crate::transcript::TranscriptError;
+use crate::store::StoreError;
 
 /// Longest accepted path of a project file, in bytes.
 const MAX_PATH_BYTES: usize = 512;
@@ -71,7 +71,7 @@ pub enum ProjectError {
     #[error("the repository {url} is larger than {limit} bytes; the clone was stopped")]
     GitTooLarge { url: String, limit: u64 },
     #[error(transparent)]
-    Store(#[from] TranscriptError),
+    Store(#[from] StoreError),
     #[error("indexing project files: {0}")]
     Index(String),
 }
