@@ -246,7 +246,7 @@ async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_
     let fixture = setup(Some(llm.clone()), store).await;
     let (deps, store) = (&fixture.deps, &fixture.store);
 
-    let (summary, events) = ask(&deps, turn("c-1")).await;
+    let (summary, events) = ask(deps, turn("c-1")).await;
     let summary = summary.unwrap();
 
     // When the model was asked, the question was committed and the answer row existed.
@@ -270,7 +270,7 @@ async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_
     assert!(user.contains("break stops the loop"), "{user}");
 
     // The answer as stored: text, status, sources, prompt version, model, usage.
-    let stored = stored_answer(&store);
+    let stored = stored_answer(store);
     assert_eq!(stored.id, summary.message_id);
     assert_eq!(stored.text, "Use `break`, or make the condition false.");
     assert_eq!(stored.status, MessageStatus::Complete);
@@ -286,7 +286,7 @@ async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_
         stored.sources[0].url,
         "/course/python/while-loops#while-loops"
     );
-    assert_eq!(stored_question(&store).id, question.id);
+    assert_eq!(stored_question(store).id, question.id);
 
     // The events, in order.
     assert_eq!(
@@ -324,9 +324,9 @@ async fn a_resent_client_id_is_replayed_and_the_model_is_called_once() {
     let fixture = setup(Some(llm.clone()), store).await;
     let (deps, store) = (&fixture.deps, &fixture.store);
 
-    let (first, _) = ask(&deps, turn("c-1")).await;
+    let (first, _) = ask(deps, turn("c-1")).await;
     let first = first.unwrap();
-    let (again, events) = ask(&deps, turn("c-1")).await;
+    let (again, events) = ask(deps, turn("c-1")).await;
     let again = again.unwrap();
 
     assert_eq!(llm.calls(), 1);
@@ -334,8 +334,8 @@ async fn a_resent_client_id_is_replayed_and_the_model_is_called_once() {
     assert_eq!(again.message_id, first.message_id);
     assert_eq!(again.status, Some(MessageStatus::Complete));
     assert_eq!(store.all_messages().len(), 2, "stored once, not twice");
-    let question = stored_question(&store);
-    let answer = stored_answer(&store);
+    let question = stored_question(store);
+    let answer = stored_answer(store);
     assert_eq!(
         events,
         vec![
@@ -360,18 +360,18 @@ async fn a_refused_request_stores_the_answer_as_failed_and_says_why() {
     let fixture = setup(Some(llm), store).await;
     let (deps, store) = (&fixture.deps, &fixture.store);
 
-    let (summary, events) = ask(&deps, turn("c-1")).await;
+    let (summary, events) = ask(deps, turn("c-1")).await;
     let summary = summary.unwrap();
 
     assert_eq!(summary.status, Some(MessageStatus::Failed));
     let error = summary.error.clone().expect("the failure's reason");
     assert!(error.contains("connection refused"), "{error}");
     assert_eq!(events.last(), Some(&TurnEvent::Done(summary.clone())));
-    let stored = stored_answer(&store);
+    let stored = stored_answer(store);
     assert_eq!(stored.status, MessageStatus::Failed);
     assert_eq!(stored.text, "");
     // The question stays stored.
-    assert_eq!(stored_question(&store).text, QUESTION);
+    assert_eq!(stored_question(store).text, QUESTION);
 }
 
 #[tokio::test]
@@ -381,13 +381,13 @@ async fn a_stream_that_breaks_keeps_the_text_so_far_as_a_failed_answer() {
     let fixture = setup(Some(llm), store).await;
     let (deps, store) = (&fixture.deps, &fixture.store);
 
-    let (summary, events) = ask(&deps, turn("c-1")).await;
+    let (summary, events) = ask(deps, turn("c-1")).await;
     let summary = summary.unwrap();
 
     assert_eq!(summary.status, Some(MessageStatus::Failed));
     assert!(summary.error.as_deref().unwrap().contains("stream cut"));
     assert_eq!(events.last(), Some(&TurnEvent::Done(summary)));
-    let stored = stored_answer(&store);
+    let stored = stored_answer(store);
     assert_eq!(
         (stored.status, stored.text.as_str()),
         (MessageStatus::Failed, "Use break")
@@ -412,13 +412,13 @@ async fn without_a_model_the_reply_gives_the_passages_and_the_mentors_goals() {
     let fixture = setup(None, store).await;
     let (deps, store) = (&fixture.deps, &fixture.store);
 
-    let (summary, events) = ask(&deps, turn("c-1")).await;
+    let (summary, events) = ask(deps, turn("c-1")).await;
     let summary = summary.unwrap();
 
     assert!(summary.offline);
     assert_eq!(summary.model, "offline");
     assert_eq!(summary.status, Some(MessageStatus::Complete));
-    let stored = stored_answer(&store);
+    let stored = stored_answer(store);
     assert!(stored.offline);
     assert_eq!(stored.model.as_deref(), Some("offline"));
     assert_eq!(
@@ -462,10 +462,10 @@ async fn another_learners_conversation_is_refused_and_nothing_is_stored() {
     let (deps, store) = (&fixture.deps, &fixture.store);
     let mut bob = turn("c-b");
     bob.learner.id = "bob".into();
-    ask(&deps, bob).await.0.unwrap();
+    ask(deps, bob).await.0.unwrap();
     let before = store.all_messages().len();
 
-    let (result, events) = ask(&deps, turn("c-1")).await;
+    let (result, events) = ask(deps, turn("c-1")).await;
 
     assert!(matches!(result, Err(ChatError::ForeignConversation)));
     assert!(events.is_empty());
