@@ -14,9 +14,10 @@ use crate::prompt::{
     OfflinePassage, OfflineReply, Prompts, Snippet, SystemContext,
 };
 use crate::retrieval::{Passage, Retriever, Scope};
+use crate::store::StoreError;
 use crate::transcript::{
     AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, StoredMessage,
-    TranscriptError, TranscriptStore,
+    TranscriptStore,
 };
 
 /// How often a streaming answer is saved: at most this much text is at risk in a crash.
@@ -29,7 +30,7 @@ const SNIPPET_CHARS: usize = 240;
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error(transparent)]
-    Store(#[from] TranscriptError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Prompt(#[from] crate::prompt::PromptError),
     #[error("this conversation belongs to another learner")]
@@ -674,3 +675,6 @@ fn snippet(text: &str) -> String {
     let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
     format!("{cut}…")
 }
+
+#[cfg(test)]
+mod tests;

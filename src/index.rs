@@ -16,8 +16,7 @@ use crate::retrieval::minilm::MiniLm;
 use crate::retrieval::openai_embed::OpenAiEmbedder;
 use crate::retrieval::qdrant_store::QdrantStore;
 use crate::retrieval::store::VectorStore;
-use crate::transcript::TranscriptStore;
-use crate::transcript::sql::SqlStore;
+use crate::store::Store;
 
 /// The retriever from settings: the vector store backend and the dense embedder.
 pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
@@ -85,10 +84,11 @@ pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEm
 /// Indexes every learner's project files again, into `retriever`'s store (after a rebuild
 /// emptied it); the number of chunks written.
 pub async fn reindex_projects(settings: &Settings, retriever: &Retriever) -> anyhow::Result<usize> {
-    let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
-        .await
-        .with_context(|| "cannot open the transcript database")?;
-    let store = Arc::new(store);
+    let store = Arc::new(
+        Store::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .with_context(|| "cannot open the transcript database")?,
+    );
     let projects = crate::project::Projects::new(
         store.clone(),
         retriever.clone(),

@@ -6,7 +6,9 @@
 //! - [`retrieval`]: course content parsing, chunking, embedding, the vector index seam, search.
 //! - [`llm`]: the LLM seam and its OpenAI-compatible streaming client.
 //! - [`prompt`]: system prompt templates and token-budgeted context assembly.
-//! - [`transcript`]: the transcript store seam and its SQL implementation.
+//! - [`transcript`]: conversations and messages as data, and the seam a turn stores them through.
+//! - [`learner`]: profiles, mentor sessions and project files as data, and their seam.
+//! - [`store`]: persistence (SQLite or PostgreSQL): pool, migrations, dialects, row mapping.
 //! - [`chat`]: the one path that answers a question.
 //! - [`project`]: learners' project files (checks, archives, git import, code-aware chunks,
 //!   private indexing) and the course's project briefs.
@@ -32,5 +34,6 @@ pub mod prompt;
 pub mod retrieval;
 pub mod review;
 pub mod startup;
+pub mod store;
 pub mod tokens;
 pub mod transcript;

@@ -16,8 +16,7 @@ use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
 use crate::index::{build_retriever, index_content};
 use crate::llm::{Llm, openai::OpenAiLlm};
 use crate::prompt::{Budget, Prompts};
-use crate::transcript::TranscriptStore;
-use crate::transcript::sql::SqlStore;
+use crate::store::Store;
 use secrecy::ExposeSecret;
 
 pub struct Application {
@@ -33,10 +32,9 @@ impl Application {
             .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
         let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
         let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
-        let store = SqlStore::connect(&settings.database.url, settings.database.max_connections)
+        let store = Store::connect(&settings.database.url, settings.database.max_connections)
             .await
             .with_context(|| "cannot open the transcript database")?;
-        let store = Arc::new(store);
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -60,7 +58,6 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let review: Arc<dyn crate::review::ReviewStore> = store.clone();
         let moderation = settings.moderation.as_ref().map(|m| {
             tracing::info!(base_url = %m.base_url, model = %m.model, "moderation endpoint configured");
             crate::review::flags::Moderation::new(
@@ -71,9 +68,11 @@ impl Application {
             )
         });
         let flagger = Arc::new(crate::review::flags::Flagger::new(
-            review.clone(),
+            store.clone(),
             moderation,
         ));
+        // One pool behind every handle: the turn's and the digest's seams, and the review.
+        let store = Arc::new(store);
         let projects = Arc::new(crate::project::Projects::new(
             store.clone(),
             retriever.clone(),
@@ -102,7 +101,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             turn_shutdown: CancellationToken::new(),
             rate: Arc::new(RateLimiter::new(settings.limits.asks_per_minute)),
-            review,
+            review: store,
         };
         Ok(Self {
             listener,
@@ -196,7 +195,7 @@ impl Application {
                 tokio::time::timeout(std::time::Duration::from_secs(5), state.turns.wait()).await;
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-        state.chat.store.close().await;
+        state.review.close().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -226,7 +225,7 @@ fn budget(settings: &Settings) -> Budget {
 /// Retention: purges conversations untouched for `keep_for`, now and every `every`, until
 /// shutdown. A failed purge is logged and tried again next time.
 async fn purge_old_transcripts(
-    review: Arc<dyn crate::review::ReviewStore>,
+    review: Arc<Store>,
     keep_for: std::time::Duration,
     every: std::time::Duration,
     shutdown: CancellationToken,

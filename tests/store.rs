@@ -1,6 +1,6 @@
-//! The transcript store suite, run against SQLite and against PostgreSQL (127.0.0.1:5432,
-//! database `test`, or `COMPANION_TEST_DATABASE_URL`); each PostgreSQL run gets its own schema.
-use companion::transcript::sql::SqlStore;
+//! The store suite, run against SQLite and against PostgreSQL (127.0.0.1:5432, database
+//! `test`, or `COMPANION_TEST_DATABASE_URL`); each PostgreSQL run gets its own schema.
+use companion::store::{Store, StoreError};
 use companion::transcript::{
     AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, TranscriptStore,
 };
@@ -8,16 +8,16 @@ use companion::transcript::{
 #[path = "common/pg.rs"]
 mod pg;
 
-async fn sqlite_store() -> (SqlStore, tempfile::TempDir) {
+async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    (SqlStore::connect(&url, 4).await.unwrap(), dir)
+    (Store::connect(&url, 4).await.unwrap(), dir)
 }
 
 /// A store in a fresh schema, or `None` (with a message) when no PostgreSQL is reachable.
-async fn postgres_store() -> Option<SqlStore> {
+async fn postgres_store() -> Option<Store> {
     let url = pg::fresh_schema_url("t", "PostgreSQL store tests").await?;
-    Some(SqlStore::connect(&url, 4).await.unwrap())
+    Some(Store::connect(&url, 4).await.unwrap())
 }
 
 fn question(id: &str, client_id: &str, conversation: &str, learner: &str) -> NewQuestion {
@@ -32,7 +32,7 @@ fn question(id: &str, client_id: &str, conversation: &str, learner: &str) -> New
     }
 }
 
-async fn a_question_and_its_answer_round_trip_with_metadata(store: &dyn TranscriptStore) {
+async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
     let q = question("m1", "c1", "conv1", "ada");
     assert!(matches!(
         store.insert_question(&q).await.unwrap(),
@@ -82,7 +82,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &dyn Transcri
     assert_eq!(store.answer_to("m1").await.unwrap().unwrap().id, "m2");
 }
 
-async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &dyn TranscriptStore) {
+async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &Store) {
     store
         .insert_question(&question("d1", "same", "conv2", "ben"))
         .await
@@ -112,7 +112,7 @@ async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &dyn Tra
     assert_eq!(store.messages("conv2").await.unwrap().len(), 1);
 }
 
-async fn streaming_answers_left_by_a_crash_become_interrupted(store: &dyn TranscriptStore) {
+async fn streaming_answers_left_by_a_crash_become_interrupted(store: &Store) {
     store
         .insert_question(&question("i1", "ci", "conv4", "dee"))
         .await
@@ -134,13 +134,13 @@ async fn streaming_answers_left_by_a_crash_become_interrupted(store: &dyn Transc
     );
 }
 
-async fn unknown_ids_read_as_nothing(store: &dyn TranscriptStore) {
+async fn unknown_ids_read_as_nothing(store: &Store) {
     assert!(store.conversation("nope").await.unwrap().is_none());
     assert!(store.messages("nope").await.unwrap().is_empty());
     assert!(store.answer_to("nope").await.unwrap().is_none());
 }
 
-async fn suite(store: &dyn TranscriptStore) {
+async fn suite(store: &Store) {
     a_question_and_its_answer_round_trip_with_metadata(store).await;
     a_resent_client_id_is_a_duplicate_not_a_second_question(store).await;
     streaming_answers_left_by_a_crash_become_interrupted(store).await;
@@ -186,9 +186,9 @@ async fn concurrent_inserts_of_one_client_id_store_one_question() {
 
 /// The review store (feedback, flags, annotations, search, pages, retention, deletion) on one
 /// backend; run on both below.
-async fn review_suite(store: &SqlStore) {
+async fn review_suite(store: &Store) {
     use companion::review::{
-        Annotation, AnnotationKind, Feedback, Flag, FlagKind, Rating, ReviewStore, Severity,
+        Annotation, AnnotationKind, Feedback, Flag, FlagKind, Rating, Severity,
     };
     use companion::transcript::now_ms;
 
@@ -431,10 +431,9 @@ async fn the_review_suite_passes_on_postgres() {
 
 #[tokio::test]
 async fn messages_written_before_search_text_existed_are_found_after_a_restart() {
-    use companion::review::ReviewStore;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let store = SqlStore::connect(&url, 2).await.unwrap();
+    let store = Store::connect(&url, 2).await.unwrap();
     for i in 0..1203 {
         let mut q = question(&format!("old{i}"), &format!("c{i}"), "conv-old", "ada");
         q.text = format!("Pourquoi mon ÉLÈVE numéro {i} boucle-t-il ?");
@@ -447,7 +446,7 @@ async fn messages_written_before_search_text_existed_are_found_after_a_restart()
         .unwrap();
     drop(store);
 
-    let store = SqlStore::connect(&url, 2).await.unwrap();
+    let store = Store::connect(&url, 2).await.unwrap();
     let found = store
         .search(None, &["élève".to_string(), "1202".to_string()], 10)
         .await
@@ -461,4 +460,134 @@ async fn messages_written_before_search_text_existed_are_found_after_a_restart()
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// Runs `sql` with `$1` bound to `id`, as another program (or a bad migration) might.
+async fn overwrite(store: &Store, sql: &'static str, id: &str) {
+    let done = sqlx::query(sql)
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1, "{sql}");
+}
+
+fn assert_decode_error<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    column: &str,
+    value: &str,
+) {
+    match result {
+        Err(StoreError::Decode {
+            column: got_column,
+            value: got_value,
+        }) => {
+            assert_eq!((got_column, got_value.as_str()), (column, value));
+        }
+        other => panic!("expected a decode error on {column}, got {other:?}"),
+    }
+}
+
+/// Every enum column: an unknown stored word is an error naming the column and the word, never
+/// a plausible variant.
+async fn unknown_stored_words_are_decode_errors(store: &Store) {
+    use companion::review::{
+        Annotation, AnnotationKind, Feedback, Flag, FlagKind, Rating, Severity,
+    };
+    use companion::transcript::now_ms;
+
+    store
+        .insert_question(&question("uq1", "uc1", "uconv1", "una"))
+        .await
+        .unwrap();
+    overwrite(
+        store,
+        "UPDATE messages SET status = 'exploded' WHERE id = $1",
+        "uq1",
+    )
+    .await;
+    assert_decode_error(store.messages("uconv1").await, "status", "exploded");
+    assert_decode_error(store.message("uq1").await, "status", "exploded");
+
+    let flag = Flag::new(
+        "una",
+        Some("uconv1"),
+        None,
+        FlagKind::Moderation,
+        Severity::Normal,
+        "r",
+    );
+    store.add_flag(&flag).await.unwrap();
+    overwrite(
+        store,
+        "UPDATE flags SET kind = 'abuse' WHERE id = $1",
+        &flag.id,
+    )
+    .await;
+    assert_decode_error(store.flags("una", false).await, "kind", "abuse");
+    assert_decode_error(store.flag(&flag.id).await, "kind", "abuse");
+    overwrite(
+        store,
+        "UPDATE flags SET kind = 'moderation', severity = 'critical' WHERE id = $1",
+        &flag.id,
+    )
+    .await;
+    assert_decode_error(store.flags("una", true).await, "severity", "critical");
+    assert_decode_error(
+        store.open_flag_counts(&["una".to_string()]).await,
+        "severity",
+        "critical",
+    );
+
+    store
+        .put_feedback(&Feedback {
+            id: "uf1".into(),
+            message_id: "uq1".into(),
+            learner_id: "una".into(),
+            rating: Rating::Up,
+            comment: None,
+            created_at: now_ms(),
+        })
+        .await
+        .unwrap();
+    overwrite(
+        store,
+        "UPDATE feedback SET rating = 'meh' WHERE id = $1",
+        "uf1",
+    )
+    .await;
+    assert_decode_error(store.feedback_since("una", 0).await, "rating", "meh");
+
+    store
+        .add_annotation(&Annotation {
+            id: "un1".into(),
+            message_id: "uq1".into(),
+            learner_id: "una".into(),
+            author_id: "grace".into(),
+            kind: AnnotationKind::Comment,
+            text: "t".into(),
+            created_at: now_ms(),
+        })
+        .await
+        .unwrap();
+    overwrite(
+        store,
+        "UPDATE annotations SET kind = 'note' WHERE id = $1",
+        "un1",
+    )
+    .await;
+    assert_decode_error(store.learner_annotations("una").await, "kind", "note");
+}
+
+#[tokio::test]
+async fn unknown_stored_words_are_decode_errors_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    unknown_stored_words_are_decode_errors(&store).await;
+}
+
+#[tokio::test]
+async fn unknown_stored_words_are_decode_errors_on_postgres() {
+    if let Some(store) = postgres_store().await {
+        unknown_stored_words_are_decode_errors(&store).await;
+    }
 }

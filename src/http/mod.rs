@@ -42,7 +42,7 @@ pub struct AppState {
     pub turn_shutdown: CancellationToken,
     pub rate: Arc<RateLimiter>,
     /// Feedback, flags, annotations, search: what the mentor's review reads and writes.
-    pub review: Arc<dyn crate::review::ReviewStore>,
+    pub review: Arc<crate::store::Store>,
 }
 
 impl AppState {
@@ -106,9 +106,16 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<crate::transcript::TranscriptError> for ApiError {
-    fn from(e: crate::transcript::TranscriptError) -> Self {
-        Self::Internal(e.to_string())
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        // The cause with its chain (the sqlx error under "database call failed").
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            cause.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        Self::Internal(cause)
     }
 }
 

@@ -1,12 +1,11 @@
 //! What the companion knows about a learner: the profile (from the token and the course
 //! platform), the mentor's sessions (notes and goals), and the files of the learner's project.
-//! Stored beside the transcripts, behind [`LearnerStore`].
-pub mod sql;
-
+//! Plain data, and the seam it is read and written through, [`LearnerStore`]: served by
+//! [`crate::store::Store`], and by an in-memory fake in unit tests of the turn and the digest.
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::transcript::TranscriptError;
+use crate::store::StoreError;
 
 /// A learner as the course platform describes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,22 +69,17 @@ pub struct ProjectFile {
     pub updated_at: i64,
 }
 
+/// A learner's records: profile, mentor sessions, project files.
 #[async_trait]
 pub trait LearnerStore: Send + Sync {
-    async fn learner(&self, id: &str) -> Result<Option<LearnerProfile>, TranscriptError>;
+    async fn learner(&self, id: &str) -> Result<Option<LearnerProfile>, StoreError>;
     /// Creates or replaces the profile.
-    async fn put_learner(&self, profile: &LearnerProfile) -> Result<(), TranscriptError>;
+    async fn put_learner(&self, profile: &LearnerProfile) -> Result<(), StoreError>;
     /// Learners of one mentor, or every learner when `mentor_id` is `None`.
-    async fn learners(
-        &self,
-        mentor_id: Option<&str>,
-    ) -> Result<Vec<LearnerProfile>, TranscriptError>;
-    async fn add_mentor_session(&self, session: &MentorSession) -> Result<(), TranscriptError>;
+    async fn learners(&self, mentor_id: Option<&str>) -> Result<Vec<LearnerProfile>, StoreError>;
+    async fn add_mentor_session(&self, session: &MentorSession) -> Result<(), StoreError>;
     /// A learner's sessions, latest first.
-    async fn mentor_sessions(
-        &self,
-        learner_id: &str,
-    ) -> Result<Vec<MentorSession>, TranscriptError>;
+    async fn mentor_sessions(&self, learner_id: &str) -> Result<Vec<MentorSession>, StoreError>;
     /// Writes `files` (all of one learner and project) in one transaction; with `replace_all`
     /// the project's other files are removed. Either everything is written or nothing.
     async fn put_project_files(
@@ -94,21 +88,21 @@ pub trait LearnerStore: Send + Sync {
         project: &str,
         files: &[ProjectFile],
         replace_all: bool,
-    ) -> Result<(), TranscriptError>;
+    ) -> Result<(), StoreError>;
     /// A learner's files of one project (or of every project), ordered by path.
     async fn project_files(
         &self,
         learner_id: &str,
         project: Option<&str>,
-    ) -> Result<Vec<ProjectFile>, TranscriptError>;
+    ) -> Result<Vec<ProjectFile>, StoreError>;
     /// Removes one file; false when there was none.
     async fn delete_project_file(
         &self,
         learner_id: &str,
         project: &str,
         path: &str,
-    ) -> Result<bool, TranscriptError>;
+    ) -> Result<bool, StoreError>;
     /// Removes everything stored about a learner: profile, sessions, files, conversations and
     /// messages (and, through the review tables' cascades, what hangs off them).
-    async fn delete_learner(&self, learner_id: &str) -> Result<u64, TranscriptError>;
+    async fn delete_learner(&self, learner_id: &str) -> Result<u64, StoreError>;
 }

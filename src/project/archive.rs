@@ -254,10 +254,9 @@ mod tests {
             git_timeout: std::time::Duration::from_secs(5),
             git_max_bytes: 10_000,
             git_allow_local: true,
-            git_schemes: vec!["https".into()],
-            git_allowed_hosts: Vec::new(),
             chunk_tokens: 64,
             top_k: 4,
+            ..crate::config::Settings::defaults(std::path::Path::new("/nonexistent")).projects
         }
     }
 

@@ -308,9 +308,8 @@ mod tests {
     }
 
     fn settings(schemes: &[&str], hosts: &[&str]) -> ProjectSettings {
-        let mut settings = crate::config::Settings::load(&Default::default())
-            .expect("default settings")
-            .projects;
+        let mut settings =
+            crate::config::Settings::defaults(std::path::Path::new("/nonexistent")).projects;
         settings.git_schemes = schemes.iter().map(|s| s.to_string()).collect();
         settings.git_allowed_hosts = hosts.iter().map(|s| s.to_string()).collect();
         settings.git_timeout = Duration::from_secs(20);

@@ -22,7 +22,7 @@ use crate::learner::{LearnerStore, ProjectFile};
 use crate::retrieval::Retriever;
 use crate::retrieval::chunk::Chunk;
 use crate::retrieval::store::{IndexedPoint, point_id};
-use crate::transcript::TranscriptError;
+use crate::store::StoreError;
 
 /// Longest accepted path of a project file, in bytes.
 const MAX_PATH_BYTES: usize = 512;
@@ -72,7 +72,7 @@ pub enum ProjectError {
     #[error("the repository {url} is larger than {limit} bytes; the clone was stopped")]
     GitTooLarge { url: String, limit: u64 },
     #[error(transparent)]
-    Store(#[from] TranscriptError),
+    Store(#[from] StoreError),
     #[error("indexing project files: {0}")]
     Index(String),
 }
@@ -543,10 +543,9 @@ mod tests {
             git_timeout: std::time::Duration::from_secs(5),
             git_max_bytes: 10_000,
             git_allow_local: true,
-            git_schemes: vec!["https".into()],
-            git_allowed_hosts: Vec::new(),
             chunk_tokens: 64,
             top_k: 4,
+            ..crate::config::Settings::defaults(std::path::Path::new("/nonexistent")).projects
         }
     }
 

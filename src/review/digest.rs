@@ -12,10 +12,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::flags::{excerpt, key_words, words};
-use super::{Flag, FlagKind, Rating, ReviewStore};
+use super::{Flag, FlagKind, LearnerActivity, Rating};
 use crate::learner::{LearnerStore, MentorSession};
 use crate::llm::{ChatMessage, ChatRequest, Llm, LlmEvent, Role};
-use crate::transcript::{MessageStatus, StoredMessage, TranscriptError};
+use crate::store::StoreError;
+use crate::transcript::{MessageStatus, StoredMessage};
 
 const TEMPLATE: &str = include_str!("../../prompts/digest.md");
 /// Messages read for one digest; a learner rarely writes more between two sessions.
@@ -78,7 +79,7 @@ const GENERIC_GOAL_WORDS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
     #[error(transparent)]
-    Store(#[from] TranscriptError),
+    Store(#[from] StoreError),
     #[error("digest template: {0}")]
     Template(String),
 }
@@ -223,7 +224,7 @@ fn goal_words(goal: &str) -> BTreeSet<String> {
 
 /// Reads everything the digest needs and writes it.
 pub struct DigestWriter {
-    pub review: Arc<dyn ReviewStore>,
+    pub review: Arc<dyn LearnerActivity>,
     pub learners: Arc<dyn LearnerStore>,
     pub llm: Option<Arc<dyn Llm>>,
 }
@@ -733,6 +734,334 @@ mod tests {
         d.locale = Some("fr-FR".into());
         let prompt = digest_prompt(&d).unwrap();
         assert!(prompt.contains("Write in French (français)."), "{prompt}");
+    }
+
+    mod grouping {
+        //! The digest's facts over an in-memory store.
+        use super::*;
+        use crate::learner::{LearnerProfile, ProjectFile};
+        use crate::review::{Feedback, Severity};
+        use crate::store::memory::Memory;
+        use crate::transcript::SourceRef;
+
+        /// Noon on the day of the last session, when it was recorded: the digest's start.
+        const SINCE: i64 = 1_741_089_600_000;
+
+        fn at(seconds: i64) -> i64 {
+            SINCE + seconds * 1000
+        }
+
+        fn question(id: &str, conversation: &str, text: &str, created_at: i64) -> StoredMessage {
+            StoredMessage {
+                id: id.into(),
+                conversation_id: conversation.into(),
+                learner_id: "ada".into(),
+                client_id: Some(format!("client-{id}")),
+                role: "learner".into(),
+                text: text.into(),
+                status: MessageStatus::Complete,
+                reply_to: None,
+                sources: vec![],
+                prompt_version: None,
+                model: None,
+                offline: false,
+                tokens_in: None,
+                tokens_out: None,
+                retrieval_ms: None,
+                first_token_ms: None,
+                total_ms: None,
+                page_url: None,
+                created_at,
+            }
+        }
+
+        /// The answer to `q`, citing `sections` ("Chapter › Topic").
+        fn answer(q: &StoredMessage, status: MessageStatus, sections: &[&str]) -> StoredMessage {
+            StoredMessage {
+                id: format!("{}-answer", q.id),
+                client_id: None,
+                role: "assistant".into(),
+                text: "an answer".into(),
+                status,
+                reply_to: Some(q.id.clone()),
+                sources: sections
+                    .iter()
+                    .enumerate()
+                    .map(|(i, section)| SourceRef {
+                        n: i + 1,
+                        title: "Page".into(),
+                        section: section.to_string(),
+                        url: "/course/x".into(),
+                        snippet: String::new(),
+                    })
+                    .collect(),
+                created_at: q.created_at + 1,
+                ..q.clone()
+            }
+        }
+
+        fn ask(store: &Memory, q: StoredMessage, status: MessageStatus, sections: &[&str]) {
+            let a = answer(&q, status, sections);
+            store.put_message(q);
+            store.put_message(a);
+        }
+
+        fn file(path: &str, content: &str, updated_at: i64) -> ProjectFile {
+            ProjectFile {
+                learner_id: "ada".into(),
+                project: "inventory".into(),
+                path: path.into(),
+                content: content.into(),
+                sha256: String::new(),
+                bytes: content.len() as i64,
+                origin: "api".into(),
+                updated_at,
+            }
+        }
+
+        fn flag(kind: FlagKind, message_id: Option<&str>, reason: &str, created_at: i64) -> Flag {
+            Flag {
+                created_at,
+                ..Flag::new(
+                    "ada",
+                    Some("c1"),
+                    message_id,
+                    kind,
+                    Severity::Normal,
+                    reason,
+                )
+            }
+        }
+
+        /// A learner with a session, questions before and after it, ratings, flags and files.
+        async fn store() -> Arc<Memory> {
+            let store = Arc::new(Memory::default());
+            let mut profile = LearnerProfile::new("ada");
+            profile.name = Some("Ada".into());
+            profile.project = Some("inventory".into());
+            store.put_learner(&profile).await.unwrap();
+            store
+                .add_mentor_session(&MentorSession {
+                    goals: vec![
+                        "Finish the inventory module".into(),
+                        "Read about recursion".into(),
+                    ],
+                    ..session("2025-03-04", SINCE)
+                })
+                .await
+                .unwrap();
+            let loops = "Control flow › While loops";
+            ask(
+                &store,
+                question("q0", "c0", "An old question before the session", SINCE - 1),
+                MessageStatus::Complete,
+                &[loops],
+            );
+            ask(
+                &store,
+                question("q1", "c1", "How do while loops stop?", at(10)),
+                MessageStatus::Complete,
+                &[loops, "Files › Reading files"],
+            );
+            ask(
+                &store,
+                question("q2", "c1", "Why does my loop never end?", at(20)),
+                MessageStatus::Failed,
+                &[loops],
+            );
+            ask(
+                &store,
+                question("q3", "c2", "How do I open a file?", at(30)),
+                MessageStatus::Complete,
+                &["Files › Reading files"],
+            );
+            ask(
+                &store,
+                question("q4", "c2", "hello?", at(40)),
+                MessageStatus::Complete,
+                &[],
+            );
+            ask(
+                &store,
+                question("q5", "c2", "And a for loop?", at(50)),
+                MessageStatus::Cancelled,
+                &["Control flow › For loops"],
+            );
+            store.put_feedback(Feedback {
+                id: "f1".into(),
+                message_id: "q2-answer".into(),
+                learner_id: "ada".into(),
+                rating: Rating::Down,
+                comment: Some("still lost".into()),
+                created_at: at(25),
+            });
+            store.put_feedback(Feedback {
+                id: "f2".into(),
+                message_id: "q1-answer".into(),
+                learner_id: "ada".into(),
+                rating: Rating::Up,
+                comment: None,
+                created_at: at(15),
+            });
+            store.add_flag(flag(
+                FlagKind::Stuck,
+                Some("q2"),
+                "asked the same question 3 times",
+                at(21),
+            ));
+            store.add_flag(flag(FlagKind::HumanRequested, None, "button", at(60)));
+            let mut resolved = flag(FlagKind::Distress, None, "resolved", at(5));
+            resolved.resolved_at = Some(at(6));
+            store.add_flag(resolved);
+            store
+                .put_project_files(
+                    "ada",
+                    "inventory",
+                    &[
+                        file("inventory.py", "def add_item(): pass", at(35)),
+                        file("README.md", "notes", SINCE - 10),
+                    ],
+                    true,
+                )
+                .await
+                .unwrap();
+            store
+        }
+
+        fn writer(store: &Arc<Memory>) -> DigestWriter {
+            DigestWriter {
+                review: store.clone(),
+                learners: store.clone(),
+                llm: None,
+            }
+        }
+
+        #[tokio::test]
+        async fn questions_since_the_session_are_grouped_by_chapter_then_topic_in_first_asked_order()
+         {
+            let store = store().await;
+            let d = writer(&store).facts("ada").await.unwrap();
+
+            assert_eq!(d.since, SINCE);
+            assert_eq!(d.last_session.as_ref().unwrap().held_on, "2025-03-04");
+            assert_eq!((d.n_questions, d.n_conversations), (5, 2));
+            let chapters: Vec<(&str, usize)> = d
+                .chapters
+                .iter()
+                .map(|c| (c.chapter.as_str(), c.n_questions))
+                .collect();
+            assert_eq!(
+                chapters,
+                [("Control flow", 3), ("Files", 1), ("Other questions", 1)]
+            );
+            let control_flow: Vec<(&str, usize)> = d.chapters[0]
+                .topics
+                .iter()
+                .map(|t| (t.topic.as_str(), t.n_questions))
+                .collect();
+            assert_eq!(control_flow, [("While loops", 2), ("For loops", 1)]);
+            // The first cited source decides: q1 cited loops, then files.
+            let while_loops = &d.chapters[0].topics[0].questions;
+            assert_eq!(
+                while_loops
+                    .iter()
+                    .map(|q| (q.message_id.as_str(), q.answer_status, q.rating))
+                    .collect::<Vec<_>>(),
+                [
+                    ("q1", Some(MessageStatus::Complete), Some(Rating::Up)),
+                    ("q2", Some(MessageStatus::Failed), Some(Rating::Down)),
+                ]
+            );
+            assert_eq!(d.chapters[1].topics[0].topic, "Reading files");
+            // No passage cited: its own group, with an empty topic.
+            assert_eq!(d.chapters[2].topics[0].topic, "");
+            assert_eq!(d.chapters[2].topics[0].questions[0].text, "hello?");
+            assert_eq!(d.n_unfinished_answers, 2);
+        }
+
+        #[tokio::test]
+        async fn stuck_points_flags_files_and_goals_come_from_the_time_since_the_session() {
+            let store = store().await;
+            let d = writer(&store).facts("ada").await.unwrap();
+
+            let stuck: Vec<(&str, Option<&str>)> = d
+                .stuck
+                .iter()
+                .map(|s| (s.reason.as_str(), s.question.as_deref()))
+                .collect();
+            assert_eq!(
+                stuck,
+                [
+                    (
+                        "asked the same question 3 times",
+                        Some("Why does my loop never end?")
+                    ),
+                    (
+                        "rated an answer down: \"still lost\"",
+                        Some("Why does my loop never end?")
+                    ),
+                ]
+            );
+            let open: Vec<FlagKind> = d.open_flags.iter().map(|f| f.kind).collect();
+            assert_eq!(open, [FlagKind::HumanRequested, FlagKind::Stuck]);
+            assert_eq!(d.project.project.as_deref(), Some("inventory"));
+            assert_eq!(d.project.n_files, 2);
+            let changed: Vec<&str> = d
+                .project
+                .files_changed
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect();
+            assert_eq!(changed, ["inventory.py"]);
+            assert!(d.goals[0].touched);
+            assert_eq!(d.goals[0].evidence, ["file: inventory.py"]);
+            assert!(!d.goals[1].touched);
+        }
+
+        #[tokio::test]
+        async fn a_topic_lists_its_first_five_questions_and_counts_them_all() {
+            let store = Arc::new(Memory::default());
+            for i in 0..7 {
+                ask(
+                    &store,
+                    question(&format!("q{i}"), "c1", &format!("loop question {i}"), at(i)),
+                    MessageStatus::Complete,
+                    &["Control flow › While loops"],
+                );
+            }
+            let d = writer(&store).facts("ada").await.unwrap();
+
+            // No session: everything so far.
+            assert_eq!(d.since, 0);
+            let topic = &d.chapters[0].topics[0];
+            assert_eq!(topic.n_questions, 7);
+            assert_eq!(
+                topic
+                    .questions
+                    .iter()
+                    .map(|q| q.message_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["q0", "q1", "q2", "q3", "q4"]
+            );
+        }
+
+        #[tokio::test]
+        async fn without_a_model_the_digest_is_extractive() {
+            let store = store().await;
+            let d = writer(&store).digest("ada").await.unwrap();
+
+            assert_eq!(d.written_by, "extractive");
+            assert!(
+                d.summary
+                    .starts_with("# Ada since the session of 2025-03-04")
+            );
+            assert!(
+                d.summary.contains("- **Control flow** (3 questions)"),
+                "{}",
+                d.summary
+            );
+            assert!(d.llm_error.is_none());
+        }
     }
 
     #[test]

@@ -4,15 +4,15 @@
 //! wording (urgent), or, when one is configured, an OpenAI-compatible moderation endpoint says
 //! so. Detection runs beside the answer and never fails a turn: errors are logged.
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use serde::Deserialize;
 
-use super::{Feedback, Flag, FlagKind, Rating, ReviewStore, Severity};
-use crate::transcript::{TranscriptError, now_ms};
+use super::{Feedback, Flag, FlagKind, Rating, Severity};
+use crate::store::{Store, StoreError};
+use crate::transcript::now_ms;
 
 /// Earlier questions this similar to a new one count as the same question.
 const SAME_QUESTION_SIMILARITY: f64 = 0.6;
@@ -336,12 +336,12 @@ pub struct QuestionRef {
 
 /// Applies the rules and records the flags they raise.
 pub struct Flagger {
-    store: Arc<dyn ReviewStore>,
+    store: Store,
     moderation: Option<Moderation>,
 }
 
 impl Flagger {
-    pub fn new(store: Arc<dyn ReviewStore>, moderation: Option<Moderation>) -> Self {
+    pub fn new(store: Store, moderation: Option<Moderation>) -> Self {
         Self { store, moderation }
     }
 
@@ -421,7 +421,7 @@ impl Flagger {
 
     /// How many earlier recent questions are the same as this one, when that makes the learner
     /// stuck and no open flag already says so.
-    async fn repeats(&self, q: &QuestionRef) -> Result<Option<usize>, TranscriptError> {
+    async fn repeats(&self, q: &QuestionRef) -> Result<Option<usize>, StoreError> {
         let since = now_ms() - RECENT.as_millis() as i64;
         let page = self
             .store
@@ -450,7 +450,7 @@ impl Flagger {
     }
 
     /// After a rating: several thumbs-down recently mean the learner is stuck.
-    pub async fn on_feedback(&self, feedback: &Feedback) -> Result<Option<Flag>, TranscriptError> {
+    pub async fn on_feedback(&self, feedback: &Feedback) -> Result<Option<Flag>, StoreError> {
         if feedback.rating != Rating::Down {
             return Ok(None);
         }
@@ -493,7 +493,7 @@ impl Flagger {
         learner_id: &str,
         conversation_id: &str,
         text: Option<&str>,
-    ) -> Result<Flag, TranscriptError> {
+    ) -> Result<Flag, StoreError> {
         let since = now_ms() - RECENT.as_millis() as i64;
         let last_question = self
             .store

@@ -1,15 +1,17 @@
 //! The mentor's review of what happened between sessions: learners' feedback on answers, flags
 //! that need a human ([`flags`]), mentors' annotations, search, export, retention, and the
-//! digest since the last session ([`digest`]). Stored beside the transcripts, behind
-//! [`ReviewStore`].
+//! digest since the last session ([`digest`]). Plain data, stored by [`crate::store::Store`];
+//! what the digest reads goes through [`LearnerActivity`], so a fake can stand in for it.
 pub mod digest;
 pub mod flags;
-pub mod sql;
+
+use std::str::FromStr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::transcript::{StoredMessage, TranscriptError};
+use crate::store::StoreError;
+use crate::transcript::{StoredMessage, UnknownValue};
 
 /// A learner's verdict on an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,12 +28,16 @@ impl Rating {
             Self::Down => "down",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Option<Self> {
+impl FromStr for Rating {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "up" => Some(Self::Up),
-            "down" => Some(Self::Down),
-            _ => None,
+            "up" => Ok(Self::Up),
+            "down" => Ok(Self::Down),
+            _ => Err(UnknownValue::new("rating", s)),
         }
     }
 }
@@ -69,13 +75,18 @@ impl FlagKind {
             Self::Moderation => "moderation",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Self {
+impl FromStr for FlagKind {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "human_requested" => Self::HumanRequested,
-            "stuck" => Self::Stuck,
-            "distress" => Self::Distress,
-            _ => Self::Moderation,
+            "human_requested" => Ok(Self::HumanRequested),
+            "stuck" => Ok(Self::Stuck),
+            "distress" => Ok(Self::Distress),
+            "moderation" => Ok(Self::Moderation),
+            _ => Err(UnknownValue::new("flag kind", s)),
         }
     }
 }
@@ -94,12 +105,16 @@ impl Severity {
             Self::Urgent => "urgent",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Self {
-        if s == "urgent" {
-            Self::Urgent
-        } else {
-            Self::Normal
+impl FromStr for Severity {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "urgent" => Ok(Self::Urgent),
+            _ => Err(UnknownValue::new("severity", s)),
         }
     }
 }
@@ -171,12 +186,16 @@ impl AnnotationKind {
             Self::Comment => "comment",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Self {
-        if s == "correction" {
-            Self::Correction
-        } else {
-            Self::Comment
+impl FromStr for AnnotationKind {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "correction" => Ok(Self::Correction),
+            "comment" => Ok(Self::Comment),
+            _ => Err(UnknownValue::new("annotation kind", s)),
         }
     }
 }
@@ -213,6 +232,23 @@ pub struct MessagePage {
     pub next: Option<Cursor>,
 }
 
+impl MessagePage {
+    /// The page of `limit` messages out of up to `limit + 1` read in order: an extra one only
+    /// says that a next page exists.
+    pub fn of(mut messages: Vec<StoredMessage>, limit: usize) -> Self {
+        let next = if messages.len() > limit {
+            messages.truncate(limit);
+            messages.last().map(|m| Cursor {
+                created_at: m.created_at,
+                id: m.id.clone(),
+            })
+        } else {
+            None
+        };
+        Self { messages, next }
+    }
+}
+
 /// A position in a learner's history: strictly after this message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -236,62 +272,10 @@ impl Cursor {
     }
 }
 
+/// What the digest reads of a learner's activity: served by [`crate::store::Store`], and by
+/// an in-memory fake in the digest's unit tests.
 #[async_trait]
-pub trait ReviewStore: Send + Sync {
-    /// One message, whoever it belongs to (callers check access with its `learner_id`).
-    async fn message(&self, id: &str) -> Result<Option<StoredMessage>, TranscriptError>;
-    /// Records a rating, replacing the learner's earlier one on the same answer.
-    async fn put_feedback(&self, feedback: &Feedback) -> Result<(), TranscriptError>;
-    /// A learner's feedback created at or after `since_ms`, oldest first.
-    async fn feedback_since(
-        &self,
-        learner_id: &str,
-        since_ms: i64,
-    ) -> Result<Vec<Feedback>, TranscriptError>;
-    /// Feedback on the messages of one conversation.
-    async fn conversation_feedback(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Vec<Feedback>, TranscriptError>;
-    async fn add_flag(&self, flag: &Flag) -> Result<(), TranscriptError>;
-    /// Whether an open flag of this kind already exists for the learner (and message, if given).
-    async fn has_open_flag(
-        &self,
-        learner_id: &str,
-        kind: FlagKind,
-        message_id: Option<&str>,
-    ) -> Result<bool, TranscriptError>;
-    async fn flag(&self, id: &str) -> Result<Option<Flag>, TranscriptError>;
-    /// A learner's flags, newest first; only open ones with `open_only`.
-    async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, TranscriptError>;
-    /// Open flags per learner, for those of `learner_ids`.
-    async fn open_flag_counts(
-        &self,
-        learner_ids: &[String],
-    ) -> Result<std::collections::HashMap<String, FlagCounts>, TranscriptError>;
-    /// Marks a flag resolved; false when it was already resolved or does not exist.
-    async fn resolve_flag(
-        &self,
-        id: &str,
-        resolved_by: &str,
-        resolution: Option<&str>,
-    ) -> Result<bool, TranscriptError>;
-    async fn add_annotation(&self, annotation: &Annotation) -> Result<(), TranscriptError>;
-    /// Annotations on the messages of one conversation, oldest first.
-    async fn conversation_annotations(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Vec<Annotation>, TranscriptError>;
-    /// Annotations on the messages of a learner, oldest first.
-    async fn learner_annotations(
-        &self,
-        learner_id: &str,
-    ) -> Result<Vec<Annotation>, TranscriptError>;
-    /// A learner's conversations, most recently active first.
-    async fn learner_conversations(
-        &self,
-        learner_id: &str,
-    ) -> Result<Vec<ConversationSummary>, TranscriptError>;
+pub trait LearnerActivity: Send + Sync {
     /// Up to `limit` of a learner's messages created at or after `since_ms`, after `after`.
     async fn learner_messages(
         &self,
@@ -299,20 +283,15 @@ pub trait ReviewStore: Send + Sync {
         since_ms: i64,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> Result<MessagePage, TranscriptError>;
-    /// Messages containing every term (case-insensitive substring), newest first, of the given
-    /// learners (all learners with `None`).
-    async fn search(
+    ) -> Result<MessagePage, StoreError>;
+    /// A learner's feedback created at or after `since_ms`, oldest first.
+    async fn feedback_since(
         &self,
-        learner_ids: Option<&[String]>,
-        terms: &[String],
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, TranscriptError>;
-    /// Removes conversations (and everything hanging off them) not updated since `cutoff_ms`;
-    /// returns how many conversations went.
-    async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, TranscriptError>;
-    /// Removes a learner's feedback, flags and annotations.
-    async fn delete_learner_review(&self, learner_id: &str) -> Result<u64, TranscriptError>;
+        learner_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<Feedback>, StoreError>;
+    /// A learner's flags, newest first; only open ones with `open_only`.
+    async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, StoreError>;
 }
 
 #[cfg(test)]
@@ -329,5 +308,56 @@ mod tests {
         assert_eq!(Cursor::decode("nope"), None);
         assert_eq!(Cursor::decode("12."), None);
         assert_eq!(Cursor::decode("x.y"), None);
+    }
+
+    /// `word.parse()` of every variant's `as_str()` gives the variant back.
+    fn round_trips<T>(variants: &[T], as_str: fn(T) -> &'static str)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + FromStr<Err = UnknownValue>,
+    {
+        for &variant in variants {
+            assert_eq!(as_str(variant).parse::<T>(), Ok(variant));
+        }
+    }
+
+    #[test]
+    fn every_stored_review_word_round_trips() {
+        round_trips(&[Rating::Up, Rating::Down], Rating::as_str);
+        round_trips(
+            &[
+                FlagKind::HumanRequested,
+                FlagKind::Stuck,
+                FlagKind::Distress,
+                FlagKind::Moderation,
+            ],
+            FlagKind::as_str,
+        );
+        round_trips(&[Severity::Normal, Severity::Urgent], Severity::as_str);
+        round_trips(
+            &[AnnotationKind::Correction, AnnotationKind::Comment],
+            AnnotationKind::as_str,
+        );
+    }
+
+    #[test]
+    fn an_unknown_stored_word_is_an_error_not_a_plausible_variant() {
+        assert_eq!(
+            "abuse".parse::<FlagKind>(),
+            Err(UnknownValue::new("flag kind", "abuse"))
+        );
+        assert_eq!(
+            "high".parse::<Severity>(),
+            Err(UnknownValue::new("severity", "high"))
+        );
+        assert_eq!(
+            "note".parse::<AnnotationKind>(),
+            Err(UnknownValue::new("annotation kind", "note"))
+        );
+        assert_eq!(
+            "meh".parse::<Rating>(),
+            Err(UnknownValue::new("rating", "meh"))
+        );
+        // Case matters: the stored words are written by `as_str` only.
+        assert!("Urgent".parse::<Severity>().is_err());
     }
 }

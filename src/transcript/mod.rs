@@ -1,18 +1,29 @@
 //! Transcripts: conversations and their messages, durable before anything else happens.
-//! One seam, [`TranscriptStore`], served by SQL over SQLite or PostgreSQL.
-pub mod sql;
+//! Plain data, and the seam a turn reads and writes them through, [`TranscriptStore`]: served
+//! by [`crate::store::Store`], and by an in-memory fake in unit tests.
+use std::str::FromStr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TranscriptError {
-    #[error("transcript database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("transcript migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored sources are not valid JSON: {0}")]
-    Corrupt(String),
+use crate::store::StoreError;
+
+/// A word (stored, or received) that names no variant of an enum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownValue {
+    /// What the word should have named ("message status").
+    pub kind: &'static str,
+    pub value: String,
+}
+
+impl UnknownValue {
+    pub fn new(kind: &'static str, value: &str) -> Self {
+        Self {
+            kind,
+            value: value.to_string(),
+        }
+    }
 }
 
 /// Final state of a message.
@@ -36,14 +47,19 @@ impl MessageStatus {
             Self::Failed => "failed",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Self {
+impl FromStr for MessageStatus {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "complete" => Self::Complete,
-            "streaming" => Self::Streaming,
-            "cancelled" => Self::Cancelled,
-            "failed" => Self::Failed,
-            _ => Self::Interrupted,
+            "complete" => Ok(Self::Complete),
+            "streaming" => Ok(Self::Streaming),
+            "cancelled" => Ok(Self::Cancelled),
+            "interrupted" => Ok(Self::Interrupted),
+            "failed" => Ok(Self::Failed),
+            _ => Err(UnknownValue::new("message status", s)),
         }
     }
 }
@@ -126,12 +142,13 @@ pub struct Conversation {
     pub updated_at: i64,
 }
 
+/// What a turn reads and writes of the transcripts.
 #[async_trait]
 pub trait TranscriptStore: Send + Sync {
-    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, TranscriptError>;
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
     /// Stores a question (creating its conversation if needed) in one transaction, unless the
     /// learner already used this client id.
-    async fn insert_question(&self, q: &NewQuestion) -> Result<QuestionInsert, TranscriptError>;
+    async fn insert_question(&self, q: &NewQuestion) -> Result<QuestionInsert, StoreError>;
     /// Creates the answer row as `streaming`, so a crash leaves a visible trace.
     async fn start_answer(
         &self,
@@ -139,24 +156,43 @@ pub trait TranscriptStore: Send + Sync {
         question_id: &str,
         conversation_id: &str,
         learner_id: &str,
-    ) -> Result<(), TranscriptError>;
-    /// Saves the text so far of a streaming answer.
-    async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), TranscriptError>;
+    ) -> Result<(), StoreError>;
+    /// Saves the text so far of an answer still `streaming` (later checkpoints change nothing).
+    async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError>;
     async fn finish_answer(
         &self,
         id: &str,
         status: MessageStatus,
         record: &AnswerRecord,
-    ) -> Result<(), TranscriptError>;
-    /// The answer to a question, if one was started.
-    async fn answer_to(&self, question_id: &str) -> Result<Option<StoredMessage>, TranscriptError>;
-    async fn messages(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, TranscriptError>;
-    /// Answers left `streaming` by a crash become `interrupted`; returns how many.
-    async fn mark_interrupted(&self) -> Result<u64, TranscriptError>;
-    /// Closes the pool after pending writes.
-    async fn close(&self);
+    ) -> Result<(), StoreError>;
+    /// The latest answer to a question, if one was started.
+    async fn answer_to(&self, question_id: &str) -> Result<Option<StoredMessage>, StoreError>;
+    /// A conversation's messages in the order they were written.
+    async fn messages(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
 }
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_status_round_trips_and_an_unknown_one_is_an_error() {
+        for status in [
+            MessageStatus::Complete,
+            MessageStatus::Streaming,
+            MessageStatus::Cancelled,
+            MessageStatus::Interrupted,
+            MessageStatus::Failed,
+        ] {
+            assert_eq!(status.as_str().parse::<MessageStatus>(), Ok(status));
+        }
+        assert_eq!(
+            "done".parse::<MessageStatus>(),
+            Err(UnknownValue::new("message status", "done"))
+        );
+    }
 }

@@ -1,66 +1,17 @@
-//! [`ReviewStore`] over the same SQL pool as the transcripts (SQLite or PostgreSQL, portable
-//! SQL with `$N` placeholders).
+//! The mentor's review: feedback, flags, annotations, a learner's conversations and pages of
+//! messages, search over `messages.search_text`, retention and a learner's review rows.
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use super::{
-    Annotation, AnnotationKind, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind,
-    MessagePage, Rating, ReviewStore, Severity,
+use super::rows::{self, ANNOTATION_COLUMNS, FEEDBACK_COLUMNS, FLAG_COLUMNS, MESSAGE_COLUMNS};
+use super::{Store, StoreError, search_text};
+use crate::review::{
+    Annotation, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind, LearnerActivity,
+    MessagePage, Severity,
 };
-use crate::transcript::sql::{MESSAGE_COLUMNS, SqlStore, message_from_row, search_text};
-use crate::transcript::{StoredMessage, TranscriptError};
-
-const FLAG_COLUMNS: &str = "id, learner_id, conversation_id, message_id, kind, severity, reason, \
-    created_at, resolved_at, resolved_by, resolution";
-const FEEDBACK_COLUMNS: &str = "id, message_id, learner_id, rating, comment, created_at";
-const ANNOTATION_COLUMNS: &str = "id, message_id, learner_id, author_id, kind, text, created_at";
-
-fn flag_from_row(row: &AnyRow) -> Result<Flag, TranscriptError> {
-    let kind: String = row.try_get("kind")?;
-    let severity: String = row.try_get("severity")?;
-    Ok(Flag {
-        id: row.try_get("id")?,
-        learner_id: row.try_get("learner_id")?,
-        conversation_id: row.try_get("conversation_id")?,
-        message_id: row.try_get("message_id")?,
-        kind: FlagKind::parse(&kind),
-        severity: Severity::parse(&severity),
-        reason: row.try_get("reason")?,
-        created_at: row.try_get("created_at")?,
-        resolved_at: row.try_get("resolved_at")?,
-        resolved_by: row.try_get("resolved_by")?,
-        resolution: row.try_get("resolution")?,
-    })
-}
-
-fn feedback_from_row(row: &AnyRow) -> Result<Feedback, TranscriptError> {
-    let rating: String = row.try_get("rating")?;
-    Ok(Feedback {
-        id: row.try_get("id")?,
-        message_id: row.try_get("message_id")?,
-        learner_id: row.try_get("learner_id")?,
-        rating: Rating::parse(&rating)
-            .ok_or_else(|| TranscriptError::Corrupt(format!("unknown rating {rating:?}")))?,
-        comment: row.try_get("comment")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn annotation_from_row(row: &AnyRow) -> Result<Annotation, TranscriptError> {
-    let kind: String = row.try_get("kind")?;
-    Ok(Annotation {
-        id: row.try_get("id")?,
-        message_id: row.try_get("message_id")?,
-        learner_id: row.try_get("learner_id")?,
-        author_id: row.try_get("author_id")?,
-        kind: AnnotationKind::parse(&kind),
-        text: row.try_get("text")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
+use crate::transcript::{StoredMessage, now_ms};
 
 /// `text` as a LIKE pattern matching it anywhere, with `\` as the escape character.
 pub(crate) fn like_pattern(text: &str) -> String {
@@ -84,18 +35,19 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-#[async_trait]
-impl ReviewStore for SqlStore {
-    async fn message(&self, id: &str) -> Result<Option<StoredMessage>, TranscriptError> {
+impl Store {
+    /// One message, whoever it belongs to (callers check access with its `learner_id`).
+    pub async fn message(&self, id: &str) -> Result<Option<StoredMessage>, StoreError> {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(message_from_row).transpose()
+        row.as_ref().map(rows::message).transpose()
     }
 
-    async fn put_feedback(&self, f: &Feedback) -> Result<(), TranscriptError> {
+    /// Records a rating, replacing the learner's earlier one on the same answer.
+    pub async fn put_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO feedback (id, message_id, learner_id, rating, comment, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -108,16 +60,17 @@ impl ReviewStore for SqlStore {
         .bind(f.rating.as_str())
         .bind(&f.comment)
         .bind(f.created_at)
-        .execute(self.pool())
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn feedback_since(
+    /// A learner's feedback created at or after `since_ms`, oldest first.
+    pub async fn feedback_since(
         &self,
         learner_id: &str,
         since_ms: i64,
-    ) -> Result<Vec<Feedback>, TranscriptError> {
+    ) -> Result<Vec<Feedback>, StoreError> {
         let sql = format!(
             "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE learner_id = $1 AND created_at >= $2 \
              ORDER BY created_at, id"
@@ -125,27 +78,28 @@ impl ReviewStore for SqlStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(learner_id)
             .bind(since_ms)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(feedback_from_row).collect()
+        rows.iter().map(rows::feedback).collect()
     }
 
-    async fn conversation_feedback(
+    /// Feedback on the messages of one conversation.
+    pub async fn conversation_feedback(
         &self,
         conversation_id: &str,
-    ) -> Result<Vec<Feedback>, TranscriptError> {
+    ) -> Result<Vec<Feedback>, StoreError> {
         let sql = format!(
             "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE message_id IN \
              (SELECT id FROM messages WHERE conversation_id = $1) ORDER BY created_at, id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(conversation_id)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(feedback_from_row).collect()
+        rows.iter().map(rows::feedback).collect()
     }
 
-    async fn add_flag(&self, f: &Flag) -> Result<(), TranscriptError> {
+    pub async fn add_flag(&self, f: &Flag) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO flags (id, learner_id, conversation_id, message_id, kind, severity, \
              reason, created_at, resolved_at, resolved_by, resolution) \
@@ -162,17 +116,18 @@ impl ReviewStore for SqlStore {
         .bind(f.resolved_at)
         .bind(&f.resolved_by)
         .bind(&f.resolution)
-        .execute(self.pool())
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn has_open_flag(
+    /// Whether an open flag of this kind already exists for the learner (and message, if given).
+    pub async fn has_open_flag(
         &self,
         learner_id: &str,
         kind: FlagKind,
         message_id: Option<&str>,
-    ) -> Result<bool, TranscriptError> {
+    ) -> Result<bool, StoreError> {
         let row = match message_id {
             Some(message_id) => {
                 sqlx::query(
@@ -182,7 +137,7 @@ impl ReviewStore for SqlStore {
                 .bind(learner_id)
                 .bind(kind.as_str())
                 .bind(message_id)
-                .fetch_optional(self.pool())
+                .fetch_optional(&self.pool)
                 .await?
             }
             None => {
@@ -192,23 +147,24 @@ impl ReviewStore for SqlStore {
                 )
                 .bind(learner_id)
                 .bind(kind.as_str())
-                .fetch_optional(self.pool())
+                .fetch_optional(&self.pool)
                 .await?
             }
         };
         Ok(row.is_some())
     }
 
-    async fn flag(&self, id: &str) -> Result<Option<Flag>, TranscriptError> {
+    pub async fn flag(&self, id: &str) -> Result<Option<Flag>, StoreError> {
         let sql = format!("SELECT {FLAG_COLUMNS} FROM flags WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(flag_from_row).transpose()
+        row.as_ref().map(rows::flag).transpose()
     }
 
-    async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, TranscriptError> {
+    /// A learner's flags, newest first; only open ones with `open_only`.
+    pub async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, StoreError> {
         let open = if open_only {
             " AND resolved_at IS NULL"
         } else {
@@ -220,15 +176,16 @@ impl ReviewStore for SqlStore {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(learner_id)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(flag_from_row).collect()
+        rows.iter().map(rows::flag).collect()
     }
 
-    async fn open_flag_counts(
+    /// Open flags per learner, for those of `learner_ids`.
+    pub async fn open_flag_counts(
         &self,
         learner_ids: &[String],
-    ) -> Result<HashMap<String, FlagCounts>, TranscriptError> {
+    ) -> Result<HashMap<String, FlagCounts>, StoreError> {
         let mut counts: HashMap<String, FlagCounts> = HashMap::new();
         if learner_ids.is_empty() {
             return Ok(counts);
@@ -242,39 +199,40 @@ impl ReviewStore for SqlStore {
         for id in learner_ids {
             query = query.bind(id);
         }
-        for row in query.fetch_all(self.pool()).await? {
+        for row in query.fetch_all(&self.pool).await? {
             let learner: String = row.try_get("learner_id")?;
-            let severity: String = row.try_get("severity")?;
+            let severity: Severity = rows::enum_column(&row, "severity")?;
             let n: i64 = row.try_get("n")?;
             let entry = counts.entry(learner).or_default();
             entry.open += n as u64;
-            if Severity::parse(&severity) == Severity::Urgent {
+            if severity == Severity::Urgent {
                 entry.urgent += n as u64;
             }
         }
         Ok(counts)
     }
 
-    async fn resolve_flag(
+    /// Marks a flag resolved; false when it was already resolved or does not exist.
+    pub async fn resolve_flag(
         &self,
         id: &str,
         resolved_by: &str,
         resolution: Option<&str>,
-    ) -> Result<bool, TranscriptError> {
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE flags SET resolved_at = $1, resolved_by = $2, resolution = $3 \
              WHERE id = $4 AND resolved_at IS NULL",
         )
-        .bind(crate::transcript::now_ms())
+        .bind(now_ms())
         .bind(resolved_by)
         .bind(resolution)
         .bind(id)
-        .execute(self.pool())
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn add_annotation(&self, a: &Annotation) -> Result<(), TranscriptError> {
+    pub async fn add_annotation(&self, a: &Annotation) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO annotations (id, message_id, learner_id, author_id, kind, text, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -286,45 +244,48 @@ impl ReviewStore for SqlStore {
         .bind(a.kind.as_str())
         .bind(&a.text)
         .bind(a.created_at)
-        .execute(self.pool())
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn conversation_annotations(
+    /// Annotations on the messages of one conversation, oldest first.
+    pub async fn conversation_annotations(
         &self,
         conversation_id: &str,
-    ) -> Result<Vec<Annotation>, TranscriptError> {
+    ) -> Result<Vec<Annotation>, StoreError> {
         let sql = format!(
             "SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE message_id IN \
              (SELECT id FROM messages WHERE conversation_id = $1) ORDER BY created_at, id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(conversation_id)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(annotation_from_row).collect()
+        rows.iter().map(rows::annotation).collect()
     }
 
-    async fn learner_annotations(
+    /// Annotations on the messages of a learner, oldest first.
+    pub async fn learner_annotations(
         &self,
         learner_id: &str,
-    ) -> Result<Vec<Annotation>, TranscriptError> {
+    ) -> Result<Vec<Annotation>, StoreError> {
         let sql = format!(
             "SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE learner_id = $1 \
              ORDER BY created_at, id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(learner_id)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(annotation_from_row).collect()
+        rows.iter().map(rows::annotation).collect()
     }
 
-    async fn learner_conversations(
+    /// A learner's conversations, most recently active first.
+    pub async fn learner_conversations(
         &self,
         learner_id: &str,
-    ) -> Result<Vec<ConversationSummary>, TranscriptError> {
+    ) -> Result<Vec<ConversationSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.id, c.learner_id, c.course_id, c.created_at, c.updated_at, \
              (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n_messages, \
@@ -333,30 +294,19 @@ impl ReviewStore for SqlStore {
              FROM conversations c WHERE c.learner_id = $1 ORDER BY c.updated_at DESC, c.id",
         )
         .bind(learner_id)
-        .fetch_all(self.pool())
+        .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ConversationSummary {
-                    id: row.try_get("id")?,
-                    learner_id: row.try_get("learner_id")?,
-                    course_id: row.try_get("course_id")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                    n_messages: row.try_get("n_messages")?,
-                    first_question: row.try_get("first_question")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::conversation_summary).collect()
     }
 
-    async fn learner_messages(
+    /// Up to `limit` of a learner's messages created at or after `since_ms`, after `after`.
+    pub async fn learner_messages(
         &self,
         learner_id: &str,
         since_ms: i64,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> Result<MessagePage, TranscriptError> {
+    ) -> Result<MessagePage, StoreError> {
         let limit = limit.max(1);
         // One more than asked tells whether a next page exists.
         let fetch = (limit + 1) as i64;
@@ -370,7 +320,7 @@ impl ReviewStore for SqlStore {
                     .bind(learner_id)
                     .bind(since_ms)
                     .bind(fetch)
-                    .fetch_all(self.pool())
+                    .fetch_all(&self.pool)
                     .await?
             }
             Some(cursor) => {
@@ -385,32 +335,25 @@ impl ReviewStore for SqlStore {
                     .bind(cursor.created_at)
                     .bind(&cursor.id)
                     .bind(fetch)
-                    .fetch_all(self.pool())
+                    .fetch_all(&self.pool)
                     .await?
             }
         };
-        let mut messages = rows
+        let messages = rows
             .iter()
-            .map(message_from_row)
+            .map(rows::message)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if messages.len() > limit {
-            messages.truncate(limit);
-            messages.last().map(|m| Cursor {
-                created_at: m.created_at,
-                id: m.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok(MessagePage { messages, next })
+        Ok(MessagePage::of(messages, limit))
     }
 
-    async fn search(
+    /// Messages containing every term (case-insensitive substring), newest first, of the given
+    /// learners (all learners with `None`).
+    pub async fn search(
         &self,
         learner_ids: Option<&[String]>,
         terms: &[String],
         limit: usize,
-    ) -> Result<Vec<StoredMessage>, TranscriptError> {
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         if terms.is_empty() || learner_ids.is_some_and(|ids| ids.is_empty()) {
             return Ok(Vec::new());
         }
@@ -437,11 +380,13 @@ impl ReviewStore for SqlStore {
         for id in learner_ids.unwrap_or_default() {
             query = query.bind(id);
         }
-        let rows = query.bind(limit as i64).fetch_all(self.pool()).await?;
-        rows.iter().map(message_from_row).collect()
+        let rows = query.bind(limit as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(rows::message).collect()
     }
 
-    async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, TranscriptError> {
+    /// Removes conversations (and everything hanging off them) not updated since `cutoff_ms`;
+    /// returns how many conversations went.
+    pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         const OLD_MESSAGES: &str = "SELECT id FROM messages WHERE conversation_id IN \
              (SELECT id FROM conversations WHERE updated_at < $1)";
         let mut tx = self.begin_write().await?;
@@ -475,13 +420,39 @@ impl ReviewStore for SqlStore {
         Ok(purged)
     }
 
-    async fn delete_learner_review(&self, learner_id: &str) -> Result<u64, TranscriptError> {
+    /// Removes a learner's feedback, flags and annotations.
+    pub async fn delete_learner_review(&self, learner_id: &str) -> Result<u64, StoreError> {
         let statements = [
             "DELETE FROM annotations WHERE learner_id = $1",
             "DELETE FROM feedback WHERE learner_id = $1",
             "DELETE FROM flags WHERE learner_id = $1",
         ];
-        Ok(self.execute_all(&statements, learner_id).await?)
+        self.execute_all(&statements, learner_id).await
+    }
+}
+
+#[async_trait]
+impl LearnerActivity for Store {
+    async fn learner_messages(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        Store::learner_messages(self, learner_id, since_ms, after, limit).await
+    }
+
+    async fn feedback_since(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<Feedback>, StoreError> {
+        Store::feedback_since(self, learner_id, since_ms).await
+    }
+
+    async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, StoreError> {
+        Store::flags(self, learner_id, open_only).await
     }
 }
 
