@@ -1,24 +1,10 @@
 //! REST endpoints: the demo token and reading a conversation back.
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::auth::{Claims, Role, claims_for};
-
-/// The caller's claims from `Authorization: Bearer <token>`.
-pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-    state
-        .keys
-        .verify(token.trim())
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
-}
 
 /// `POST /api/v1/demo/token`: a learner token for the demo page, when the demo is enabled.
 pub async fn demo_token(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -44,9 +30,8 @@ pub async fn demo_token(State(state): State<AppState>) -> Result<Json<Value>, Ap
 pub async fn conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let conversation = state.chat.store.conversation(&id).await?;
     // A foreign conversation looks exactly like a missing one.
     let conversation = conversation

@@ -3,19 +3,17 @@
 //! projects: single files, archives (zip, tar, tar.gz) and git imports; plus the chat's
 //! `attach`. Access follows [`super::access`]: a learner the caller may not read answers like a
 //! missing one (404); writing to another learner's project is a 403 whether or not they exist.
-use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::access::{can_read_learner, can_review_learner, can_write_profile, can_write_project};
-use super::api::bearer_claims;
+use super::access::{can_read_learner, can_review_learner, can_write_project};
+use super::extract::{Json, ProfileWriter, Query};
 use super::{ApiError, AppState};
 use crate::auth::{Claims, Role};
 use crate::learner::{LearnerProfile, MentorSession};
@@ -171,11 +169,6 @@ fn project_error(error: ProjectError) -> ApiError {
     }
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(value)| value)
-        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
-}
-
 /// The request body, refused past `limit` bytes without reading further.
 async fn body_bytes(body: Body, limit: u64, what: &str) -> Result<Vec<u8>, ApiError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -192,9 +185,8 @@ async fn body_bytes(body: Body, limit: u64, what: &str) -> Result<Vec<u8>, ApiEr
 async fn profile(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let profile = readable(&state, &claims, &id).await?;
     let latest_session = state
         .chat
@@ -285,17 +277,10 @@ fn check_locale(locale: &str) -> Result<(), ApiError> {
 async fn put_profile(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<ProfileBody>, JsonRejection>,
+    _writer: ProfileWriter,
+    Json(body): Json<ProfileBody>,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
-    if !can_write_profile(&claims) {
-        return Err(ApiError::Forbidden(
-            "only the platform's service token or an admin may write profiles".into(),
-        ));
-    }
     check_learner_id(&id)?;
-    let body = json_body(body)?;
     let stored = state.chat.learners.learner(&id).await?;
     let mut profile = stored.clone().unwrap_or_else(|| LearnerProfile::new(&id));
     merge("name", &mut profile.name, body.name)?;
@@ -362,15 +347,13 @@ struct SessionBody {
 async fn add_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<SessionBody>, JsonRejection>,
+    claims: Claims,
+    Json(body): Json<SessionBody>,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let profile = state.chat.learners.learner(&id).await?;
     if profile.is_none() || !can_review_learner(&claims, profile.as_ref()) {
         return Err(learner_not_found());
     }
-    let body = json_body(body)?;
     let held_on = body.held_on.trim();
     if chrono::NaiveDate::parse_from_str(held_on, "%Y-%m-%d").is_err() {
         return Err(ApiError::BadRequest(format!(
@@ -424,9 +407,8 @@ async fn add_session(
 async fn sessions(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     readable(&state, &claims, &id).await?;
     let sessions = state.chat.learners.mentor_sessions(&id).await?;
     Ok(Json(json!({ "sessions": sessions })))
@@ -436,9 +418,8 @@ async fn sessions(
 async fn list_files(
     State(state): State<AppState>,
     Path((id, project)): Path<(String, String)>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     readable(&state, &claims, &id).await?;
     crate::project::check_project_name(&project).map_err(project_error)?;
     let files: Vec<serde_json::Value> = state
@@ -456,9 +437,8 @@ async fn list_files(
 async fn get_file(
     State(state): State<AppState>,
     Path((id, project, path)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     readable(&state, &claims, &id).await?;
     crate::project::check_project_name(&project).map_err(project_error)?;
     let path = normalise_path(&path).map_err(project_error)?;
@@ -479,10 +459,9 @@ async fn get_file(
 async fn put_file(
     State(state): State<AppState>,
     Path((id, project, path)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    claims: Claims,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let profile = writable(&state, &claims, &id).await?;
     let projects = &state.chat.projects;
     let limit = projects.settings().max_file_bytes;
@@ -505,9 +484,8 @@ async fn put_file(
 async fn delete_file(
     State(state): State<AppState>,
     Path((id, project, path)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     writable(&state, &claims, &id).await?;
     let removed = state
         .chat
@@ -540,12 +518,10 @@ fn yes() -> bool {
 async fn post_archive(
     State(state): State<AppState>,
     Path((id, project)): Path<(String, String)>,
-    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
+    claims: Claims,
+    Query(query): Query<ImportQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let profile = writable(&state, &claims, &id).await?;
     crate::project::check_project_name(&project).map_err(project_error)?;
     let projects = state.chat.projects.clone();
@@ -584,13 +560,11 @@ struct GitBody {
 async fn post_git(
     State(state): State<AppState>,
     Path((id, project)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Json<GitBody>, JsonRejection>,
+    claims: Claims,
+    Json(body): Json<GitBody>,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let profile = writable(&state, &claims, &id).await?;
     crate::project::check_project_name(&project).map_err(project_error)?;
-    let body = json_body(body)?;
     let projects = &state.chat.projects;
     let cloned = git::clone_files(&body.url, body.branch.as_deref(), projects.settings())
         .await

@@ -4,18 +4,16 @@
 //! caller may not see answers exactly like a learner that does not exist.
 use std::collections::{BTreeMap, HashSet};
 
-use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::{can_read_learner, can_review_learner};
-use super::api::bearer_claims;
+use super::extract::{Json, NamedBody, NamedJson, Query, Reviewer};
 use super::{ApiError, AppState};
 use crate::auth::{Claims, Role};
 use crate::learner::LearnerProfile;
@@ -84,17 +82,6 @@ fn learner_not_found() -> ApiError {
     ApiError::NotFound("learner".into())
 }
 
-/// Only mentors (their own learners) and admins (everyone) use the collection endpoints.
-fn require_reviewer(claims: &Claims) -> Result<Option<&str>, ApiError> {
-    match claims.role {
-        Role::Admin => Ok(None),
-        Role::Mentor => Ok(Some(claims.sub.as_str())),
-        _ => Err(ApiError::Forbidden(
-            "only mentors and admins use the mentor API".into(),
-        )),
-    }
-}
-
 /// Whether anything is stored about a learner without a profile (an admin may see those).
 async fn has_history(state: &AppState, learner_id: &str) -> Result<bool, ApiError> {
     Ok(!state
@@ -147,13 +134,14 @@ struct LearnersQuery {
 /// their last session and open flags; urgent first.
 async fn learners(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<LearnersQuery>, axum::extract::rejection::QueryRejection>,
+    reviewer: Reviewer,
+    Query(query): Query<LearnersQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
-    let mentor = require_reviewer(&claims)?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let profiles = state.chat.learners.learners(mentor).await?;
+    let profiles = state
+        .chat
+        .learners
+        .learners(reviewer.mentor.as_deref())
+        .await?;
     let ids: Vec<String> = profiles.iter().map(|p| p.id.clone()).collect();
     let counts = state.review.open_flag_counts(&ids).await?;
     let mut rows = Vec::new();
@@ -200,9 +188,8 @@ async fn learners(
 async fn conversations(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     reviewable(&state, &claims, &id).await?;
     let conversations = state.review.learner_conversations(&id).await?;
     Ok(Json(
@@ -215,9 +202,8 @@ async fn conversations(
 async fn conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let not_found = || ApiError::NotFound("conversation".into());
     let conversation = state
         .chat
@@ -263,12 +249,10 @@ struct FlagsQuery {
 async fn flags(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Result<Query<FlagsQuery>, axum::extract::rejection::QueryRejection>,
+    claims: Claims,
+    Query(query): Query<FlagsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     reviewable(&state, &claims, &id).await?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let open_only = match query.status.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
@@ -286,9 +270,8 @@ async fn flags(
 async fn digest(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     reviewable(&state, &claims, &id).await?;
     let writer = DigestWriter {
         review: state.review.clone(),
@@ -309,9 +292,8 @@ struct AnnotationBody {
     text: String,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("{what} body is not valid: {e}")))
+impl NamedBody for AnnotationBody {
+    const NAME: &'static str = "annotation";
 }
 
 /// `POST /api/v1/mentor/messages/{id}/annotations` with `{"kind": "correction"|"comment",
@@ -319,10 +301,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Resul
 async fn annotate(
     State(state): State<AppState>,
     Path(message_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    claims: Claims,
+    NamedJson(body): NamedJson<AnnotationBody>,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let not_found = || ApiError::NotFound("message".into());
     let message = state
         .review
@@ -333,7 +314,6 @@ async fn annotate(
     if !can_review_learner(&claims, profile.as_ref()) {
         return Err(not_found());
     }
-    let body: AnnotationBody = parse_body(&body, "annotation")?;
     let text = body.text.trim();
     let chars = text.chars().count();
     if chars == 0 || chars > MAX_ANNOTATION_CHARS {
@@ -365,25 +345,27 @@ struct ResolveBody {
     note: Option<String>,
 }
 
+impl NamedBody for ResolveBody {
+    const NAME: &'static str = "resolve";
+
+    fn when_empty() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
 /// `POST /api/v1/mentor/flags/{id}/resolve` with an optional `{"note": "..."}`.
 async fn resolve_flag(
     State(state): State<AppState>,
     Path(flag_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    claims: Claims,
+    NamedJson(body): NamedJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let not_found = || ApiError::NotFound("flag".into());
     let flag = state.review.flag(&flag_id).await?.ok_or_else(not_found)?;
     let profile = state.chat.learners.learner(&flag.learner_id).await?;
     if !can_review_learner(&claims, profile.as_ref()) {
         return Err(not_found());
     }
-    let body: ResolveBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ResolveBody::default()
-    } else {
-        parse_body(&body, "resolve")?
-    };
     let note = body
         .note
         .as_deref()
@@ -502,16 +484,13 @@ fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, A
 /// every term, newest first.
 async fn search(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+    reviewer: Reviewer,
+    Query(query): Query<SearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
-    let mentor = require_reviewer(&claims)?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let terms =
         parse_query(query.q.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_SEARCH_HITS, MAX_SEARCH_HITS)?;
-    let scope: Option<Vec<String>> = match mentor {
+    let scope: Option<Vec<String>> = match reviewer.mentor.as_deref() {
         Some(mentor) => Some(
             state
                 .chat
@@ -559,12 +538,10 @@ struct ExportQuery {
 async fn export(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+    claims: Claims,
+    Query(query): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     let profile = readable(&state, &claims, &id).await?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let markdown = match query.format.as_deref() {
         None | Some("json") => false,
         Some("md" | "markdown") => true,
@@ -745,9 +722,8 @@ fn export_markdown(
 async fn delete_learner(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    claims: Claims,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&state, &headers)?;
     if !matches!(claims.role, Role::Admin | Role::Service) {
         return Err(learner_not_found());
     }

@@ -2,6 +2,7 @@
 //! checks. Only this module knows axum, status codes and wire JSON.
 pub mod access;
 pub mod api;
+pub mod extract;
 pub mod learners;
 pub mod mentor;
 pub mod pages;
