@@ -19,10 +19,7 @@ pub async fn demo_token(State(state): State<AppState>) -> Result<Json<Value>, Ap
         None,
         3600,
     );
-    let token = state
-        .keys
-        .mint(&claims)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let token = state.keys.mint(&claims)?;
     Ok(Json(json!({ "token": token })))
 }
 

@@ -25,10 +25,7 @@ impl FromRequestParts<AppState> for Claims {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        state
-            .keys
-            .verify(token.trim())
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+        Ok(state.keys.verify(token.trim())?)
     }
 }
 

@@ -2,8 +2,6 @@
 //! with sources and annotations, search across the caller's learners, annotations, flags, the
 //! digest, a learner's export and deletion. Access follows [`super::access`]; a learner the
 //! caller may not see answers exactly like a learner that does not exist.
-use std::collections::{BTreeMap, HashSet};
-
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -19,23 +17,19 @@ use crate::auth::{Claims, Role};
 use crate::learner::LearnerProfile;
 use crate::review::digest::{DigestWriter, since_session};
 use crate::review::{Annotation, AnnotationKind, Cursor};
-use crate::transcript::{StoredMessage, now_ms};
+use crate::review::erase::erase;
+use crate::review::export;
+use crate::review::search::{parse_query, snippet};
+use crate::transcript::now_ms;
 
 const PAGE_HTML: &str = include_str!("../../web/mentor.html");
 const PAGE_JS: &str = include_str!("../../web/mentor.js");
 const PAGE_CSS: &str = include_str!("../../web/mentor.css");
 
-const MAX_QUERY_CHARS: usize = 200;
-const MAX_TERMS: usize = 8;
 const DEFAULT_SEARCH_HITS: usize = 50;
 const MAX_SEARCH_HITS: usize = 200;
-const DEFAULT_EXPORT_MESSAGES: usize = 500;
-const MAX_EXPORT_MESSAGES: usize = 1000;
-/// One export page stays under this size; the rest follows through `next_cursor`.
-const MAX_EXPORT_BYTES: usize = 2 * 1024 * 1024;
 const MAX_ANNOTATION_CHARS: usize = 4000;
 const MAX_RESOLUTION_CHARS: usize = 2000;
-const SNIPPET_CHARS: usize = 200;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -278,10 +272,7 @@ async fn digest(
         learners: state.chat.learners.clone(),
         llm: state.chat.llm.clone(),
     };
-    let digest = writer
-        .digest(&id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let digest = writer.digest(&id).await?;
     Ok(Json(json!(digest)))
 }
 
@@ -389,76 +380,6 @@ async fn resolve_flag(
     ))
 }
 
-/// Search terms from a query: words, or `"quoted phrases"`, case-insensitive.
-pub fn parse_query(q: &str) -> Result<Vec<String>, String> {
-    let q = q.trim();
-    if q.is_empty() {
-        return Err("the search query `q` is empty".into());
-    }
-    let chars = q.chars().count();
-    if chars > MAX_QUERY_CHARS {
-        return Err(format!(
-            "the search query has {chars} characters; the limit is {MAX_QUERY_CHARS}"
-        ));
-    }
-    if q.chars().any(char::is_control) {
-        return Err("the search query contains control characters".into());
-    }
-    if q.matches('"').count() % 2 == 1 {
-        return Err("the search query has an unbalanced quote (\")".into());
-    }
-    let mut terms = Vec::new();
-    for (i, part) in q.split('"').enumerate() {
-        if i % 2 == 1 {
-            let phrase = part.split_whitespace().collect::<Vec<_>>().join(" ");
-            if !phrase.is_empty() {
-                terms.push(phrase.to_lowercase());
-            }
-        } else {
-            terms.extend(part.split_whitespace().map(str::to_lowercase));
-        }
-    }
-    let n_given = terms.len();
-    terms.retain(|t| t.chars().count() >= 2);
-    terms.dedup();
-    if terms.is_empty() {
-        return Err(format!(
-            "search terms need at least 2 characters; got {n_given} shorter ones"
-        ));
-    }
-    if terms.len() > MAX_TERMS {
-        return Err(format!(
-            "the search query has {} terms; the limit is {MAX_TERMS}",
-            terms.len()
-        ));
-    }
-    Ok(terms)
-}
-
-/// Up to `SNIPPET_CHARS` of `text` around the first term found.
-fn snippet(text: &str, terms: &[String]) -> String {
-    let lower = text.to_lowercase();
-    let chars: Vec<char> = text.chars().collect();
-    // Lowercasing can change lengths; fall back to the start when positions disagree.
-    let at = terms
-        .iter()
-        .filter_map(|t| lower.find(t.as_str()))
-        .min()
-        .filter(|_| lower.len() == text.len())
-        .map_or(0, |byte| text[..byte].chars().count());
-    let start = at.saturating_sub(SNIPPET_CHARS / 3);
-    let end = (start + SNIPPET_CHARS).min(chars.len());
-    let mut out: String = chars[start..end].iter().collect();
-    out = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    if start > 0 {
-        out.insert(0, '…');
-    }
-    if end < chars.len() {
-        out.push('…');
-    }
-    out
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
@@ -487,8 +408,7 @@ async fn search(
     reviewer: Reviewer,
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let terms =
-        parse_query(query.q.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
+    let terms = parse_query(query.q.as_deref().unwrap_or_default())?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_SEARCH_HITS, MAX_SEARCH_HITS)?;
     let scope: Option<Vec<String>> = match reviewer.mentor.as_deref() {
         Some(mentor) => Some(
@@ -560,35 +480,14 @@ async fn export(
     };
     let limit = parse_limit(
         query.limit.as_deref(),
-        DEFAULT_EXPORT_MESSAGES,
-        MAX_EXPORT_MESSAGES,
+        export::DEFAULT_PAGE_MESSAGES,
+        export::MAX_PAGE_MESSAGES,
     )?;
-    let page = state
-        .review
-        .learner_messages(&id, 0, cursor.as_ref(), limit)
-        .await?;
-    let mut next = page.next;
-    let mut messages = page.messages;
-    let fit = fitting(messages.iter().map(export_bytes), MAX_EXPORT_BYTES);
-    if fit < messages.len() {
-        messages.truncate(fit);
-        next = messages.last().map(|m| Cursor {
-            created_at: m.created_at,
-            id: m.id.clone(),
-        });
-    }
-    let ids: HashSet<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-    let annotations: Vec<Annotation> = state
-        .review
-        .learner_annotations(&id)
-        .await?
-        .into_iter()
-        .filter(|a| ids.contains(a.message_id.as_str()))
-        .collect();
+    let page = export::page(state.review.as_ref(), &id, cursor.as_ref(), limit).await?;
     let first_page = cursor.is_none();
-    let next_cursor = next.as_ref().map(Cursor::encode);
+    let next_cursor = page.next.as_ref().map(Cursor::encode);
     let mut response = if markdown {
-        let text = export_markdown(&id, profile.as_ref(), &messages, &annotations, first_page);
+        let text = export::markdown(&id, profile.as_ref(), &page, first_page);
         (
             [
                 (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
@@ -604,8 +503,8 @@ async fn export(
         let mut body = json!({
             "learner_id": id,
             "exported_at": now_ms(),
-            "messages": messages,
-            "annotations": annotations,
+            "messages": page.messages,
+            "annotations": page.annotations,
             "next_cursor": next_cursor,
         });
         if first_page {
@@ -632,91 +531,6 @@ async fn export(
     Ok(response)
 }
 
-/// How many of the first items (of these sizes) fit in `max` bytes; at least one, so that a
-/// cursor always moves on.
-fn fitting(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
-    let mut total = 0;
-    let mut n = 0;
-    for size in sizes {
-        total += size;
-        if total > max && n > 0 {
-            break;
-        }
-        n += 1;
-    }
-    n
-}
-
-/// About what one message weighs in an export.
-fn export_bytes(m: &StoredMessage) -> usize {
-    let sources: usize = m
-        .sources
-        .iter()
-        .map(|s| s.title.len() + s.section.len() + s.url.len() + s.snippet.len() + 40)
-        .sum();
-    m.text.len() + sources + 400
-}
-
-fn export_markdown(
-    learner_id: &str,
-    profile: Option<&LearnerProfile>,
-    messages: &[StoredMessage],
-    annotations: &[Annotation],
-    first_page: bool,
-) -> String {
-    let mut out = String::new();
-    if first_page {
-        let name = profile
-            .and_then(|p| p.name.as_deref())
-            .unwrap_or(learner_id);
-        out.push_str(&format!(
-            "# Companion history of {name} (`{learner_id}`)\n\n"
-        ));
-    }
-    let mut by_message: BTreeMap<&str, Vec<&Annotation>> = BTreeMap::new();
-    for a in annotations {
-        by_message.entry(a.message_id.as_str()).or_default().push(a);
-    }
-    let mut conversation = "";
-    for m in messages {
-        if m.conversation_id != conversation {
-            conversation = &m.conversation_id;
-            out.push_str(&format!("## Conversation `{conversation}`\n\n"));
-        }
-        let when = chrono::DateTime::from_timestamp_millis(m.created_at)
-            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-            .unwrap_or_default();
-        let who = if m.role == "learner" {
-            "Learner"
-        } else {
-            "Companion"
-        };
-        out.push_str(&format!("### {who}, {when}"));
-        if m.role != "learner" {
-            out.push_str(&format!(" ({})", m.status.as_str()));
-        }
-        out.push_str("\n\n");
-        out.push_str(m.text.trim());
-        out.push_str("\n\n");
-        if !m.sources.is_empty() {
-            out.push_str("Sources:\n");
-            for s in &m.sources {
-                out.push_str(&format!("- [{}] {} <{}>\n", s.n, s.section, s.url));
-            }
-            out.push('\n');
-        }
-        for a in by_message.get(m.id.as_str()).into_iter().flatten() {
-            out.push_str(&format!(
-                "> **Mentor {}** ({}): {}\n\n",
-                a.kind.as_str(),
-                a.author_id,
-                a.text.replace('\n', "\n> ")
-            ));
-        }
-    }
-    out
-}
-
 /// `DELETE /api/v1/learners/{id}` (admin or the platform's service token): removes the
 /// learner's transcripts, review data, profile, sessions, project files and their vectors.
 async fn delete_learner(
@@ -727,70 +541,18 @@ async fn delete_learner(
     if !matches!(claims.role, Role::Admin | Role::Service) {
         return Err(learner_not_found());
     }
-    let profile = state.chat.learners.learner(&id).await?;
-    let files = state.chat.learners.project_files(&id, None).await?;
-    if profile.is_none() && files.is_empty() && !has_history(&state, &id).await? {
-        return Err(learner_not_found());
-    }
-    // Vectors first: if this fails nothing else is gone and the call can be repeated.
-    let store = state.chat.retriever.store();
-    store
-        .delete_learner(&id)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot delete the vectors of {id}: {e}")))?;
-    store
-        .commit()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let review_rows = state.review.delete_learner_review(&id).await?;
-    let rows = state.chat.learners.delete_learner(&id).await?;
-    tracing::info!(learner = %id, rows = rows + review_rows, files = files.len(), by = %claims.sub, "learner deleted");
+    let erased = erase(
+        state.chat.retriever.store().as_ref(),
+        state.review.as_ref(),
+        state.chat.learners.as_ref(),
+        &id,
+    )
+    .await?
+    .ok_or_else(learner_not_found)?;
+    tracing::info!(learner = %id, rows = erased.rows_removed, files = erased.project_files_removed, by = %claims.sub, "learner deleted");
     Ok(Json(json!({
         "deleted": id,
-        "rows_removed": rows + review_rows,
-        "project_files_removed": files.len(),
+        "rows_removed": erased.rows_removed,
+        "project_files_removed": erased.project_files_removed,
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_split_into_words_and_quoted_phrases() {
-        assert_eq!(
-            parse_query(r#"While "never  stops" loop"#).unwrap(),
-            vec!["while", "never stops", "loop"]
-        );
-    }
-
-    #[test]
-    fn malformed_queries_are_refused_with_a_reason() {
-        assert!(parse_query("   ").unwrap_err().contains("empty"));
-        assert!(parse_query("\"open").unwrap_err().contains("quote"));
-        assert!(parse_query("a b c").unwrap_err().contains("2 characters"));
-        assert!(parse_query(&"x".repeat(201)).unwrap_err().contains("limit"));
-        assert!(
-            parse_query("aa bb cc dd ee ff gg hh ii")
-                .unwrap_err()
-                .contains("terms")
-        );
-        assert!(parse_query("tab\there").unwrap_err().contains("control"));
-    }
-
-    #[test]
-    fn an_export_page_stops_before_the_byte_bound_but_holds_at_least_one_message() {
-        assert_eq!(fitting([10, 10, 10].into_iter(), 25), 2);
-        assert_eq!(fitting([10, 10].into_iter(), 100), 2);
-        assert_eq!(fitting([500, 10].into_iter(), 100), 1);
-        assert_eq!(fitting(std::iter::empty(), 100), 0);
-    }
-
-    #[test]
-    fn snippets_centre_on_the_match() {
-        let text = format!("{} needle {}", "a ".repeat(200), "b ".repeat(200));
-        let s = snippet(&text, &["needle".to_string()]);
-        assert!(s.contains("needle"));
-        assert!(s.starts_with('…') && s.ends_with('…'));
-    }
 }

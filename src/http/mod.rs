@@ -2,6 +2,7 @@
 //! checks. Only this module knows axum, status codes and wire JSON.
 pub mod access;
 pub mod api;
+mod error;
 pub mod extract;
 pub mod learners;
 pub mod mentor;
@@ -21,6 +22,8 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use error::{ApiError, ErrorChain};
 
 use crate::auth::TokenKeys;
 use crate::chat::ChatDeps;
@@ -79,58 +82,6 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "starting"})),
-        )
-            .into_response()
-    }
-}
-
-/// Every HTTP failure, mapped once to a status code and a clear JSON message.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// A body, file, archive or repository over a configured limit.
-    #[error("{0}")]
-    TooLarge(String),
-    /// Well-formed but unusable: a binary file, a repository that cannot be cloned.
-    #[error("{0}")]
-    Unprocessable(String),
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl From<crate::transcript::TranscriptError> for ApiError {
-    fn from(e: crate::transcript::TranscriptError) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
-            Self::Internal(cause) => {
-                tracing::error!(%cause, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-        };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
         )
             .into_response()
     }

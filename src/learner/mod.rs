@@ -2,6 +2,7 @@
 //! platform), the mentor's sessions (notes and goals), and the files of the learner's project.
 //! Stored beside the transcripts, behind [`LearnerStore`].
 pub mod sql;
+pub mod validate;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

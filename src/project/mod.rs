@@ -72,8 +72,17 @@ pub enum ProjectError {
     GitTooLarge { url: String, limit: u64 },
     #[error(transparent)]
     Store(#[from] TranscriptError),
-    #[error("indexing project files: {0}")]
-    Index(String),
+    #[error("indexing project files")]
+    Index(#[from] crate::retrieval::store::StoreError),
+    #[error("embedding project files")]
+    Embed(#[from] crate::retrieval::embed::EmbedError),
+}
+
+impl ProjectError {
+    /// A failure to store or index, not a fault of the files given: nothing the caller can fix.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Index(_) | Self::Embed(_))
+    }
 }
 
 /// Where a file came from, as stored.
@@ -347,7 +356,7 @@ impl Projects {
                 .store()
                 .delete_source(&source_id(project, path), Some(learner))
                 .await
-                .map_err(|e| ProjectError::Index(e.to_string()))?;
+                ?;
         }
         let chunks = self.index(learner, course, &rows).await?;
         Ok(WriteReport {
@@ -385,11 +394,11 @@ impl Projects {
             store
                 .delete_source(&source_id(project, &path), Some(learner))
                 .await
-                .map_err(|e| ProjectError::Index(e.to_string()))?;
+                ?;
             store
                 .commit()
                 .await
-                .map_err(|e| ProjectError::Index(e.to_string()))?;
+                ?;
         }
         Ok(removed)
     }
@@ -423,7 +432,6 @@ impl Projects {
         course: &str,
         files: &[ProjectFile],
     ) -> Result<usize, ProjectError> {
-        let index_err = |e: String| ProjectError::Index(e);
         let store = self.retriever.store();
         let mut written = 0;
         for file in files {
@@ -441,7 +449,7 @@ impl Projects {
                     embedder
                         .embed_documents(chunks.iter().map(Chunk::embedding_text).collect())
                         .await
-                        .map_err(|e| index_err(e.to_string()))?,
+                        ?,
                 ),
                 _ => None,
             };
@@ -462,16 +470,16 @@ impl Projects {
             store
                 .delete_source(&source, Some(learner))
                 .await
-                .map_err(|e| index_err(e.to_string()))?;
+                ?;
             written += points.len();
             if !points.is_empty() {
                 store
                     .upsert(points)
                     .await
-                    .map_err(|e| index_err(e.to_string()))?;
+                    ?;
             }
         }
-        store.commit().await.map_err(|e| index_err(e.to_string()))?;
+        store.commit().await?;
         Ok(written)
     }
 }

@@ -3,7 +3,10 @@
 //! digest since the last session ([`digest`]). Stored beside the transcripts, behind
 //! [`ReviewStore`].
 pub mod digest;
+pub mod erase;
+pub mod export;
 pub mod flags;
+pub mod search;
 pub mod sql;
 
 use async_trait::async_trait;
