@@ -147,3 +147,16 @@ fn bytes_rejection(rejection: BytesRejection) -> ApiError {
         ApiError::BadRequest(rejection.body_text())
     }
 }
+
+/// A `limit` query parameter: `default` when absent, else a number from 1 to `max`.
+pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit {raw:?} must be a number from 1 to {max}"
+            ))),
+        },
+    }
+}

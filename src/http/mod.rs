@@ -1,9 +1,15 @@
-//! HTTP: the router, shared state, the one error type that becomes a status code, health
-//! checks. Only this module knows axum, status codes and wire JSON.
+//! HTTP: the router and shared state; a file or folder per resource (zero2prod's `routes/`):
+//! every `/api/v1/learners/{id}...` route in [`learners`], the mentor's API in [`mentor`], the
+//! WebSocket in [`ws`]. Who may do what is [`access`], who is calling and what they sent is
+//! [`extract`], every failure is one [`ApiError`]. Only this module knows axum, status codes and
+//! wire JSON; the rules live in the domain modules.
 pub mod access;
-pub mod api;
+pub mod assets;
+pub mod conversations;
+pub mod demo;
 mod error;
 pub mod extract;
+pub mod health;
 pub mod learners;
 pub mod mentor;
 pub mod pages;
@@ -14,12 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,34 +59,21 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/ws", get(ws::upgrade))
         .route("/", get(pages::home))
         .route("/course/{*path}", get(pages::page))
-        .route("/static/{file}", get(pages::asset))
-        .route("/api/v1/demo/token", post(api::demo_token))
-        .route("/api/v1/conversations/{id}", get(api::conversation))
+        .route("/api/v1/demo/token", post(demo::demo_token))
+        .route(
+            "/api/v1/conversations/{id}",
+            get(conversations::conversation),
+        )
+        .merge(assets::routes())
         .merge(mentor::routes())
         .merge(learners::routes())
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "starting"})),
-        )
-            .into_response()
-    }
 }
 
 /// Questions per learner per minute, across connections and nodes' local view.

@@ -1,10 +1,10 @@
-//! The demo course site: course Markdown rendered into `web/page.html` with the chat panel,
-//! and the widget's static files, all compiled into the binary.
+//! The demo course site: course Markdown rendered into `web/page.html` with the chat panel
+//! (the widget's files are [`super::assets`]).
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use axum::extract::{Path as UrlPath, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
@@ -13,8 +13,6 @@ use crate::retrieval::chunk::slug;
 use crate::retrieval::document;
 
 const PAGE_TEMPLATE: &str = include_str!("../../web/page.html");
-const CHAT_JS: &str = include_str!("../../web/chat.js");
-const CHAT_CSS: &str = include_str!("../../web/chat.css");
 
 pub struct Page {
     pub url: String,
@@ -191,16 +189,6 @@ pub async fn page(State(state): State<AppState>, UrlPath(path): UrlPath<String>)
         .replace("{{page_url}}", &escape(&page.url))
         .replace("{{content}}", &page.html);
     Html(html).into_response()
-}
-
-/// `GET /static/{file}`: the widget's script and style.
-pub async fn asset(UrlPath(file): UrlPath<String>) -> Response {
-    let (body, content_type) = match file.as_str() {
-        "chat.js" => (CHAT_JS, "text/javascript; charset=utf-8"),
-        "chat.css" => (CHAT_CSS, "text/css; charset=utf-8"),
-        _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
-    };
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 #[cfg(test)]
