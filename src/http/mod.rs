@@ -11,6 +11,7 @@ mod error;
 pub mod extract;
 pub mod health;
 pub mod learners;
+pub mod markdown;
 pub mod mentor;
 pub mod pages;
 pub mod ws;

@@ -1,23 +1,37 @@
 //! `GET /api/v1/mentor/learners/{id}/digest`: the digest since the last session
-//! ([`crate::review::digest`]).
+//! ([`crate::review::digest`]), its Markdown summary also rendered to safe HTML for the page.
 use axum::extract::{Path, State};
+use serde::Serialize;
 
 use crate::auth::Claims;
 use crate::http::access::reviewable_history;
 use crate::http::extract::Json;
+use crate::http::markdown;
 use crate::http::{ApiError, AppState};
 use crate::review::digest::{Digest, DigestWriter};
+
+#[derive(Debug, Serialize)]
+pub struct DigestView {
+    #[serde(flatten)]
+    pub digest: Digest,
+    /// `summary` as HTML, with any markup of the model's or the learner's shown as text.
+    pub summary_html: String,
+}
 
 pub async fn digest(
     State(state): State<AppState>,
     Path(id): Path<String>,
     claims: Claims,
-) -> Result<Json<Digest>, ApiError> {
+) -> Result<Json<DigestView>, ApiError> {
     reviewable_history(&state, &claims, &id).await?;
     let writer = DigestWriter {
         review: state.review.clone(),
         learners: state.chat.learners.clone(),
         llm: state.chat.llm.clone(),
     };
-    Ok(Json(writer.digest(&id).await?))
+    let digest = writer.digest(&id).await?;
+    Ok(Json(DigestView {
+        summary_html: markdown::render(&digest.summary),
+        digest,
+    }))
 }
