@@ -92,7 +92,14 @@ pub async fn attach(
                 bytes: text.clone().into_bytes(),
             };
             deps.projects
-                .write(&claims.sub, &course, &project, vec![file], Origin::Chat, false)
+                .write(
+                    &claims.sub,
+                    &course,
+                    &project,
+                    vec![file],
+                    Origin::Chat,
+                    false,
+                )
                 .await?;
             Some((project, path.clone()))
         }

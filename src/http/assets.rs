@@ -64,17 +64,17 @@ pub fn routes() -> Router<AppState> {
         .iter()
         .enumerate()
         .fold(Router::new(), |router, (idx, asset)| {
-            router.route(asset.url, get(move |headers: HeaderMap| serve(idx, headers)))
+            router.route(
+                asset.url,
+                get(move |headers: HeaderMap| serve(idx, headers)),
+            )
         })
 }
 
 async fn serve(idx: usize, headers: HeaderMap) -> Response {
     let asset = &ASSETS[idx];
     let etag = ETAGS[idx].as_str();
-    let cache = [
-        (header::ETAG, etag),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
+    let cache = [(header::ETAG, etag), (header::CACHE_CONTROL, "no-cache")];
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -92,7 +92,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_asset_has_its_type_and_a_revalidated_etag() {
-        let idx = ASSETS.iter().position(|a| a.url == "/mentor/mentor.js").unwrap();
+        let idx = ASSETS
+            .iter()
+            .position(|a| a.url == "/mentor/mentor.js")
+            .unwrap();
         let first = serve(idx, HeaderMap::new()).await;
         assert_eq!(first.status(), StatusCode::OK);
         assert_eq!(first.headers()[header::CONTENT_TYPE], JS);

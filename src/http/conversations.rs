@@ -3,16 +3,29 @@ use axum::extract::{Path, State};
 use serde::Serialize;
 
 use super::extract::Json;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{Claims, Role};
 use crate::transcript::{Conversation, StoredMessage};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
+    #[schema(value_type = Object)]
     pub conversation: Conversation,
+    #[schema(value_type = Vec<Object>)]
     pub messages: Vec<StoredMessage>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "chat",
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation and its messages", body = ConversationView),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such conversation, or another learner's", body = ErrorBody)
+    )
+)]
 pub async fn conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -3,17 +3,27 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::extract::Json;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{Role, claims_for};
 
 /// How long a demo token lasts.
 const DEMO_TOKEN_SECS: u64 = 3600;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DemoToken {
     pub token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/demo/token",
+    tag = "chat",
+    security(()),
+    responses(
+        (status = 200, description = "A learner token for the demo page", body = DemoToken),
+        (status = 404, description = "The demo is off", body = ErrorBody)
+    )
+)]
 pub async fn demo_token(State(state): State<AppState>) -> Result<Json<DemoToken>, ApiError> {
     let demo = state
         .demo

@@ -3,12 +3,12 @@
 //! rejections are [`ApiError`]s with the same `{"error": {...}}` shape as every other failure.
 //! Handlers take these as arguments; none reads headers or unwraps a rejection itself
 //! (axum `examples/jwt` and `examples/customize-extractor-error`).
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -134,9 +134,9 @@ impl<T: NamedBody> FromRequest<AppState> for NamedJson<T> {
         {
             return Ok(Self(value));
         }
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| {
-            ApiError::BadRequest(format!("{} body is not valid: {e}", T::NAME))
-        })
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(format!("{} body is not valid: {e}", T::NAME)))
     }
 }
 

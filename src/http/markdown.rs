@@ -34,7 +34,11 @@ pub fn render(markdown: &str) -> String {
             Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
             Event::Start(Tag::Item) => match parser.peek() {
                 Some(Event::TaskListMarker(done)) => {
-                    let class = if *done { "goal touched" } else { "goal untouched" };
+                    let class = if *done {
+                        "goal touched"
+                    } else {
+                        "goal untouched"
+                    };
                     parser.next();
                     Event::Html(CowStr::from(format!("<li class=\"{class}\">")))
                 }
@@ -140,13 +144,17 @@ mod tests {
         for bad in ["<img", "<script", "<div", "<a ", "href"] {
             assert!(!html.contains(bad), "{bad} in {html}");
         }
-        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
         assert!(html.contains("click me"), "{html}");
     }
 
     #[test]
     fn safe_links_are_kept() {
-        let html = render("[course](/course/x#loops), [site](https://example.org), [me](mailto:a@b.c)");
+        let html =
+            render("[course](/course/x#loops), [site](https://example.org), [me](mailto:a@b.c)");
         assert!(html.contains("href=\"/course/x#loops\""), "{html}");
         assert!(html.contains("href=\"https://example.org\""), "{html}");
         assert!(html.contains("href=\"mailto:a@b.c\""), "{html}");
@@ -156,7 +164,10 @@ mod tests {
     fn task_items_become_goal_lines() {
         let html = render("- [x] loops — touched: file\n- [ ] tests — not touched yet\n- plain\n");
         assert!(html.contains("<li class=\"goal touched\">loops"), "{html}");
-        assert!(html.contains("<li class=\"goal untouched\">tests"), "{html}");
+        assert!(
+            html.contains("<li class=\"goal untouched\">tests"),
+            "{html}"
+        );
         assert!(html.contains("<li>plain</li>"), "{html}");
         assert!(!html.contains("checkbox"), "{html}");
     }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod learners;
 pub mod markdown;
 pub mod mentor;
+pub mod openapi;
 pub mod pages;
 pub mod ws;
 
@@ -22,11 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use error::{ApiError, ErrorChain};
+pub use error::{ApiError, ErrorBody, ErrorChain};
 
 use crate::auth::TokenKeys;
 use crate::chat::ChatDeps;
@@ -59,22 +62,61 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        });
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/ws", get(ws::upgrade))
         .route("/", get(pages::home))
         .route("/course/{*path}", get(pages::page))
-        .route("/api/v1/demo/token", post(demo::demo_token))
-        .route(
-            "/api/v1/conversations/{id}",
-            get(conversations::conversation),
-        )
         .merge(assets::routes())
-        .merge(mentor::routes())
-        .merge(learners::routes())
+        .merge(api)
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Every `/api/...` route: the router is built from this table, and a test checks that the
+/// OpenAPI document ([`openapi`]) describes each entry.
+pub fn api_routes() -> Vec<ApiRoute> {
+    let mut routes = vec![
+        ApiRoute::new(Method::GET, "/api/openapi.json", openapi::document),
+        ApiRoute::new(Method::POST, "/api/v1/demo/token", demo::demo_token),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/conversations/{id}",
+            conversations::conversation,
+        ),
+    ];
+    routes.extend(learners::routes());
+    routes.extend(mentor::routes());
+    routes
+}
+
+/// One REST route: a method, a path and the handler that serves them.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl ApiRoute {
+    pub fn new<H, T>(method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|_| panic!("{method} is not a method axum routes"));
+        Self {
+            handler: on(filter, handler),
+            method,
+            path,
+        }
+    }
 }
 
 /// Questions per learner per minute, across connections and nodes' local view.

@@ -207,9 +207,14 @@ mod tests {
         ] {
             pages.pages.insert(p.url.clone(), p);
         }
-        let html = pages.render(pages.get("/course/python/01/a").unwrap()).unwrap();
+        let html = pages
+            .render(pages.get("/course/python/01/a").unwrap())
+            .unwrap();
         assert!(html.contains("<p>Lesson <em>text</em></p>"), "{html}");
-        assert!(html.contains("Loops &amp; &lt;b&gt;ranges&lt;&#x2f;b&gt;"), "{html}");
+        assert!(
+            html.contains("Loops &amp; &lt;b&gt;ranges&lt;&#x2f;b&gt;"),
+            "{html}"
+        );
         assert!(!html.contains("<b>ranges"), "{html}");
         assert!(html.contains("<span>Chapter 01</span>"), "{html}");
         assert!(html.contains("class=\"current\""), "{html}");

@@ -273,16 +273,28 @@ mod tests {
         assert_eq!(session.held_on, "2026-03-01");
         assert_eq!(session.notes, "talked");
         assert_eq!(session.goals, vec!["loops"]);
-        assert_eq!((session.learner_id.as_str(), session.mentor_id.as_str()), ("ada", "grace"));
+        assert_eq!(
+            (session.learner_id.as_str(), session.mentor_id.as_str()),
+            ("ada", "grace")
+        );
     }
 
     #[test]
     fn a_session_without_a_date_or_content_or_within_limits_is_refused() {
         let refuse = |n: SessionNotes| n.into_session("ada", "grace").unwrap_err();
-        assert!(matches!(refuse(notes("01/03/2026", "x", &[])), InvalidInput::HeldOn(_)));
-        assert_eq!(refuse(notes("2026-03-01", " ", &[" "])), InvalidInput::EmptySession);
+        assert!(matches!(
+            refuse(notes("01/03/2026", "x", &[])),
+            InvalidInput::HeldOn(_)
+        ));
+        assert_eq!(
+            refuse(notes("2026-03-01", " ", &[" "])),
+            InvalidInput::EmptySession
+        );
         let many: Vec<&str> = vec!["g"; 21];
-        assert_eq!(refuse(notes("2026-03-01", "", &many)), InvalidInput::TooManyGoals(21));
+        assert_eq!(
+            refuse(notes("2026-03-01", "", &many)),
+            InvalidInput::TooManyGoals(21)
+        );
         let long = "g".repeat(501);
         assert!(matches!(
             refuse(notes("2026-03-01", "", &[long.as_str()])),

@@ -355,8 +355,7 @@ impl Projects {
             self.retriever
                 .store()
                 .delete_source(&source_id(project, path), Some(learner))
-                .await
-                ?;
+                .await?;
         }
         let chunks = self.index(learner, course, &rows).await?;
         Ok(WriteReport {
@@ -393,12 +392,8 @@ impl Projects {
             let store = self.retriever.store();
             store
                 .delete_source(&source_id(project, &path), Some(learner))
-                .await
-                ?;
-            store
-                .commit()
-                .await
-                ?;
+                .await?;
+            store.commit().await?;
         }
         Ok(removed)
     }
@@ -448,8 +443,7 @@ impl Projects {
                 Some(embedder) if !chunks.is_empty() => Some(
                     embedder
                         .embed_documents(chunks.iter().map(Chunk::embedding_text).collect())
-                        .await
-                        ?,
+                        .await?,
                 ),
                 _ => None,
             };
@@ -467,16 +461,10 @@ impl Projects {
                     chunk,
                 })
                 .collect();
-            store
-                .delete_source(&source, Some(learner))
-                .await
-                ?;
+            store.delete_source(&source, Some(learner)).await?;
             written += points.len();
             if !points.is_empty() {
-                store
-                    .upsert(points)
-                    .await
-                    ?;
+                store.upsert(points).await?;
             }
         }
         store.commit().await?;

@@ -648,16 +648,12 @@ pub fn digest_prompt(d: &Digest) -> Result<String, DigestError> {
         .map_or(TEMPLATE, |(_, body)| body);
     let mut facts = d.clone();
     facts.summary.clear();
-    let data = serde_json::to_string_pretty(&facts)
-        ?
+    let data = serde_json::to_string_pretty(&facts)?
         // The learner's words must not close the data block.
         .replace("</digest-data", "<\\/digest-data");
     let mut env = minijinja::Environment::new();
-    env.add_template("digest", body)
-        ?;
-    let template = env
-        .get_template("digest")
-        ?;
+    env.add_template("digest", body)?;
+    let template = env.get_template("digest")?;
     template
         .render(minijinja::context! {
             learner => d
@@ -814,9 +810,23 @@ mod tests {
             answer_status: status,
             rating,
         };
-        let mut flag = Flag::new("ada", None, None, FlagKind::Stuck, super::super::Severity::Normal, "asked 3 times");
+        let mut flag = Flag::new(
+            "ada",
+            None,
+            None,
+            FlagKind::Stuck,
+            super::super::Severity::Normal,
+            "asked 3 times",
+        );
         flag.id = "f1".into();
-        let mut urgent = Flag::new("ada", None, None, FlagKind::Distress, super::super::Severity::Urgent, "distress words");
+        let mut urgent = Flag::new(
+            "ada",
+            None,
+            None,
+            FlagKind::Distress,
+            super::super::Severity::Urgent,
+            "distress words",
+        );
         urgent.id = "f2".into();
         Digest {
             last_session: Some(SessionInfo {
@@ -837,7 +847,11 @@ mod tests {
                             n_questions: 2,
                             questions: vec![
                                 question("why <b>loop</b>?", Some(MessageStatus::Complete), None),
-                                question("and then?", Some(MessageStatus::Cancelled), Some(Rating::Down)),
+                                question(
+                                    "and then?",
+                                    Some(MessageStatus::Cancelled),
+                                    Some(Rating::Down),
+                                ),
                             ],
                         },
                         TopicGroup {

@@ -199,10 +199,19 @@ mod tests {
             next: None,
         };
         let text = markdown("ada", None, &page, true);
-        assert!(text.starts_with("# Companion history of ada (`ada`)"), "{text}");
+        assert!(
+            text.starts_with("# Companion history of ada (`ada`)"),
+            "{text}"
+        );
         assert!(text.contains("## Conversation `c1`"), "{text}");
-        assert!(text.contains("### Learner, 2023-11-14 22:13 UTC\n\nWhy a loop?"), "{text}");
-        assert!(text.contains("### Companion, 2023-11-14 22:13 UTC (complete)"), "{text}");
+        assert!(
+            text.contains("### Learner, 2023-11-14 22:13 UTC\n\nWhy a loop?"),
+            "{text}"
+        );
+        assert!(
+            text.contains("### Companion, 2023-11-14 22:13 UTC (complete)"),
+            "{text}"
+        );
         assert!(
             text.contains("> **Mentor correction** (grace): Line one\n> line two"),
             "{text}"

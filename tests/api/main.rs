@@ -7,3 +7,4 @@ mod crash;
 mod helpers;
 mod learner_context;
 mod mentor;
+mod openapi;

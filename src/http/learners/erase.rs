@@ -6,10 +6,10 @@ use serde::Serialize;
 use crate::auth::Claims;
 use crate::http::access::{can_erase_learner, learner_not_found};
 use crate::http::extract::Json;
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::review::erase::erase;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Erased {
     pub deleted: String,
     pub rows_removed: u64,
@@ -19,6 +19,17 @@ pub struct Erased {
 /// Admin or the platform's service token: removes the learner's transcripts, review data,
 /// profile, sessions, project files and their vectors. Anyone else gets the 404 of a learner
 /// that does not exist.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/learners/{id}",
+    tag = "learners",
+    params(("id" = String, Path, description = "The learner's id")),
+    responses(
+        (status = 200, description = "What was removed", body = Erased),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or the caller is not an admin or the platform", body = ErrorBody)
+    )
+)]
 pub async fn erase_learner(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -10,13 +10,14 @@ use super::FileInfo;
 use crate::auth::Claims;
 use crate::http::access::readable_history;
 use crate::http::extract::{Json, Query, parse_limit};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::learner::{LearnerProfile, MentorSession};
 use crate::review::export::{self, DEFAULT_PAGE_MESSAGES, MAX_PAGE_MESSAGES};
 use crate::review::{Annotation, Cursor, Feedback, Flag};
 use crate::transcript::{StoredMessage, now_ms};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     #[serde(default)]
@@ -28,11 +29,13 @@ pub struct ExportQuery {
 }
 
 /// One page of the export as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportJson {
     pub learner_id: String,
     pub exported_at: i64,
+    #[schema(value_type = Vec<Object>)]
     pub messages: Vec<StoredMessage>,
+    #[schema(value_type = Vec<Object>)]
     pub annotations: Vec<Annotation>,
     pub next_cursor: Option<String>,
     /// Only on the first page.
@@ -41,15 +44,31 @@ pub struct ExportJson {
 }
 
 /// What the first page adds: everything about the learner besides the messages.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FirstPage {
+    #[schema(value_type = Option<Object>)]
     pub profile: Option<LearnerProfile>,
+    #[schema(value_type = Vec<Object>)]
     pub mentor_sessions: Vec<MentorSession>,
+    #[schema(value_type = Vec<Object>)]
     pub flags: Vec<Flag>,
+    #[schema(value_type = Vec<Object>)]
     pub feedback: Vec<Feedback>,
     pub project_files: Vec<FileInfo>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/learners/{id}/export",
+    tag = "learners",
+    params(("id" = String, Path, description = "The learner's id"), ExportQuery),
+    responses(
+        (status = 200, description = "One page of the history as JSON, or Markdown with `format=md`; `x-next-cursor` continues", body = ExportJson),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -59,7 +78,11 @@ pub async fn export(
     let profile = readable_history(&state, &claims, &id).await?;
     let markdown = wants_markdown(query.format.as_deref())?;
     let cursor = cursor(query.cursor.as_deref())?;
-    let limit = parse_limit(query.limit.as_deref(), DEFAULT_PAGE_MESSAGES, MAX_PAGE_MESSAGES)?;
+    let limit = parse_limit(
+        query.limit.as_deref(),
+        DEFAULT_PAGE_MESSAGES,
+        MAX_PAGE_MESSAGES,
+    )?;
     let page = export::page(state.review.as_ref(), &id, cursor.as_ref(), limit).await?;
     let first_page = cursor.is_none();
     let next_cursor = page.next.as_ref().map(Cursor::encode);
@@ -126,4 +149,26 @@ async fn first_page_of(
         feedback: state.review.feedback_since(id, 0).await?,
         project_files: files.iter().map(FileInfo::from).collect(),
     })
+}
+
+/// The same export, where the mentor page looks for it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners/{id}/export",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The learner's id"), ExportQuery),
+    responses(
+        (status = 200, description = "The same export as `/api/v1/learners/{id}/export`", body = ExportJson),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
+pub async fn mentor_export(
+    state: State<AppState>,
+    id: Path<String>,
+    claims: Claims,
+    query: Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    export(state, id, claims, query).await
 }

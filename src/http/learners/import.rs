@@ -4,14 +4,15 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::{body_bytes, course_of};
+use super::{Written, body_bytes, course_of};
 use crate::auth::Claims;
 use crate::http::access::writable_project;
 use crate::http::extract::{Json, Query};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::project::{Origin, WriteReport, archive, check_project_name, git};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// Replace the project's files (default) or add to them.
@@ -25,13 +26,29 @@ fn yes() -> bool {
 
 /// `POST .../archive[?replace=false]`: the archive's files become the project's (all of
 /// them, or added to them).
+#[utoipa::path(
+    post,
+    path = "/api/v1/learners/{id}/projects/{project}/archive",
+    tag = "learners",
+    params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name"), ImportQuery),
+    request_body(content = Vec<u8>, description = "A zip, tar or tar.gz archive", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "The archive's files, stored and indexed", body = Written),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody),
+        (status = 413, description = "Over a configured limit", body = ErrorBody),
+        (status = 422, description = "A binary file or a repository that cannot be cloned", body = ErrorBody)
+    )
+)]
 pub async fn post_archive(
     State(state): State<AppState>,
     Path((id, project)): Path<(String, String)>,
     claims: Claims,
     Query(query): Query<ImportQuery>,
     body: Body,
-) -> Result<Json<WriteReport>, ApiError> {
+) -> Result<Json<Written>, ApiError> {
     let profile = writable_project(&state, &claims, &id).await?;
     check_project_name(&project)?;
     let projects = state.chat.projects.clone();
@@ -41,9 +58,16 @@ pub async fn post_archive(
         tokio::task::spawn_blocking(move || archive::read_archive(&bytes, &settings)).await??;
     let course = course_of(&profile);
     let report = projects
-        .write(&id, &course, &project, files, Origin::Archive, query.replace)
+        .write(
+            &id,
+            &course,
+            &project,
+            files,
+            Origin::Archive,
+            query.replace,
+        )
         .await?;
-    Ok(Json(report))
+    Ok(Json(Written { report }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,15 +80,16 @@ pub struct GitImport {
     replace: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GitImported {
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub report: WriteReport,
     /// The repository's binary files, left out.
     pub skipped: Vec<SkippedFile>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SkippedFile {
     pub path: String,
     pub reason: String,
@@ -72,6 +97,22 @@ pub struct SkippedFile {
 
 /// `POST .../git` `{"url": ..., "branch"?: ..., "replace"?: true}`: a shallow clone becomes
 /// the project's files; binary files of the repository are skipped and listed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/learners/{id}/projects/{project}/git",
+    tag = "learners",
+    params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name")),
+    request_body(content = inline(Object), description = "`url`, optional `branch`, `replace` (default true)"),
+    responses(
+        (status = 200, description = "The repository's files, stored and indexed; binaries skipped", body = GitImported),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody),
+        (status = 413, description = "Over a configured limit", body = ErrorBody),
+        (status = 422, description = "A binary file or a repository that cannot be cloned", body = ErrorBody)
+    )
+)]
 pub async fn post_git(
     State(state): State<AppState>,
     Path((id, project)): Path<(String, String)>,
@@ -85,7 +126,14 @@ pub async fn post_git(
     let cloned = git::clone_files(&import.url, branch, projects.settings()).await?;
     let course = course_of(&profile);
     let report = projects
-        .write(&id, &course, &project, cloned.files, Origin::Git, import.replace)
+        .write(
+            &id,
+            &course,
+            &project,
+            cloned.files,
+            Origin::Git,
+            import.replace,
+        )
         .await?;
     let skipped = cloned
         .skipped

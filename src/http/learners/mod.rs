@@ -3,56 +3,63 @@
 //! sessions, project files (single files, archives, git imports), the export and the erasure.
 //! Access follows [`super::access`]: a learner the caller may not read answers like a missing
 //! one (404); writing to another learner's project is a 403 whether or not they exist.
-mod erase;
+pub mod erase;
 pub mod export;
-mod files;
-mod import;
-mod profile;
-mod sessions;
+pub mod files;
+pub mod import;
+pub mod profile;
+pub mod sessions;
 
-use axum::Router;
 use axum::body::Body;
-use axum::routing::{get, post, put};
+use axum::http::Method;
 use serde::Serialize;
 
-use super::{ApiError, AppState};
+use super::{ApiError, ApiRoute};
 use crate::learner::{LearnerProfile, ProjectFile};
+use crate::project::WriteReport;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
+/// Every `/api/v1/learners/{id}...` route.
+pub fn routes() -> Vec<ApiRoute> {
+    const FILES: &str = "/api/v1/learners/{id}/projects/{project}/files";
+    const FILE: &str = "/api/v1/learners/{id}/projects/{project}/files/{*path}";
+    vec![
+        ApiRoute::new(Method::GET, "/api/v1/learners/{id}", profile::profile),
+        ApiRoute::new(Method::PUT, "/api/v1/learners/{id}", profile::put_profile),
+        ApiRoute::new(
+            Method::DELETE,
             "/api/v1/learners/{id}",
-            get(profile::profile)
-                .put(profile::put_profile)
-                .delete(erase::erase_learner),
-        )
-        .route(
+            erase::erase_learner,
+        ),
+        ApiRoute::new(
+            Method::GET,
             "/api/v1/learners/{id}/sessions",
-            post(sessions::add_session).get(sessions::sessions),
-        )
-        .route("/api/v1/learners/{id}/export", get(export::export))
-        .route(
-            "/api/v1/learners/{id}/projects/{project}/files",
-            get(files::list_files),
-        )
-        .route(
-            "/api/v1/learners/{id}/projects/{project}/files/{*path}",
-            put(files::put_file)
-                .get(files::get_file)
-                .delete(files::delete_file),
-        )
-        .route(
+            sessions::sessions,
+        ),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/learners/{id}/sessions",
+            sessions::add_session,
+        ),
+        ApiRoute::new(Method::GET, "/api/v1/learners/{id}/export", export::export),
+        ApiRoute::new(Method::GET, FILES, files::list_files),
+        ApiRoute::new(Method::GET, FILE, files::get_file),
+        ApiRoute::new(Method::PUT, FILE, files::put_file),
+        ApiRoute::new(Method::DELETE, FILE, files::delete_file),
+        ApiRoute::new(
+            Method::POST,
             "/api/v1/learners/{id}/projects/{project}/archive",
-            post(import::post_archive),
-        )
-        .route(
+            import::post_archive,
+        ),
+        ApiRoute::new(
+            Method::POST,
             "/api/v1/learners/{id}/projects/{project}/git",
-            post(import::post_git),
-        )
+            import::post_git,
+        ),
+    ]
 }
 
 /// A stored project file without its content.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileInfo {
     pub project: String,
     pub path: String,
@@ -73,6 +80,14 @@ impl From<&ProjectFile> for FileInfo {
             updated_at: f.updated_at,
         }
     }
+}
+
+/// What a write of project files did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Written {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub report: WriteReport,
 }
 
 /// The course that tags a learner's indexed chunks.

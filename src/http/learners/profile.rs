@@ -8,19 +8,32 @@ use super::{FileInfo, course_of};
 use crate::auth::Claims;
 use crate::http::access::readable_profile;
 use crate::http::extract::{Json, ProfileWriter};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::learner::validate::{ProfileUpdate, check_learner_id};
 use crate::learner::{LearnerProfile, MentorSession};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProfileView {
+    #[schema(value_type = Object)]
     pub profile: LearnerProfile,
+    #[schema(value_type = Option<Object>)]
     pub latest_session: Option<MentorSession>,
     pub files: Vec<FileInfo>,
 }
 
 /// `GET /api/v1/learners/{id}`: the profile, the latest mentor session and the project files
 /// (without their content).
+#[utoipa::path(
+    get,
+    path = "/api/v1/learners/{id}",
+    tag = "learners",
+    params(("id" = String, Path, description = "The learner's id")),
+    responses(
+        (status = 200, description = "The profile, the latest mentor session and the project files", body = ProfileView),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
 pub async fn profile(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -37,13 +50,28 @@ pub async fn profile(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProfileWritten {
+    #[schema(value_type = Object)]
     pub profile: LearnerProfile,
 }
 
 /// `PUT /api/v1/learners/{id}`: creates (201) or updates (200) a profile; absent fields keep
 /// their value. A changed course tags the learner's indexed files again.
+#[utoipa::path(
+    put,
+    path = "/api/v1/learners/{id}",
+    tag = "learners",
+    params(("id" = String, Path, description = "The learner's id")),
+    request_body(content = inline(Object), description = "Profile fields; absent ones keep their value, an empty string clears"),
+    responses(
+        (status = 200, description = "The profile, updated", body = ProfileWritten),
+        (status = 201, description = "The profile, created", body = ProfileWritten),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = ErrorBody)
+    )
+)]
 pub async fn put_profile(
     State(state): State<AppState>,
     Path(id): Path<String>,

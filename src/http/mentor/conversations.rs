@@ -7,19 +7,31 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Claims;
 use crate::http::access::{can_review_learner, reviewable_history};
 use crate::http::extract::{Json, NamedBody, NamedJson};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::review::{Annotation, AnnotationKind, ConversationSummary, Feedback, Flag};
 use crate::transcript::{Conversation, StoredMessage, now_ms};
 
 const MAX_ANNOTATION_CHARS: usize = 4000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LearnerConversations {
     pub learner_id: String,
+    #[schema(value_type = Vec<Object>)]
     pub conversations: Vec<ConversationSummary>,
 }
 
 /// `GET /api/v1/mentor/learners/{id}/conversations`: most recently active first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners/{id}/conversations",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The learner's id")),
+    responses(
+        (status = 200, description = "The learner's conversations, most recently active first", body = LearnerConversations),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
 pub async fn learner_conversations(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -33,17 +45,33 @@ pub async fn learner_conversations(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationReview {
+    #[schema(value_type = Object)]
     pub conversation: Conversation,
+    #[schema(value_type = Vec<Object>)]
     pub messages: Vec<StoredMessage>,
+    #[schema(value_type = Vec<Object>)]
     pub annotations: Vec<Annotation>,
+    #[schema(value_type = Vec<Object>)]
     pub feedback: Vec<Feedback>,
+    #[schema(value_type = Vec<Object>)]
     pub flags: Vec<Flag>,
 }
 
 /// `GET /api/v1/mentor/conversations/{id}`: messages with sources and prompt version, the
 /// mentor's annotations, the learner's feedback and the flags raised in it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/conversations/{id}",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "Messages, annotations, feedback and flags", body = ConversationReview),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such conversation, or one the caller may not review", body = ErrorBody)
+    )
+)]
 pub async fn conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -81,13 +109,27 @@ impl NamedBody for AnnotationBody {
     const NAME: &'static str = "annotation";
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Annotated {
+    #[schema(value_type = Object)]
     pub annotation: Annotation,
 }
 
 /// `POST /api/v1/mentor/messages/{id}/annotations` with `{"kind": "correction"|"comment",
 /// "text": "..."}`: the mentor's note on a message.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mentor/messages/{id}/annotations",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The message's id")),
+    request_body(content = inline(Object), description = "`kind` (correction or comment) and `text`"),
+    responses(
+        (status = 201, description = "The annotation, stored", body = Annotated),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such message, or one the caller may not review", body = ErrorBody)
+    )
+)]
 pub async fn annotate(
     State(state): State<AppState>,
     Path(message_id): Path<String>,

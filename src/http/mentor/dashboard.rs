@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::http::extract::{Json, Query, Reviewer};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::learner::LearnerProfile;
 use crate::review::FlagCounts;
 use crate::review::digest::since_session;
@@ -14,19 +14,20 @@ use crate::review::digest::since_session;
 /// The most messages read per learner to count their questions since the last session.
 const MAX_MESSAGES_SINCE: usize = 5000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LearnersQuery {
     #[serde(default)]
     active: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Dashboard {
     pub learners: Vec<LearnerRow>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LearnerRow {
     pub id: String,
     pub name: Option<String>,
@@ -40,15 +41,28 @@ pub struct LearnerRow {
     pub questions_since: usize,
     pub active_since_last_session: bool,
     pub last_activity: Option<i64>,
+    #[schema(value_type = Object)]
     pub flags: FlagCounts,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastSession {
     pub held_on: String,
     pub goals: Vec<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners",
+    tag = "mentor",
+    params(LearnersQuery),
+    responses(
+        (status = 200, description = "The caller's learners, urgent first", body = Dashboard),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = ErrorBody)
+    )
+)]
 pub async fn learners(
     State(state): State<AppState>,
     reviewer: Reviewer,

@@ -7,17 +7,29 @@ use crate::auth::Claims;
 use crate::http::access::reviewable_history;
 use crate::http::extract::Json;
 use crate::http::markdown;
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::review::digest::{Digest, DigestWriter};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DigestView {
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub digest: Digest,
     /// `summary` as HTML, with any markup of the model's or the learner's shown as text.
     pub summary_html: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners/{id}/digest",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The learner's id")),
+    responses(
+        (status = 200, description = "The digest since the last session", body = DigestView),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
 pub async fn digest(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -5,25 +5,39 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Claims;
 use crate::http::access::{can_review_learner, reviewable_history};
 use crate::http::extract::{Json, NamedBody, NamedJson, Query};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::review::Flag;
 
 const MAX_RESOLUTION_CHARS: usize = 2000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FlagsQuery {
     #[serde(default)]
     status: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LearnerFlags {
     pub learner_id: String,
+    #[schema(value_type = Vec<Object>)]
     pub flags: Vec<Flag>,
 }
 
 /// `GET /api/v1/mentor/learners/{id}/flags[?status=open|all]`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners/{id}/flags",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The learner's id"), FlagsQuery),
+    responses(
+        (status = 200, description = "The learner's flags, newest first", body = LearnerFlags),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
 pub async fn flags(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -62,14 +76,28 @@ impl NamedBody for Resolution {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Resolved {
+    #[schema(value_type = Object)]
     pub flag: Flag,
     /// The flag was resolved before this call, which changed nothing.
     pub already_resolved: bool,
 }
 
 /// `POST /api/v1/mentor/flags/{id}/resolve` with an optional `{"note": "..."}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mentor/flags/{id}/resolve",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The flag's id")),
+    request_body(content = inline(Object), description = "An optional `note`; the body may be empty"),
+    responses(
+        (status = 200, description = "The flag, resolved", body = Resolved),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such flag, or one the caller may not review", body = ErrorBody)
+    )
+)]
 pub async fn resolve(
     State(state): State<AppState>,
     Path(flag_id): Path<String>,
@@ -91,7 +119,10 @@ pub async fn resolve(
             "note has {chars} characters; the limit is {MAX_RESOLUTION_CHARS}"
         )));
     }
-    let resolved_now = state.review.resolve_flag(&flag_id, &claims.sub, note).await?;
+    let resolved_now = state
+        .review
+        .resolve_flag(&flag_id, &claims.sub, note)
+        .await?;
     let flag = state.review.flag(&flag_id).await?.ok_or_else(not_found)?;
     Ok(Json(Resolved {
         flag,

@@ -2,36 +2,57 @@
 //! sources and annotations, search across the caller's learners, annotations, flags and the
 //! digest. Access follows [`super::access`]; a learner the caller may not see answers exactly
 //! like a learner that does not exist. The page itself is a static asset ([`super::assets`]).
-mod conversations;
-mod dashboard;
-mod digest;
-mod flags;
-mod search;
+pub mod conversations;
+pub mod dashboard;
+pub mod digest;
+pub mod flags;
+pub mod search;
 
-use axum::Router;
-use axum::routing::{get, post};
+use axum::http::Method;
 
-use super::AppState;
-use super::learners::export::export;
+use super::ApiRoute;
+use super::learners::export::mentor_export;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/mentor/learners", get(dashboard::learners))
-        .route(
+/// Every `/api/v1/mentor/...` route.
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new(Method::GET, "/api/v1/mentor/learners", dashboard::learners),
+        ApiRoute::new(
+            Method::GET,
             "/api/v1/mentor/learners/{id}/conversations",
-            get(conversations::learner_conversations),
-        )
-        .route("/api/v1/mentor/learners/{id}/digest", get(digest::digest))
-        .route("/api/v1/mentor/learners/{id}/flags", get(flags::flags))
-        .route("/api/v1/mentor/learners/{id}/export", get(export))
-        .route(
+            conversations::learner_conversations,
+        ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/mentor/learners/{id}/digest",
+            digest::digest,
+        ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/mentor/learners/{id}/flags",
+            flags::flags,
+        ),
+        // The learner's export, where the mentor page looks for it.
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/mentor/learners/{id}/export",
+            mentor_export,
+        ),
+        ApiRoute::new(
+            Method::GET,
             "/api/v1/mentor/conversations/{id}",
-            get(conversations::conversation),
-        )
-        .route(
+            conversations::conversation,
+        ),
+        ApiRoute::new(
+            Method::POST,
             "/api/v1/mentor/messages/{id}/annotations",
-            post(conversations::annotate),
-        )
-        .route("/api/v1/mentor/flags/{id}/resolve", post(flags::resolve))
-        .route("/api/v1/mentor/search", get(search::search))
+            conversations::annotate,
+        ),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/mentor/flags/{id}/resolve",
+            flags::resolve,
+        ),
+        ApiRoute::new(Method::GET, "/api/v1/mentor/search", search::search),
+    ]
 }

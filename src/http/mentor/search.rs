@@ -4,14 +4,15 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::http::extract::{Json, Query, Reviewer, parse_limit};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, ErrorBody};
 use crate::review::search::{parse_query, snippet};
 use crate::transcript::{MessageStatus, StoredMessage};
 
 const DEFAULT_HITS: usize = 50;
 const MAX_HITS: usize = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     #[serde(default)]
@@ -20,18 +21,19 @@ pub struct SearchQuery {
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResults {
     pub terms: Vec<String>,
     pub hits: Vec<SearchHit>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub learner_id: String,
     pub conversation_id: String,
     pub message_id: String,
     pub role: String,
+    #[schema(value_type = String)]
     pub status: MessageStatus,
     pub created_at: i64,
     /// The text around the first term found.
@@ -52,6 +54,18 @@ impl SearchHit {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/search",
+    tag = "mentor",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "Messages holding every term, newest first", body = SearchResults),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = ErrorBody)
+    )
+)]
 pub async fn search(
     State(state): State<AppState>,
     reviewer: Reviewer,
@@ -68,6 +82,9 @@ pub async fn search(
         None => None,
     };
     let found = state.review.search(scope.as_deref(), &terms, limit).await?;
-    let hits = found.into_iter().map(|m| SearchHit::new(m, &terms)).collect();
+    let hits = found
+        .into_iter()
+        .map(|m| SearchHit::new(m, &terms))
+        .collect();
     Ok(Json(SearchResults { terms, hits }))
 }
