@@ -1,6 +1,8 @@
 //! The one path that answers a question: store it, retrieve, assemble the prompt, stream the
 //! answer (or the offline reply), checkpoint and persist it. The WebSocket gateway, replays and
 //! evaluations all call [`answer`].
+pub mod attach;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

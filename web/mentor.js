@@ -58,42 +58,6 @@
     return body;
   }
 
-  // A small, safe Markdown renderer for digests: the text is escaped before any markup.
-  function renderMarkdown(markdown) {
-    const escape = (s) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-    const inline = (s) => escape(s)
-      .replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>")
-      .replace(/`([^`]+)`/g, "<code>$1</code>");
-    const out = [];
-    let depth = 0;
-    const closeLists = (to) => { while (depth > to) { out.push("</ul>"); depth -= 1; } };
-    for (const line of markdown.split("\n")) {
-      const heading = line.match(/^(#{1,3})\s+(.*)$/);
-      const item = line.match(/^(\s*)[-*]\s+(.*)$/);
-      if (heading) {
-        closeLists(0);
-        const level = heading[1].length;
-        out.push(`<h${level}>${inline(heading[2])}</h${level}>`);
-      } else if (item) {
-        const want = Math.floor(item[1].length / 2) + 1;
-        while (depth < want) { out.push("<ul>"); depth += 1; }
-        closeLists(want);
-        let text = item[2];
-        let cls = "";
-        if (text.startsWith("[x] ")) { cls = " class=\"goal touched\""; text = text.slice(4); }
-        else if (text.startsWith("[ ] ")) { cls = " class=\"goal untouched\""; text = text.slice(4); }
-        out.push(`<li${cls}>${inline(text)}</li>`);
-      } else if (line.trim() === "") {
-        closeLists(0);
-      } else {
-        closeLists(0);
-        out.push(`<p>${inline(line)}</p>`);
-      }
-    }
-    closeLists(0);
-    return out.join("\n");
-  }
-
   async function loadLearners() {
     const query = state.onlyActive ? "?active=true" : "";
     const body = await api("/api/v1/mentor/learners" + query);
@@ -158,7 +122,8 @@
     const since = digest.last_session ? `since the session of ${digest.last_session.held_on}` : "since the beginning";
     const by = digest.written_by === "llm" ? `written by ${digest.model}` : "extracted from the transcripts";
     const summary = el("div", { class: "digest-summary", id: "digest-summary" });
-    summary.innerHTML = renderMarkdown(digest.summary);
+    // Rendered by the server from the Markdown, with any markup in it shown as text.
+    summary.innerHTML = digest.summary_html;
     tab.replaceChildren(
       el("p", { class: "digest-meta", text: `${digest.n_questions} questions ${since}; ${by}.` }),
       summary);

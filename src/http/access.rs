@@ -1,8 +1,12 @@
 //! Who may see or change what about a learner. One place, so the REST API, the mentor page and
-//! the WebSocket agree. A refusal never says whether the learner exists: callers turn `false`
-//! into the same 404 a missing learner gets.
+//! the WebSocket agree. A refusal never says whether the learner exists: the rules' `false`
+//! becomes the same 404 a missing learner gets (the `readable_*`/`reviewable_*`/`writable_*`
+//! functions below apply them to the stored profile).
+use super::{ApiError, AppState};
 use crate::auth::{Claims, Role};
+use crate::chat::attach::ensure_profile;
 use crate::learner::LearnerProfile;
+use crate::learner::validate::check_learner_id;
 
 /// Read a learner's transcripts, profile, project files, flags and digest.
 /// - the learner themself;
@@ -48,6 +52,102 @@ pub fn can_write_project(claims: &Claims, learner_id: &str) -> bool {
         Role::Learner => claims.sub == learner_id,
         _ => false,
     }
+}
+
+/// Erase a learner: an admin or the platform's service token.
+pub fn can_erase_learner(claims: &Claims) -> bool {
+    matches!(claims.role, Role::Admin | Role::Service)
+}
+
+/// The one answer for a learner the caller may not see and for one that does not exist.
+pub fn learner_not_found() -> ApiError {
+    ApiError::NotFound("learner".into())
+}
+
+/// The learner's profile when `claims` may read it (a learner's own token fills theirs first);
+/// the same 404 for a missing learner otherwise.
+pub async fn readable_profile(
+    state: &AppState,
+    claims: &Claims,
+    learner_id: &str,
+) -> Result<LearnerProfile, ApiError> {
+    let profile = if claims.sub == learner_id {
+        ensure_profile(state.chat.learners.as_ref(), claims).await?
+    } else {
+        state.chat.learners.learner(learner_id).await?
+    };
+    if !can_read_learner(claims, learner_id, profile.as_ref()) {
+        return Err(learner_not_found());
+    }
+    profile.ok_or_else(learner_not_found)
+}
+
+/// The profile when `claims` may write the learner's project files: 403 for anyone else
+/// (before looking the learner up), 404 for a learner that does not exist.
+pub async fn writable_project(
+    state: &AppState,
+    claims: &Claims,
+    learner_id: &str,
+) -> Result<LearnerProfile, ApiError> {
+    check_learner_id(learner_id)?;
+    if !can_write_project(claims, learner_id) {
+        return Err(ApiError::Forbidden(
+            "only the learner themself, the platform or an admin may change a learner's project files"
+                .into(),
+        ));
+    }
+    let profile = if claims.sub == learner_id {
+        ensure_profile(state.chat.learners.as_ref(), claims).await?
+    } else {
+        state.chat.learners.learner(learner_id).await?
+    };
+    profile.ok_or_else(learner_not_found)
+}
+
+/// The learner's profile (if any) when `claims` may read their history; the same 404 otherwise
+/// and for a learner with neither a profile nor a conversation (an admin may see those).
+pub async fn readable_history(
+    state: &AppState,
+    claims: &Claims,
+    learner_id: &str,
+) -> Result<Option<LearnerProfile>, ApiError> {
+    let profile = state.chat.learners.learner(learner_id).await?;
+    if !can_read_learner(claims, learner_id, profile.as_ref()) {
+        return Err(learner_not_found());
+    }
+    existing(state, learner_id, profile).await
+}
+
+/// The learner's profile (if any) when `claims` may review them; the same 404 otherwise and for
+/// a learner with neither a profile nor a conversation.
+pub async fn reviewable_history(
+    state: &AppState,
+    claims: &Claims,
+    learner_id: &str,
+) -> Result<Option<LearnerProfile>, ApiError> {
+    let profile = state.chat.learners.learner(learner_id).await?;
+    if !can_review_learner(claims, profile.as_ref()) {
+        return Err(learner_not_found());
+    }
+    existing(state, learner_id, profile).await
+}
+
+/// `profile`, unless neither it nor a conversation of the learner exists.
+async fn existing(
+    state: &AppState,
+    learner_id: &str,
+    profile: Option<LearnerProfile>,
+) -> Result<Option<LearnerProfile>, ApiError> {
+    if profile.is_none()
+        && state
+            .review
+            .learner_conversations(learner_id)
+            .await?
+            .is_empty()
+    {
+        return Err(learner_not_found());
+    }
+    Ok(profile)
 }
 
 #[cfg(test)]

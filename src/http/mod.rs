@@ -1,9 +1,19 @@
-//! HTTP: the router, shared state, the one error type that becomes a status code, health
-//! checks. Only this module knows axum, status codes and wire JSON.
+//! HTTP: the router and shared state; a file or folder per resource (zero2prod's `routes/`):
+//! every `/api/v1/learners/{id}...` route in [`learners`], the mentor's API in [`mentor`], the
+//! WebSocket in [`ws`]. Who may do what is [`access`], who is calling and what they sent is
+//! [`extract`], every failure is one [`ApiError`]. Only this module knows axum, status codes and
+//! wire JSON; the rules live in the domain modules.
 pub mod access;
-pub mod api;
+pub mod assets;
+pub mod conversations;
+pub mod demo;
+mod error;
+pub mod extract;
+pub mod health;
 pub mod learners;
+pub mod markdown;
 pub mod mentor;
+pub mod openapi;
 pub mod pages;
 pub mod ws;
 
@@ -12,14 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::json;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use error::{ApiError, ErrorBody, ErrorChain};
 
 use crate::auth::TokenKeys;
 use crate::chat::ChatDeps;
@@ -52,93 +62,60 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        });
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/ws", get(ws::upgrade))
         .route("/", get(pages::home))
         .route("/course/{*path}", get(pages::page))
-        .route("/static/{file}", get(pages::asset))
-        .route("/api/v1/demo/token", post(api::demo_token))
-        .route("/api/v1/conversations/{id}", get(api::conversation))
-        .merge(mentor::routes())
-        .merge(learners::routes())
+        .merge(assets::routes())
+        .merge(api)
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// Every `/api/...` route: the router is built from this table, and a test checks that the
+/// OpenAPI document ([`openapi`]) describes each entry.
+pub fn api_routes() -> Vec<ApiRoute> {
+    let mut routes = vec![
+        ApiRoute::new(Method::GET, "/api/openapi.json", openapi::document),
+        ApiRoute::new(Method::POST, "/api/v1/demo/token", demo::demo_token),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/conversations/{id}",
+            conversations::conversation,
+        ),
+    ];
+    routes.extend(learners::routes());
+    routes.extend(mentor::routes());
+    routes
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "starting"})),
-        )
-            .into_response()
-    }
+/// One REST route: a method, a path and the handler that serves them.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
 }
 
-/// Every HTTP failure, mapped once to a status code and a clear JSON message.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// A body, file, archive or repository over a configured limit.
-    #[error("{0}")]
-    TooLarge(String),
-    /// Well-formed but unusable: a binary file, a repository that cannot be cloned.
-    #[error("{0}")]
-    Unprocessable(String),
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        // The cause with its chain (the sqlx error under "database call failed").
-        let mut cause = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(inner) = source {
-            cause.push_str(&format!(": {inner}"));
-            source = inner.source();
+impl ApiRoute {
+    pub fn new<H, T>(method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|_| panic!("{method} is not a method axum routes"));
+        Self {
+            handler: on(filter, handler),
+            method,
+            path,
         }
-        Self::Internal(cause)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
-            Self::Internal(cause) => {
-                tracing::error!(%cause, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-        };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
-        )
-            .into_response()
     }
 }
 

@@ -1,20 +1,21 @@
-//! The demo course site: course Markdown rendered into `web/page.html` with the chat panel,
-//! and the widget's static files, all compiled into the binary.
+//! The demo course site: course Markdown rendered ([`super::markdown`]) into `web/page.html`
+//! (a minijinja template, HTML-escaped) with the chat panel; the widget's files are
+//! [`super::assets`].
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use axum::extract::{Path as UrlPath, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, Value, context};
+use serde::Serialize;
 
 use super::AppState;
-use crate::retrieval::chunk::slug;
+use super::markdown;
 use crate::retrieval::document;
 
 const PAGE_TEMPLATE: &str = include_str!("../../web/page.html");
-const CHAT_JS: &str = include_str!("../../web/chat.js");
-const CHAT_CSS: &str = include_str!("../../web/chat.css");
 
 pub struct Page {
     pub url: String,
@@ -25,10 +26,42 @@ pub struct Page {
     pub html: String,
 }
 
+/// A chapter of the navigation, with its pages.
+#[derive(Debug, Serialize)]
+struct NavChapter<'a> {
+    title: &'a str,
+    pages: Vec<NavPage<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct NavPage<'a> {
+    url: &'a str,
+    title: &'a str,
+    current: bool,
+}
+
 /// Every renderable page of the content folder, by URL.
-#[derive(Default)]
 pub struct CoursePages {
     pages: BTreeMap<String, Page>,
+    templates: Environment<'static>,
+}
+
+impl Default for CoursePages {
+    fn default() -> Self {
+        Self {
+            pages: BTreeMap::new(),
+            templates: templates(),
+        }
+    }
+}
+
+/// `web/page.html`, every value HTML-escaped unless marked safe (the rendered Markdown).
+fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.add_template("page.html", PAGE_TEMPLATE)
+        .expect("web/page.html is a valid template (tested)");
+    env
 }
 
 impl CoursePages {
@@ -65,11 +98,14 @@ impl CoursePages {
                     course: doc.course,
                     chapter: doc.chapter,
                     chapter_title: doc.chapter_title,
-                    html: render_markdown(&doc.body),
+                    html: markdown::render(&doc.body),
                 },
             );
         }
-        Self { pages }
+        Self {
+            pages,
+            ..Self::default()
+        }
     }
 
     pub fn get(&self, url: &str) -> Option<&Page> {
@@ -84,7 +120,7 @@ impl CoursePages {
     }
 
     /// Chapters in order, each with its pages, for one course.
-    fn nav(&self, course: &str, current: &str) -> String {
+    fn nav<'a>(&'a self, course: &str, current: &str) -> Vec<NavChapter<'a>> {
         let mut chapters: BTreeMap<(&str, &str), Vec<&Page>> = BTreeMap::new();
         for page in self.pages.values().filter(|p| p.course == course) {
             chapters
@@ -92,78 +128,32 @@ impl CoursePages {
                 .or_default()
                 .push(page);
         }
-        let mut html = String::from("<ul class=\"chapters\">");
-        for ((_, title), pages) in chapters {
-            html.push_str(&format!("<li><span>{}</span><ul>", escape(title)));
-            for page in pages {
-                let class = if page.url == current {
-                    " class=\"current\""
-                } else {
-                    ""
-                };
-                html.push_str(&format!(
-                    "<li{class}><a href=\"{}\">{}</a></li>",
-                    escape(&page.url),
-                    escape(&page.title)
-                ));
-            }
-            html.push_str("</ul></li>");
-        }
-        html.push_str("</ul>");
-        html
+        chapters
+            .into_iter()
+            .map(|((_, title), pages)| NavChapter {
+                title,
+                pages: pages
+                    .into_iter()
+                    .map(|p| NavPage {
+                        url: &p.url,
+                        title: &p.title,
+                        current: p.url == current,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
-}
 
-/// Markdown to HTML, with heading ids equal to the anchors chunks cite.
-pub fn render_markdown(body: &str) -> String {
-    let mut events = Vec::new();
-    let mut heading: Option<(HeadingLevel, Vec<Event>)> = None;
-    for event in Parser::new_ext(body, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH) {
-        match event {
-            Event::Start(Tag::Heading { level, .. }) => heading = Some((level, Vec::new())),
-            Event::End(TagEnd::Heading(_)) => {
-                if let Some((level, inner)) = heading.take() {
-                    let text: String = inner
-                        .iter()
-                        .filter_map(|e| match e {
-                            Event::Text(t) | Event::Code(t) => Some(t.to_string()),
-                            _ => None,
-                        })
-                        .collect();
-                    events.push(Event::Start(Tag::Heading {
-                        level,
-                        id: Some(slug(&text).into()),
-                        classes: Vec::new(),
-                        attrs: Vec::new(),
-                    }));
-                    events.extend(inner);
-                    events.push(Event::End(TagEnd::Heading(level)));
-                }
-            }
-            // Raw HTML in course files is shown, not executed.
-            Event::Html(raw) | Event::InlineHtml(raw) => {
-                let text = Event::Text(raw);
-                match heading.as_mut() {
-                    Some((_, inner)) => inner.push(text),
-                    None => events.push(text),
-                }
-            }
-            other => match heading.as_mut() {
-                Some((_, inner)) => inner.push(other),
-                None => events.push(other),
-            },
-        }
+    /// One page inside `web/page.html`.
+    fn render(&self, page: &Page) -> Result<String, minijinja::Error> {
+        self.templates.get_template("page.html")?.render(context! {
+            title => page.title.as_str(),
+            course => page.course.as_str(),
+            page_url => page.url.as_str(),
+            nav => Value::from(Serde(self.nav(&page.course, &page.url))),
+            content => Value::from_safe_string(page.html.clone()),
+        })
     }
-    let mut html = String::new();
-    pulldown_cmark::html::push_html(&mut html, events.into_iter());
-    html
-}
-
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// `GET /`: the course overview page. The query goes along: `/?token=…` is how a platform
@@ -184,38 +174,51 @@ pub async fn page(State(state): State<AppState>, UrlPath(path): UrlPath<String>)
     let Some(page) = state.pages.get(&url) else {
         return (StatusCode::NOT_FOUND, Html("<h1>Page not found</h1>")).into_response();
     };
-    let html = PAGE_TEMPLATE
-        .replace("{{title}}", &escape(&page.title))
-        .replace("{{nav}}", &state.pages.nav(&page.course, &page.url))
-        .replace("{{course}}", &escape(&page.course))
-        .replace("{{page_url}}", &escape(&page.url))
-        .replace("{{content}}", &page.html);
-    Html(html).into_response()
-}
-
-/// `GET /static/{file}`: the widget's script and style.
-pub async fn asset(UrlPath(file): UrlPath<String>) -> Response {
-    let (body, content_type) = match file.as_str() {
-        "chat.js" => (CHAT_JS, "text/javascript; charset=utf-8"),
-        "chat.css" => (CHAT_CSS, "text/css; charset=utf-8"),
-        _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
-    };
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    match state.pages.render(page) {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(error = %super::ErrorChain(&error), url, "cannot render a page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn headings_get_the_anchor_that_chunks_cite() {
-        let html = render_markdown("## Common mistakes: `while True`\n\nText");
-        assert!(html.contains("id=\"common-mistakes-while-true\""), "{html}");
+    fn page(url: &str, title: &str, chapter: &str) -> Page {
+        Page {
+            url: url.into(),
+            title: title.into(),
+            course: "python".into(),
+            chapter: chapter.into(),
+            chapter_title: format!("Chapter {chapter}"),
+            html: "<p>Lesson <em>text</em></p>".into(),
+        }
     }
 
     #[test]
-    fn raw_html_in_content_is_escaped() {
-        let html = render_markdown("Hello <script>alert(1)</script>");
-        assert!(!html.contains("<script>"), "{html}");
+    fn a_page_is_rendered_with_its_navigation_and_escaped_values() {
+        let mut pages = CoursePages::default();
+        for p in [
+            page("/course/python/01/a", "Loops & <b>ranges</b>", "01"),
+            page("/course/python/02/b", "Files", "02"),
+        ] {
+            pages.pages.insert(p.url.clone(), p);
+        }
+        let html = pages
+            .render(pages.get("/course/python/01/a").unwrap())
+            .unwrap();
+        assert!(html.contains("<p>Lesson <em>text</em></p>"), "{html}");
+        assert!(
+            html.contains("Loops &amp; &lt;b&gt;ranges&lt;&#x2f;b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>ranges"), "{html}");
+        assert!(html.contains("<span>Chapter 01</span>"), "{html}");
+        assert!(html.contains("class=\"current\""), "{html}");
+        assert!(html.contains(">Files</a>"), "{html}");
+        assert!(!html.contains("{{"), "{html}");
     }
 }

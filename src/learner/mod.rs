@@ -2,6 +2,8 @@
 //! platform), the mentor's sessions (notes and goals), and the files of the learner's project.
 //! Plain data, and the seam it is read and written through, [`LearnerStore`]: served by
 //! [`crate::store::Store`], and by an in-memory fake in unit tests of the turn and the digest.
+pub mod validate;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 

@@ -73,8 +73,17 @@ pub enum ProjectError {
     GitTooLarge { url: String, limit: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("indexing project files: {0}")]
-    Index(String),
+    #[error("indexing project files")]
+    Index(#[from] crate::retrieval::store::StoreError),
+    #[error("embedding project files")]
+    Embed(#[from] crate::retrieval::embed::EmbedError),
+}
+
+impl ProjectError {
+    /// A failure to store or index, not a fault of the files given: nothing the caller can fix.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Index(_) | Self::Embed(_))
+    }
 }
 
 /// Where a file came from, as stored.
@@ -347,8 +356,7 @@ impl Projects {
             self.retriever
                 .store()
                 .delete_source(&source_id(project, path), Some(learner))
-                .await
-                .map_err(|e| ProjectError::Index(e.to_string()))?;
+                .await?;
         }
         let chunks = self.index(learner, course, &rows).await?;
         Ok(WriteReport {
@@ -385,12 +393,8 @@ impl Projects {
             let store = self.retriever.store();
             store
                 .delete_source(&source_id(project, &path), Some(learner))
-                .await
-                .map_err(|e| ProjectError::Index(e.to_string()))?;
-            store
-                .commit()
-                .await
-                .map_err(|e| ProjectError::Index(e.to_string()))?;
+                .await?;
+            store.commit().await?;
         }
         Ok(removed)
     }
@@ -424,7 +428,6 @@ impl Projects {
         course: &str,
         files: &[ProjectFile],
     ) -> Result<usize, ProjectError> {
-        let index_err = |e: String| ProjectError::Index(e);
         let store = self.retriever.store();
         let mut written = 0;
         for file in files {
@@ -441,8 +444,7 @@ impl Projects {
                 Some(embedder) if !chunks.is_empty() => Some(
                     embedder
                         .embed_documents(chunks.iter().map(Chunk::embedding_text).collect())
-                        .await
-                        .map_err(|e| index_err(e.to_string()))?,
+                        .await?,
                 ),
                 _ => None,
             };
@@ -460,19 +462,13 @@ impl Projects {
                     chunk,
                 })
                 .collect();
-            store
-                .delete_source(&source, Some(learner))
-                .await
-                .map_err(|e| index_err(e.to_string()))?;
+            store.delete_source(&source, Some(learner)).await?;
             written += points.len();
             if !points.is_empty() {
-                store
-                    .upsert(points)
-                    .await
-                    .map_err(|e| index_err(e.to_string()))?;
+                store.upsert(points).await?;
             }
         }
-        store.commit().await.map_err(|e| index_err(e.to_string()))?;
+        store.commit().await?;
         Ok(written)
     }
 }

@@ -3,12 +3,14 @@
 //! got stuck, project files changed, open flags, and the last session's goals with whether they
 //! were touched. The facts are always extracted deterministically; the summary is written by
 //! the LLM through `prompts/digest.md` when one is configured, and by [`render_markdown`]
-//! otherwise (or when the LLM fails).
+//! (the template `digest_summary.md`) otherwise (or when the LLM fails).
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use minijinja::value::Serde;
+use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::flags::{excerpt, key_words, words};
@@ -19,6 +21,7 @@ use crate::store::StoreError;
 use crate::transcript::{MessageStatus, StoredMessage};
 
 const TEMPLATE: &str = include_str!("../../prompts/digest.md");
+const SUMMARY_TEMPLATE: &str = include_str!("digest_summary.md");
 /// Messages read for one digest; a learner rarely writes more between two sessions.
 const MAX_MESSAGES: usize = 2000;
 const QUESTIONS_PER_SECTION: usize = 5;
@@ -80,8 +83,10 @@ const GENERIC_GOAL_WORDS: &[&str] = &[
 pub enum DigestError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("digest template: {0}")]
-    Template(String),
+    #[error("digest template")]
+    Template(#[from] minijinja::Error),
+    #[error("the digest's facts cannot be written as JSON")]
+    Facts(#[from] serde_json::Error),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,7 +238,7 @@ impl DigestWriter {
     #[tracing::instrument(skip(self))]
     pub async fn digest(&self, learner_id: &str) -> Result<Digest, DigestError> {
         let mut digest = self.facts(learner_id).await?;
-        digest.summary = render_markdown(&digest);
+        digest.summary = render_markdown(&digest)?;
         digest.written_by = "extractive".into();
         if let Some(llm) = &self.llm {
             match write_with_llm(llm.as_ref(), &digest).await {
@@ -451,8 +456,64 @@ fn day(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The extractive digest's template: Markdown, so nothing is escaped; block tags take their
+/// line with them. Compiled into the binary and rendered by the tests below.
+static SUMMARY: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+        .expect("trim_blocks and lstrip_blocks need no custom syntax");
+    env.set_syntax(syntax);
+    env.add_filter("plural", plural);
+    env.add_filter("day", day);
+    env.add_filter("notes", question_notes);
+    env.add_template("digest_summary.md", SUMMARY_TEMPLATE)
+        .expect("digest_summary.md is a valid template (tested)");
+    env
+});
+
 /// The extractive digest: the facts, in the sections the mentor expects.
-pub fn render_markdown(d: &Digest) -> String {
+pub fn render_markdown(d: &Digest) -> Result<String, DigestError> {
+    let mut open_flags: Vec<&Flag> = d.open_flags.iter().collect();
+    open_flags.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let name = d.learner_name.as_deref().unwrap_or(&d.learner_id);
+    SUMMARY
+        .get_template("digest_summary.md")
+        .and_then(|t| {
+            t.render(context! {
+                name => name,
+                open_flags => Value::from(Serde(open_flags)),
+                ..Value::from(Serde(d))
+            })
+        })
+        .map_err(DigestError::from)
+}
+
+/// What a question line adds: " (answer cancelled, rated down)", or nothing.
+fn question_notes(question: Value) -> String {
+    let attr = |name| question.get_attr(name).ok();
+    let mut notes = Vec::new();
+    if let Some(status) = attr("answer_status")
+        && let Some(status) = status.as_str()
+        && status != MessageStatus::Complete.as_str()
+    {
+        notes.push(format!("answer {status}"));
+    }
+    if attr("rating").as_ref().and_then(Value::as_str) == Some(Rating::Down.as_str()) {
+        notes.push("rated down".to_string());
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    }
+}
+
+#[cfg(test)]
+/// The extractive digest: the facts, in the sections the mentor expects.
+fn render_markdown_by_hand(d: &Digest) -> String {
     let mut out = String::new();
     let name = d.learner_name.as_deref().unwrap_or(&d.learner_id);
     match &d.last_session {
@@ -588,16 +649,12 @@ pub fn digest_prompt(d: &Digest) -> Result<String, DigestError> {
         .map_or(TEMPLATE, |(_, body)| body);
     let mut facts = d.clone();
     facts.summary.clear();
-    let data = serde_json::to_string_pretty(&facts)
-        .map_err(|e| DigestError::Template(e.to_string()))?
+    let data = serde_json::to_string_pretty(&facts)?
         // The learner's words must not close the data block.
         .replace("</digest-data", "<\\/digest-data");
     let mut env = minijinja::Environment::new();
-    env.add_template("digest", body)
-        .map_err(|e| DigestError::Template(e.to_string()))?;
-    let template = env
-        .get_template("digest")
-        .map_err(|e| DigestError::Template(e.to_string()))?;
+    env.add_template("digest", body)?;
+    let template = env.get_template("digest")?;
     template
         .render(minijinja::context! {
             learner => d
@@ -609,7 +666,7 @@ pub fn digest_prompt(d: &Digest) -> Result<String, DigestError> {
             language => crate::prompt::language_name(d.locale.as_deref().unwrap_or("en")),
             data => data,
         })
-        .map_err(|e| DigestError::Template(e.to_string()))
+        .map_err(DigestError::from)
 }
 
 async fn write_with_llm(llm: &dyn Llm, d: &Digest) -> Result<String, String> {
@@ -715,7 +772,7 @@ mod tests {
 
     #[test]
     fn the_extractive_digest_has_every_section_even_when_empty() {
-        let text = render_markdown(&empty_digest());
+        let text = render_markdown(&empty_digest()).unwrap();
         for heading in [
             "## Questions by topic",
             "## Where they got stuck",
@@ -1071,5 +1128,126 @@ mod tests {
         let prompt = digest_prompt(&d).unwrap();
         assert_eq!(prompt.matches("</digest-data>").count(), 1, "{prompt}");
         assert!(prompt.trim_end().ends_with("</digest-data>"));
+    }
+
+    fn rich_digest() -> Digest {
+        let question = |text: &str, status, rating| QuestionLine {
+            message_id: "m".into(),
+            conversation_id: "c".into(),
+            text: text.into(),
+            at: 0,
+            answer_status: status,
+            rating,
+        };
+        let mut flag = Flag::new(
+            "ada",
+            None,
+            None,
+            FlagKind::Stuck,
+            super::super::Severity::Normal,
+            "asked 3 times",
+        );
+        flag.id = "f1".into();
+        let mut urgent = Flag::new(
+            "ada",
+            None,
+            None,
+            FlagKind::Distress,
+            super::super::Severity::Urgent,
+            "distress words",
+        );
+        urgent.id = "f2".into();
+        Digest {
+            last_session: Some(SessionInfo {
+                held_on: "2026-03-01".into(),
+                notes: "n".into(),
+                goals: vec!["loops".into()],
+            }),
+            n_questions: 3,
+            n_conversations: 1,
+            n_unfinished_answers: 2,
+            chapters: vec![
+                ChapterGroup {
+                    chapter: "Control flow".into(),
+                    n_questions: 2,
+                    topics: vec![
+                        TopicGroup {
+                            topic: "While loops".into(),
+                            n_questions: 2,
+                            questions: vec![
+                                question("why <b>loop</b>?", Some(MessageStatus::Complete), None),
+                                question(
+                                    "and then?",
+                                    Some(MessageStatus::Cancelled),
+                                    Some(Rating::Down),
+                                ),
+                            ],
+                        },
+                        TopicGroup {
+                            topic: String::new(),
+                            n_questions: 1,
+                            questions: vec![question("hm", None, Some(Rating::Down))],
+                        },
+                    ],
+                },
+                ChapterGroup {
+                    chapter: "Other questions".into(),
+                    n_questions: 1,
+                    topics: vec![],
+                },
+            ],
+            stuck: vec![
+                StuckPoint {
+                    reason: "asked 3 times".into(),
+                    question: Some("why loop".into()),
+                    message_id: None,
+                    at: 0,
+                },
+                StuckPoint {
+                    reason: "thumbs down".into(),
+                    question: None,
+                    message_id: None,
+                    at: 0,
+                },
+            ],
+            project: ProjectProgress {
+                project: Some("calc".into()),
+                n_files: 1,
+                files_changed: vec![FileChange {
+                    project: "calc".into(),
+                    path: "main.py".into(),
+                    bytes: 120,
+                    updated_at: 1_700_000_000_000,
+                }],
+            },
+            open_flags: vec![flag, urgent],
+            goals: vec![
+                GoalProgress {
+                    goal: "loops".into(),
+                    touched: true,
+                    evidence: vec!["question: \"why loop\"".into(), "file: main.py".into()],
+                },
+                GoalProgress {
+                    goal: "tests".into(),
+                    touched: false,
+                    evidence: vec![],
+                },
+            ],
+            ..empty_digest()
+        }
+    }
+
+    #[test]
+    fn the_template_writes_what_the_hand_written_renderer_wrote() {
+        for d in [empty_digest(), rich_digest()] {
+            assert_eq!(render_markdown(&d).unwrap(), render_markdown_by_hand(&d));
+        }
+        let mut d = rich_digest();
+        d.project.project = None;
+        assert_eq!(render_markdown(&d).unwrap(), render_markdown_by_hand(&d));
+        d.project.n_files = 0;
+        d.last_session = None;
+        d.n_unfinished_answers = 1;
+        assert_eq!(render_markdown(&d).unwrap(), render_markdown_by_hand(&d));
     }
 }

@@ -3,7 +3,10 @@
 //! digest since the last session ([`digest`]). Plain data, stored by [`crate::store::Store`];
 //! what the digest reads goes through [`LearnerActivity`], so a fake can stand in for it.
 pub mod digest;
+pub mod erase;
+pub mod export;
 pub mod flags;
+pub mod search;
 
 use std::str::FromStr;
 

@@ -8,5 +8,6 @@ mod crash;
 mod helpers;
 mod learner_context;
 mod mentor;
+mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;

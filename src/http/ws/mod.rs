@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorChain};
 use crate::auth::Role;
 use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent};
 use crate::review::{Feedback, Rating};
@@ -51,16 +51,13 @@ pub async fn upgrade(
                 .find_map(|p| p.strip_prefix("bearer.").map(str::to_string))
         })
         .ok_or(ApiError::Unauthorized("missing token".into()))?;
-    let claims = state
-        .keys
-        .verify(&token)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let claims = state.keys.verify(&token)?;
     if !matches!(claims.role, Role::Learner | Role::Admin) {
         return Err(ApiError::Forbidden("only learners chat".into()));
     }
     // The token's name and course fill the learner's profile on first connect.
-    if let Err(error) = super::learners::ensure_profile(&state, &claims).await {
-        tracing::warn!(%error, learner = %claims.sub, "cannot fill the profile from the token");
+    if let Err(error) = chat::attach::ensure_profile(state.chat.learners.as_ref(), &claims).await {
+        tracing::warn!(error = %ErrorChain(&error), learner = %claims.sub, "cannot fill the profile from the token");
     }
     if !state.is_ready() {
         return Err(ApiError::Unavailable(
@@ -320,7 +317,7 @@ async fn save_feedback(
         Ok(Some(m)) if m.learner_id == session.learner.id && m.role == "assistant" => m,
         Ok(_) => return unknown(),
         Err(error) => {
-            tracing::error!(%error, "cannot read a message for feedback");
+            tracing::error!(error = %ErrorChain(&error), "cannot read a message for feedback");
             return ServerFrame::error(None, ErrorCode::Internal, "the feedback was not stored");
         }
     };
@@ -333,14 +330,14 @@ async fn save_feedback(
         created_at: crate::transcript::now_ms(),
     };
     if let Err(error) = state.review.put_feedback(&feedback).await {
-        tracing::error!(%error, "cannot store feedback");
+        tracing::error!(error = %ErrorChain(&error), "cannot store feedback");
         return ServerFrame::error(None, ErrorCode::Internal, "the feedback was not stored");
     }
     // Inline (a few small queries) so that ratings sent in a row are counted in order.
     if let Some(flagger) = &state.chat.flagger
         && let Err(error) = flagger.on_feedback(&feedback).await
     {
-        tracing::warn!(%error, "thumbs-down rule failed");
+        tracing::warn!(error = %ErrorChain(&error), "thumbs-down rule failed");
     }
     ServerFrame::FeedbackSaved {
         message_id: message.id,
@@ -348,7 +345,7 @@ async fn save_feedback(
     }
 }
 
-/// The `attach` frame: checked (and, when named, stored) by [`super::learners::attach`]; it
+/// The `attach` frame: checked (and, when named, stored) by [`chat::attach::attach`]; it
 /// goes with the next question.
 async fn attach(
     state: &AppState,
@@ -359,8 +356,7 @@ async fn attach(
     content: String,
     project: Option<String>,
 ) -> ServerFrame {
-    use crate::project::ProjectError;
-    match super::learners::attach(state, &session.claims, name, content, project).await {
+    match chat::attach::attach(&state.chat, &session.claims, name, content, project).await {
         Ok(attached) => {
             if pending.len() >= MAX_PENDING_ATTACHMENTS {
                 pending.remove(0);
@@ -377,8 +373,8 @@ async fn attach(
             pending.push(attached.attachment);
             frame
         }
-        Err(error @ (ProjectError::Store(_) | ProjectError::Index(_))) => {
-            tracing::error!(%error, "cannot store an attachment");
+        Err(error) if error.is_internal() => {
+            tracing::error!(error = %ErrorChain(&error), "cannot store an attachment");
             ServerFrame::error(
                 id,
                 ErrorCode::Internal,
@@ -420,7 +416,7 @@ async fn request_mentor(state: &AppState, session: &Session, text: Option<String
     {
         Ok(flag) => ServerFrame::MentorRequested { flag_id: flag.id },
         Err(error) => {
-            tracing::error!(%error, "cannot store a mentor request");
+            tracing::error!(error = %ErrorChain(&error), "cannot store a mentor request");
             ServerFrame::error(
                 None,
                 ErrorCode::Internal,
@@ -525,7 +521,7 @@ async fn run_turn(
             ChatError::DuplicateInFlight.to_string(),
         )),
         Err(error) => {
-            tracing::error!(%error, "turn failed");
+            tracing::error!(error = %ErrorChain(&error), "turn failed");
             Some((
                 ErrorCode::Internal,
                 "the question could not be answered; try again".to_string(),

@@ -1,0 +1,250 @@
+//! [`ApiError`]: every HTTP failure, mapped once to a status code and a clear JSON message,
+//! `{"error": {"code": ..., "message": ...}}`. Domain errors convert into it whole, so their
+//! causes stay attached; a 500 is logged here, once, with its chain of causes, and says only
+//! "internal error" on the wire.
+use std::error::Error as StdError;
+use std::fmt;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::learner::validate::InvalidInput;
+use crate::project::ProjectError;
+use crate::review::digest::DigestError;
+use crate::review::erase::EraseError;
+use crate::review::search::QueryError;
+use crate::store::StoreError;
+
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// A body, file, archive or repository over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Well-formed but unusable: a binary file, a repository that cannot be cloned.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A token that is missing, expired or not ours (401); one that cannot be signed (500).
+    #[error(transparent)]
+    Token(#[from] AuthError),
+    /// Project files: bad names and archives 400, sizes 413, binaries and failed clones 422,
+    /// storing or indexing 500.
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    /// A learner id, profile or mentor session that breaks a rule (400).
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// A search query that cannot be searched for (400).
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("reading or writing the database")]
+    Store(#[from] StoreError),
+    #[error("writing the digest")]
+    Digest(#[from] DigestError),
+    #[error("erasing a learner")]
+    Erase(#[from] EraseError),
+    #[error("a blocking task did not finish")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        const INTERNAL: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "internal");
+        const BAD_REQUEST: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "bad_request");
+        const TOO_LARGE: (StatusCode, &str) = (StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+        const UNPROCESSABLE: (StatusCode, &str) =
+            (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+        const UNAUTHORIZED: (StatusCode, &str) = (StatusCode::UNAUTHORIZED, "unauthorized");
+        match self {
+            Self::Unauthorized(_) => UNAUTHORIZED,
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::BadRequest(_) | Self::Invalid(_) | Self::Query(_) => BAD_REQUEST,
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::TooLarge(_) => TOO_LARGE,
+            Self::Unprocessable(_) => UNPROCESSABLE,
+            Self::Token(AuthError::Missing | AuthError::Expired | AuthError::Invalid(_)) => {
+                UNAUTHORIZED
+            }
+            Self::Token(AuthError::SecretFile { .. } | AuthError::Sign(_)) => INTERNAL,
+            Self::Project(error) => match error {
+                ProjectError::InvalidProject(_)
+                | ProjectError::InvalidPath { .. }
+                | ProjectError::Duplicate { .. }
+                | ProjectError::Link { .. }
+                | ProjectError::UnknownArchive
+                | ProjectError::BadArchive(_)
+                | ProjectError::NoFiles(_)
+                | ProjectError::GitUrl { .. } => BAD_REQUEST,
+                ProjectError::FileTooLarge { .. }
+                | ProjectError::ProjectTooLarge { .. }
+                | ProjectError::ArchiveTooLarge { .. }
+                | ProjectError::TooManyEntries { .. }
+                | ProjectError::Bomb { .. }
+                | ProjectError::GitTooLarge { .. } => TOO_LARGE,
+                ProjectError::Binary { .. }
+                | ProjectError::GitFailed { .. }
+                | ProjectError::GitTimeout { .. } => UNPROCESSABLE,
+                ProjectError::Store(_) | ProjectError::Index(_) | ProjectError::Embed(_) => {
+                    INTERNAL
+                }
+            },
+            Self::Store(_) | Self::Digest(_) | Self::Erase(_) | Self::Task(_) => INTERNAL,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `unauthorized`, `forbidden`, `not_found`, `bad_request`,
+    /// `unavailable`, `too_large`, `unprocessable`, `internal`.
+    pub code: &'static str,
+    /// For people: what failed and with what input; "internal error" for a 500.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // The one place a failure is logged; the caller learns nothing of the inside.
+            tracing::error!(error = ?self, "request failed");
+            "internal error".to_string()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            error: ErrorDetail { code, message },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The error and each of its causes, one a line (zero2prod's `error_chain_fmt`). A cause whose
+/// text its error already shows (`"database: {0}"`) is not repeated.
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        error_chain_fmt(self, f)
+    }
+}
+
+/// Shows an error with its chain of causes, for a log line: `error = %ErrorChain(&error)`.
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        error_chain_fmt(self.0, f)
+    }
+}
+
+fn error_chain_fmt(error: &dyn StdError, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut shown = error.to_string();
+    write!(f, "{shown}")?;
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !shown.contains(&text) {
+            write!(f, "\nCaused by:\n\t{text}")?;
+        }
+        shown = text;
+        cause = current.source();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn project_errors_map_to_clear_statuses() {
+        let status = |e: ProjectError| ApiError::from(e).status_and_code().0;
+        assert_eq!(
+            status(ProjectError::InvalidPath {
+                path: "../x".into(),
+                reason: "r"
+            }),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(ProjectError::Bomb {
+                path: "x".into(),
+                limit: 1
+            }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(ProjectError::Binary {
+                path: "x".into(),
+                reason: "r".into()
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let (status, body) = body_of(ApiError::from(ProjectError::NoFiles("empty"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert_eq!(body["error"]["message"], "nothing to store: empty");
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_is_a_500_that_keeps_its_cause_off_the_wire() {
+        let cause = StoreError::Decode {
+            column: "status",
+            value: "row 7".into(),
+        };
+        let error = ApiError::from(ProjectError::from(cause));
+        let chain = format!("{error:?}");
+        assert!(chain.contains("row 7"), "{chain}");
+        let (status, body) = body_of(error).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert_eq!(body["error"]["message"], "internal error");
+    }
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let error = ApiError::from(StoreError::Decode {
+            column: "status",
+            value: "row 7".into(),
+        });
+        assert_eq!(
+            format!("{error:?}"),
+            "reading or writing the database\nCaused by:\n\tcolumn `status` holds \"row 7\", which is not a known value"
+        );
+    }
+
+    #[tokio::test]
+    async fn token_faults_are_401_with_their_reason() {
+        let (status, body) = body_of(ApiError::from(AuthError::Expired)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert_eq!(body["error"]["message"], "token expired");
+    }
+}

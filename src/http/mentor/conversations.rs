@@ -1,0 +1,164 @@
+//! A learner's conversations as the mentor reviews them: the list, one conversation with
+//! everything said about it, and the mentor's annotations on its messages.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Claims;
+use crate::http::access::{can_review_learner, reviewable_history};
+use crate::http::extract::{Json, NamedBody, NamedJson};
+use crate::http::{ApiError, AppState, ErrorBody};
+use crate::review::{Annotation, AnnotationKind, ConversationSummary, Feedback, Flag};
+use crate::transcript::{Conversation, StoredMessage, now_ms};
+
+const MAX_ANNOTATION_CHARS: usize = 4000;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LearnerConversations {
+    pub learner_id: String,
+    #[schema(value_type = Vec<Object>)]
+    pub conversations: Vec<ConversationSummary>,
+}
+
+/// `GET /api/v1/mentor/learners/{id}/conversations`: most recently active first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners/{id}/conversations",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The learner's id")),
+    responses(
+        (status = 200, description = "The learner's conversations, most recently active first", body = LearnerConversations),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
+pub async fn learner_conversations(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    claims: Claims,
+) -> Result<Json<LearnerConversations>, ApiError> {
+    reviewable_history(&state, &claims, &id).await?;
+    let conversations = state.review.learner_conversations(&id).await?;
+    Ok(Json(LearnerConversations {
+        learner_id: id,
+        conversations,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationReview {
+    #[schema(value_type = Object)]
+    pub conversation: Conversation,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<StoredMessage>,
+    #[schema(value_type = Vec<Object>)]
+    pub annotations: Vec<Annotation>,
+    #[schema(value_type = Vec<Object>)]
+    pub feedback: Vec<Feedback>,
+    #[schema(value_type = Vec<Object>)]
+    pub flags: Vec<Flag>,
+}
+
+/// `GET /api/v1/mentor/conversations/{id}`: messages with sources and prompt version, the
+/// mentor's annotations, the learner's feedback and the flags raised in it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/conversations/{id}",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "Messages, annotations, feedback and flags", body = ConversationReview),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such conversation, or one the caller may not review", body = ErrorBody)
+    )
+)]
+pub async fn conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    claims: Claims,
+) -> Result<Json<ConversationReview>, ApiError> {
+    let not_found = || ApiError::NotFound("conversation".into());
+    let conversation = state.chat.store.conversation(&id).await?;
+    let conversation = conversation.ok_or_else(not_found)?;
+    let learner_id = conversation.learner_id.clone();
+    let profile = state.chat.learners.learner(&learner_id).await?;
+    if !can_review_learner(&claims, profile.as_ref()) {
+        return Err(not_found());
+    }
+    let flags = state.review.flags(&learner_id, false).await?;
+    Ok(Json(ConversationReview {
+        conversation,
+        messages: state.chat.store.messages(&id).await?,
+        annotations: state.review.conversation_annotations(&id).await?,
+        feedback: state.review.conversation_feedback(&id).await?,
+        flags: flags
+            .into_iter()
+            .filter(|f| f.conversation_id.as_deref() == Some(id.as_str()))
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationBody {
+    kind: AnnotationKind,
+    text: String,
+}
+
+impl NamedBody for AnnotationBody {
+    const NAME: &'static str = "annotation";
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Annotated {
+    #[schema(value_type = Object)]
+    pub annotation: Annotation,
+}
+
+/// `POST /api/v1/mentor/messages/{id}/annotations` with `{"kind": "correction"|"comment",
+/// "text": "..."}`: the mentor's note on a message.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mentor/messages/{id}/annotations",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The message's id")),
+    request_body(content = inline(Object), description = "`kind` (correction or comment) and `text`"),
+    responses(
+        (status = 201, description = "The annotation, stored", body = Annotated),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such message, or one the caller may not review", body = ErrorBody)
+    )
+)]
+pub async fn annotate(
+    State(state): State<AppState>,
+    Path(message_id): Path<String>,
+    claims: Claims,
+    NamedJson(body): NamedJson<AnnotationBody>,
+) -> Result<(StatusCode, Json<Annotated>), ApiError> {
+    let not_found = || ApiError::NotFound("message".into());
+    let message = state.review.message(&message_id).await?;
+    let message = message.ok_or_else(not_found)?;
+    let profile = state.chat.learners.learner(&message.learner_id).await?;
+    if !can_review_learner(&claims, profile.as_ref()) {
+        return Err(not_found());
+    }
+    let text = body.text.trim();
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_ANNOTATION_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "annotation text must be 1 to {MAX_ANNOTATION_CHARS} characters, not {chars}"
+        )));
+    }
+    let annotation = Annotation {
+        id: uuid::Uuid::now_v7().to_string(),
+        message_id: message.id,
+        learner_id: message.learner_id,
+        author_id: claims.sub,
+        kind: body.kind,
+        text: text.to_string(),
+        created_at: now_ms(),
+    };
+    state.review.add_annotation(&annotation).await?;
+    Ok((StatusCode::CREATED, Json(Annotated { annotation })))
+}

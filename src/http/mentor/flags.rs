@@ -1,0 +1,131 @@
+//! A learner's flags (what needs the mentor) and their resolution.
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Claims;
+use crate::http::access::{can_review_learner, reviewable_history};
+use crate::http::extract::{Json, NamedBody, NamedJson, Query};
+use crate::http::{ApiError, AppState, ErrorBody};
+use crate::review::Flag;
+
+const MAX_RESOLUTION_CHARS: usize = 2000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LearnerFlags {
+    pub learner_id: String,
+    #[schema(value_type = Vec<Object>)]
+    pub flags: Vec<Flag>,
+}
+
+/// `GET /api/v1/mentor/learners/{id}/flags[?status=open|all]`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mentor/learners/{id}/flags",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The learner's id"), FlagsQuery),
+    responses(
+        (status = 200, description = "The learner's flags, newest first", body = LearnerFlags),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+    )
+)]
+pub async fn flags(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    claims: Claims,
+    Query(query): Query<FlagsQuery>,
+) -> Result<Json<LearnerFlags>, ApiError> {
+    reviewable_history(&state, &claims, &id).await?;
+    let open_only = match query.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status {other:?} is not one of open, all"
+            )));
+        }
+    };
+    let flags = state.review.flags(&id, open_only).await?;
+    Ok(Json(LearnerFlags {
+        learner_id: id,
+        flags,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+impl NamedBody for Resolution {
+    const NAME: &'static str = "resolve";
+
+    fn when_empty() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Resolved {
+    #[schema(value_type = Object)]
+    pub flag: Flag,
+    /// The flag was resolved before this call, which changed nothing.
+    pub already_resolved: bool,
+}
+
+/// `POST /api/v1/mentor/flags/{id}/resolve` with an optional `{"note": "..."}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mentor/flags/{id}/resolve",
+    tag = "mentor",
+    params(("id" = String, Path, description = "The flag's id")),
+    request_body(content = inline(Object), description = "An optional `note`; the body may be empty"),
+    responses(
+        (status = 200, description = "The flag, resolved", body = Resolved),
+        (status = 400, description = "A bad body, query or value", body = ErrorBody),
+        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        (status = 404, description = "No such flag, or one the caller may not review", body = ErrorBody)
+    )
+)]
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(flag_id): Path<String>,
+    claims: Claims,
+    NamedJson(resolution): NamedJson<Resolution>,
+) -> Result<Json<Resolved>, ApiError> {
+    let not_found = || ApiError::NotFound("flag".into());
+    let flag = state.review.flag(&flag_id).await?.ok_or_else(not_found)?;
+    let profile = state.chat.learners.learner(&flag.learner_id).await?;
+    if !can_review_learner(&claims, profile.as_ref()) {
+        return Err(not_found());
+    }
+    let note = resolution.note.as_deref().map(str::trim);
+    let note = note.filter(|n| !n.is_empty());
+    if let Some(chars) = note.map(|n| n.chars().count())
+        && chars > MAX_RESOLUTION_CHARS
+    {
+        return Err(ApiError::BadRequest(format!(
+            "note has {chars} characters; the limit is {MAX_RESOLUTION_CHARS}"
+        )));
+    }
+    let resolved_now = state
+        .review
+        .resolve_flag(&flag_id, &claims.sub, note)
+        .await?;
+    let flag = state.review.flag(&flag_id).await?.ok_or_else(not_found)?;
+    Ok(Json(Resolved {
+        flag,
+        already_resolved: !resolved_now,
+    }))
+}
