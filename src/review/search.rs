@@ -68,15 +68,21 @@ pub fn parse_query(q: &str) -> Result<Vec<String>, QueryError> {
 /// Up to `SNIPPET_CHARS` of `text` around the first term found, whitespace collapsed, with `…`
 /// where text was cut.
 pub fn snippet(text: &str, terms: &[String]) -> String {
-    let lower = text.to_lowercase();
     let chars: Vec<char> = text.chars().collect();
-    // Lowercasing can change lengths; fall back to the start when positions disagree.
+    // Case-fold character by character, remembering which character each folded byte came
+    // from: folding changes lengths (İ → i̇, K → k), so offsets in the folded text must never
+    // index the original.
+    let mut lower = String::with_capacity(text.len());
+    let mut origin: Vec<usize> = Vec::with_capacity(text.len());
+    for (idx, c) in chars.iter().enumerate() {
+        lower.extend(c.to_lowercase());
+        origin.resize(lower.len(), idx);
+    }
     let at = terms
         .iter()
         .filter_map(|t| lower.find(t.as_str()))
         .min()
-        .filter(|_| lower.len() == text.len())
-        .map_or(0, |byte| text[..byte].chars().count());
+        .map_or(0, |byte| origin[byte]);
     let start = at.saturating_sub(SNIPPET_CHARS / 3);
     let end = (start + SNIPPET_CHARS).min(chars.len());
     let mut out: String = chars[start..end].iter().collect();
@@ -122,6 +128,23 @@ mod tests {
         let s = snippet(&text, &["needle".to_string()]);
         assert!(s.contains("needle"));
         assert!(s.starts_with('…') && s.ends_with('…'));
+    }
+
+    #[test]
+    fn text_whose_case_folding_changes_lengths_never_panics() {
+        // K (Kelvin sign, 3 bytes) folds to k (1 byte), İ (2 bytes) to i̇ (3 bytes): the folded
+        // text has the original's length but not its offsets.
+        let question = "\u{212A}€loop İİ and the loop never stops";
+        assert_eq!(snippet(question, &["loop".to_string()]), question);
+        let long = format!("{} \u{212A}€loop İİ {}", "İ".repeat(150), "a".repeat(150));
+        let s = snippet(&long, &["loop".to_string()]);
+        assert!(s.contains("loop"), "{s}");
+        for text in ["İİİİ loop", "\u{212A}\u{212A}loop", "ΣΑΣ loop", "ǅ loop ǅ"] {
+            assert!(
+                snippet(text, &["loop".to_string()]).contains("loop"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

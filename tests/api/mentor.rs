@@ -543,6 +543,23 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
 }
 
 #[tokio::test]
+async fn a_question_whose_case_folding_changes_lengths_is_found_not_a_crash() {
+    // Seen against the running service: this question, then a search for `loop`, panicked
+    // the worker (offsets in the case-folded text were used to slice the original).
+    let app = spawn_app().await;
+    app.put_learner("ines", "grace").await;
+    let question = "\u{212A}€loop İİ why does my loop never stop?";
+    app.ask("ines", &[question]).await;
+    let mentor = app.token(Role::Mentor, "grace");
+    let (status, body) = app
+        .call("GET", "/api/v1/mentor/search?q=loop", Some(&mentor), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let snippets = body["hits"].to_string();
+    assert!(snippets.contains("€loop İİ"), "{body}");
+}
+
+#[tokio::test]
 async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
     let app = spawn_app().await;
     app.put_learner("gus", "grace").await;
