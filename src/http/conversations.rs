@@ -22,7 +22,7 @@ pub struct ConversationView {
     params(("id" = String, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "The conversation and its messages", body = ConversationView),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such conversation, or another learner's", body = ErrorBody)
     )
 )]

@@ -112,6 +112,42 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The refusals most routes share, documented once for the OpenAPI document
+/// (`responses((status = 200, ...), Unauthenticated, BadInput)`).
+pub mod refusals {
+    use super::ErrorBody;
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 400, description = "A bad body, query or value")]
+    pub struct BadInput(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 401, description = "Missing, bad or expired token")]
+    pub struct Unauthenticated(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 403, description = "The caller's role may not do this")]
+    pub struct WrongRole(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 404,
+        description = "No such learner, or one the caller may not see"
+    )]
+    pub struct NoSuchLearner(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 413, description = "Over a configured limit")]
+    pub struct TooLarge(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 422,
+        description = "A binary file or a repository that cannot be cloned"
+    )]
+    pub struct Unusable(#[allow(dead_code)] ErrorBody);
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, for programs: `unauthorized`, `forbidden`, `not_found`, `bad_request`,

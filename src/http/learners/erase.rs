@@ -26,7 +26,7 @@ pub struct Erased {
     params(("id" = String, Path, description = "The learner's id")),
     responses(
         (status = 200, description = "What was removed", body = Erased),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such learner, or the caller is not an admin or the platform", body = ErrorBody)
     )
 )]

@@ -10,7 +10,7 @@ use super::FileInfo;
 use crate::auth::Claims;
 use crate::http::access::readable_history;
 use crate::http::extract::{Json, Query, parse_limit};
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::learner::{LearnerProfile, MentorSession};
 use crate::review::export::{self, DEFAULT_PAGE_MESSAGES, MAX_PAGE_MESSAGES};
 use crate::review::{Annotation, Cursor, Feedback, Flag};
@@ -64,9 +64,9 @@ pub struct FirstPage {
     params(("id" = String, Path, description = "The learner's id"), ExportQuery),
     responses(
         (status = 200, description = "One page of the history as JSON, or Markdown with `format=md`; `x-next-cursor` continues", body = ExportJson),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn export(
@@ -159,9 +159,9 @@ async fn first_page_of(
     params(("id" = String, Path, description = "The learner's id"), ExportQuery),
     responses(
         (status = 200, description = "The same export as `/api/v1/learners/{id}/export`", body = ExportJson),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn mentor_export(

@@ -26,9 +26,9 @@ pub struct ProjectFiles {
     params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name")),
     responses(
         (status = 200, description = "The project's files, without content", body = ProjectFiles),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn list_files(
@@ -60,8 +60,8 @@ pub struct FileView {
     params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name"), ("path" = String, Path, description = "The file's path in the project")),
     responses(
         (status = 200, description = "One file with its content", body = FileView),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such learner or file", body = ErrorBody)
     )
 )]
@@ -101,12 +101,12 @@ async fn stored_files(
     request_body(content = String, description = "The file's text", content_type = "text/plain"),
     responses(
         (status = 200, description = "The file, stored and indexed", body = Written),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody),
-        (status = 413, description = "Over a configured limit", body = ErrorBody),
-        (status = 422, description = "A binary file or a repository that cannot be cloned", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::NoSuchLearner,
+        crate::http::error::refusals::TooLarge,
+        crate::http::error::refusals::Unusable
     )
 )]
 pub async fn put_file(
@@ -135,9 +135,9 @@ pub async fn put_file(
     params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name"), ("path" = String, Path, description = "The file's path in the project")),
     responses(
         (status = 204, description = "The file and its chunks, removed"),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody),
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole,
         (status = 404, description = "No such learner or file", body = ErrorBody)
     )
 )]

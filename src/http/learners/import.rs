@@ -8,7 +8,7 @@ use super::{Written, body_bytes, course_of};
 use crate::auth::Claims;
 use crate::http::access::writable_project;
 use crate::http::extract::{Json, Query};
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::project::{Origin, WriteReport, archive, check_project_name, git};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -34,12 +34,12 @@ fn yes() -> bool {
     request_body(content = Vec<u8>, description = "A zip, tar or tar.gz archive", content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "The archive's files, stored and indexed", body = Written),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody),
-        (status = 413, description = "Over a configured limit", body = ErrorBody),
-        (status = 422, description = "A binary file or a repository that cannot be cloned", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::NoSuchLearner,
+        crate::http::error::refusals::TooLarge,
+        crate::http::error::refusals::Unusable
     )
 )]
 pub async fn post_archive(
@@ -105,12 +105,12 @@ pub struct SkippedFile {
     request_body(content = inline(Object), description = "`url`, optional `branch`, `replace` (default true)"),
     responses(
         (status = 200, description = "The repository's files, stored and indexed; binaries skipped", body = GitImported),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody),
-        (status = 413, description = "Over a configured limit", body = ErrorBody),
-        (status = 422, description = "A binary file or a repository that cannot be cloned", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::NoSuchLearner,
+        crate::http::error::refusals::TooLarge,
+        crate::http::error::refusals::Unusable
     )
 )]
 pub async fn post_git(

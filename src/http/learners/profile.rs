@@ -8,7 +8,7 @@ use super::{FileInfo, course_of};
 use crate::auth::Claims;
 use crate::http::access::readable_profile;
 use crate::http::extract::{Json, ProfileWriter};
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::learner::validate::{ProfileUpdate, check_learner_id};
 use crate::learner::{LearnerProfile, MentorSession};
 
@@ -30,8 +30,8 @@ pub struct ProfileView {
     params(("id" = String, Path, description = "The learner's id")),
     responses(
         (status = 200, description = "The profile, the latest mentor session and the project files", body = ProfileView),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn profile(
@@ -67,9 +67,9 @@ pub struct ProfileWritten {
     responses(
         (status = 200, description = "The profile, updated", body = ProfileWritten),
         (status = 201, description = "The profile, created", body = ProfileWritten),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole
     )
 )]
 pub async fn put_profile(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::auth::Claims;
 use crate::http::access::{can_review_learner, learner_not_found, readable_profile};
 use crate::http::extract::Json;
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::learner::MentorSession;
 use crate::learner::validate::SessionNotes;
 
@@ -25,9 +25,9 @@ pub struct SessionRecorded {
     request_body(content = inline(Object), description = "`held_on` (YYYY-MM-DD), `notes`, `goals`"),
     responses(
         (status = 201, description = "The session, recorded", body = SessionRecorded),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn add_session(
@@ -60,8 +60,8 @@ pub struct Sessions {
     params(("id" = String, Path, description = "The learner's id")),
     responses(
         (status = 200, description = "The mentor sessions, latest first", body = Sessions),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn sessions(

@@ -28,8 +28,8 @@ pub struct LearnerConversations {
     params(("id" = String, Path, description = "The learner's id")),
     responses(
         (status = 200, description = "The learner's conversations, most recently active first", body = LearnerConversations),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn learner_conversations(
@@ -68,7 +68,7 @@ pub struct ConversationReview {
     params(("id" = String, Path, description = "The conversation's id")),
     responses(
         (status = 200, description = "Messages, annotations, feedback and flags", body = ConversationReview),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such conversation, or one the caller may not review", body = ErrorBody)
     )
 )]
@@ -125,8 +125,8 @@ pub struct Annotated {
     request_body(content = inline(Object), description = "`kind` (correction or comment) and `text`"),
     responses(
         (status = 201, description = "The annotation, stored", body = Annotated),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such message, or one the caller may not review", body = ErrorBody)
     )
 )]

@@ -6,7 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::http::extract::{Json, Query, Reviewer};
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::learner::LearnerProfile;
 use crate::review::FlagCounts;
 use crate::review::digest::since_session;
@@ -58,9 +58,9 @@ pub struct LastSession {
     params(LearnersQuery),
     responses(
         (status = 200, description = "The caller's learners, urgent first", body = Dashboard),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole
     )
 )]
 pub async fn learners(

@@ -7,7 +7,7 @@ use crate::auth::Claims;
 use crate::http::access::reviewable_history;
 use crate::http::extract::Json;
 use crate::http::markdown;
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::review::digest::{Digest, DigestWriter};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -26,8 +26,8 @@ pub struct DigestView {
     params(("id" = String, Path, description = "The learner's id")),
     responses(
         (status = 200, description = "The digest since the last session", body = DigestView),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn digest(

@@ -33,9 +33,9 @@ pub struct LearnerFlags {
     params(("id" = String, Path, description = "The learner's id"), FlagsQuery),
     responses(
         (status = 200, description = "The learner's flags, newest first", body = LearnerFlags),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 404, description = "No such learner, or one the caller may not see", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::NoSuchLearner
     )
 )]
 pub async fn flags(
@@ -93,8 +93,8 @@ pub struct Resolved {
     request_body(content = inline(Object), description = "An optional `note`; the body may be empty"),
     responses(
         (status = 200, description = "The flag, resolved", body = Resolved),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such flag, or one the caller may not review", body = ErrorBody)
     )
 )]

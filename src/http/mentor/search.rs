@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::http::extract::{Json, Query, Reviewer, parse_limit};
-use crate::http::{ApiError, AppState, ErrorBody};
+use crate::http::{ApiError, AppState};
 use crate::review::search::{parse_query, snippet};
 use crate::transcript::{MessageStatus, StoredMessage};
 
@@ -61,9 +61,9 @@ impl SearchHit {
     params(SearchQuery),
     responses(
         (status = 200, description = "Messages holding every term, newest first", body = SearchResults),
-        (status = 400, description = "A bad body, query or value", body = ErrorBody),
-        (status = 401, description = "Missing, bad or expired token", body = ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = ErrorBody)
+        crate::http::error::refusals::BadInput,
+        crate::http::error::refusals::Unauthenticated,
+        crate::http::error::refusals::WrongRole
     )
 )]
 pub async fn search(
