@@ -10,6 +10,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::guard::policy::{AnswerMode, Effective, Policies};
+use crate::guard::window::{Clock, WindowMode};
+use crate::guard::{GuardReport, OutputGuard, TurnRules};
 use crate::llm::{ChatRequest, Llm, LlmEvent};
 use crate::prompt::{
     Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflineFile,
@@ -39,6 +42,10 @@ pub enum ChatError {
     ForeignConversation,
     #[error("the earlier answer to this question is still being written")]
     DuplicateInFlight,
+    /// An assessment window has turned the companion off for this course; the message says
+    /// until when, in the learner's language.
+    #[error("{0}")]
+    Paused(String),
 }
 
 /// Everything `answer` needs; cheap to clone.
@@ -56,6 +63,10 @@ pub struct ChatDeps {
     pub budget: Budget,
     pub top_k: usize,
     pub temperature: f32,
+    /// Course and project policies the output guard enforces.
+    pub policies: Arc<Policies>,
+    /// The time assessment windows are read against.
+    pub clock: Clock,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +117,8 @@ pub struct TurnSummary {
     pub total_ms: i64,
     /// Why the answer failed, when it did.
     pub error: Option<String>,
+    /// What the output guard did, when it changed the answer or found it uncited.
+    pub guard: Option<GuardReport>,
 }
 
 /// Signals that end an answer early.
@@ -136,6 +149,21 @@ pub async fn answer(
         && conversation.learner_id != turn.learner.id
     {
         return Err(ChatError::ForeignConversation);
+    }
+    let knowledge = knowledge(deps, &turn).await;
+    let mut policy = deps
+        .policies
+        .course(knowledge.course.as_deref().unwrap_or_default())
+        .effective(knowledge.project.as_deref());
+    let window = policy
+        .windows
+        .iter()
+        .find(|w| w.contains(deps.clock.now()))
+        .cloned();
+    if let Some(window) = &window
+        && window.mode == WindowMode::Off
+    {
+        return Err(ChatError::Paused(window.message(&knowledge.locale)));
     }
     let question_id = uuid::Uuid::now_v7().to_string();
     let inserted = deps
@@ -188,9 +216,17 @@ pub async fn answer(
         }
     }
 
-    let knowledge = knowledge(deps, &turn).await;
     let retrieval_started = Instant::now();
-    let (passages, snippets) = retrieve(deps, &turn, &knowledge).await;
+    let (passages, mut snippets) = retrieve(deps, &turn, &knowledge).await;
+    let mut knowledge = knowledge;
+    let notice = window.map(|w| {
+        // Concepts only: the project stays out of the prompt, and code stays short.
+        knowledge.brief = None;
+        snippets.clear();
+        policy.answer = AnswerMode::Hints;
+        policy.max_code_lines = Some(policy.max_code_lines.unwrap_or(4).min(4));
+        format!("> {}\n\n", w.message(&knowledge.locale))
+    });
     let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
 
     let answer_id = uuid::Uuid::now_v7().to_string();
@@ -209,6 +245,8 @@ pub async fn answer(
                 knowledge: &knowledge,
                 passages: &passages,
                 snippets: &snippets,
+                policy: &policy,
+                notice: notice.as_deref(),
             };
             offline_answer(deps, material, &mut record, &send).await?
         }
@@ -223,6 +261,8 @@ pub async fn answer(
                     knowledge: &knowledge,
                     passages: &passages,
                     snippets: &snippets,
+                    policy: &policy,
+                    notice: notice.as_deref(),
                 },
                 StreamCtx {
                     answer_id: &answer_id,
@@ -236,9 +276,23 @@ pub async fn answer(
         }
     };
     record.total_ms = Some(started.elapsed().as_millis() as i64);
+    let guard = status.2;
+    record.guard = guard.as_ref().and_then(|g| serde_json::to_value(g).ok());
     deps.store
         .finish_answer(&answer_id, status.0, &record)
         .await?;
+    if let (Some(flagger), Some(report)) = (&deps.flagger, &guard)
+        && !report.withheld.is_empty()
+    {
+        let reasons: Vec<String> = report
+            .withheld
+            .iter()
+            .map(|w| format!("{}: {}", w.rule.as_str(), w.reason))
+            .collect();
+        flagger
+            .on_withheld(&turn.learner.id, &conversation_id, &answer_id, &reasons)
+            .await;
+    }
     let summary = TurnSummary {
         message_id: answer_id,
         status: Some(status.0),
@@ -251,13 +305,14 @@ pub async fn answer(
         first_token_ms: record.first_token_ms,
         total_ms: record.total_ms.unwrap_or(0),
         error: status.1,
+        guard,
     };
     send(TurnEvent::Done(summary.clone())).await;
     Ok(summary)
 }
 
-/// A status and, for a failure, its reason.
-type Ending = (MessageStatus, Option<String>);
+/// A status, for a failure its reason, and what the output guard did when it mattered.
+type Ending = (MessageStatus, Option<String>, Option<GuardReport>);
 
 /// The honest reply when no model is configured: the course passages retrieval found, the
 /// learner's own files that match the question, and what the mentor asked at the last session.
@@ -297,11 +352,12 @@ where
         .as_ref()
         .map(|plan| plan.goals.clone())
         .unwrap_or_default();
-    let text = deps.prompts.render_offline(&OfflineReply {
+    let reply = deps.prompts.render_offline(&OfflineReply {
         passages,
         files,
         goals,
     })?;
+    let text = format!("{}{reply}", material.notice.unwrap_or_default());
     send(TurnEvent::Sources(record.sources.clone())).await;
     // Sent paragraph by paragraph so clients exercise the same streaming path.
     for (seq, part) in text.split_inclusive("\n\n").enumerate() {
@@ -317,7 +373,7 @@ where
     record.offline = true;
     record.model = Some("offline".to_string());
     record.first_token_ms = record.retrieval_ms;
-    Ok((MessageStatus::Complete, None))
+    Ok((MessageStatus::Complete, None, None))
 }
 
 /// What the companion knows about the learner for one turn; each part is optional, and a
@@ -330,6 +386,8 @@ struct Knowledge {
     facts: Option<LearnerFacts>,
     plan: Option<MentorPlan>,
     brief: Option<Brief>,
+    /// The learner's current project, whose policy applies.
+    project: Option<String>,
 }
 
 async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
@@ -410,6 +468,7 @@ async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
         facts: Some(LearnerFacts { lines }),
         plan,
         brief,
+        project: profile.project.clone(),
     }
 }
 
@@ -466,6 +525,9 @@ struct Material<'a> {
     knowledge: &'a Knowledge,
     passages: &'a [Passage],
     snippets: &'a [Snippet],
+    policy: &'a Effective,
+    /// Said before the answer (an assessment window limiting it).
+    notice: Option<&'a str>,
 }
 
 struct StreamCtx<'a> {
@@ -494,6 +556,7 @@ where
         course: knowledge.course.as_deref().unwrap_or("your course"),
         page_title: turn.page.title.as_deref(),
         locale: &knowledge.locale,
+        answer_policy: Some(&answer_policy(material.policy, material.notice.is_some())),
     })?;
     let prompt = crate::prompt::assemble(
         deps.budget,
@@ -515,6 +578,32 @@ where
     // Citations refer to the passages the model actually saw.
     record.sources.truncate(prompt.passages_used);
     send(TurnEvent::Sources(record.sources.clone())).await;
+    let mut seq = 0u64;
+    if let Some(notice) = material.notice {
+        record.text.push_str(notice);
+        send(TurnEvent::Delta {
+            seq,
+            text: notice.to_string(),
+        })
+        .await;
+        seq += 1;
+    }
+    let mut guard = OutputGuard::new(TurnRules {
+        references: material.policy.references.clone(),
+        max_code_lines: material.policy.max_code_lines,
+        forbidden: material.policy.forbidden.clone(),
+        n_passages: prompt.passages_used,
+        locale: knowledge.locale.clone(),
+        shown_before: history
+            .iter()
+            .flat_map(|turn| crate::guard::code_blocks(&turn.answer))
+            .collect(),
+        course_code: material.policy.course_code.clone(),
+        learner_text: std::iter::once(turn.text.clone())
+            .chain(turn.attachments.iter().map(|a| a.text.clone()))
+            .chain(material.snippets.iter().map(|s| s.text.clone()))
+            .collect(),
+    });
     let request = ChatRequest {
         messages: prompt.messages,
         max_tokens: deps.budget.reserved_answer,
@@ -522,17 +611,16 @@ where
     };
     let stream = tokio::select! {
         result = llm.stream(request) => result,
-        _ = ctx.stops.cancel.cancelled() => return Ok((MessageStatus::Cancelled, None)),
-        _ = ctx.stops.shutdown.cancelled() => return Ok((MessageStatus::Interrupted, None)),
+        _ = ctx.stops.cancel.cancelled() => return Ok((MessageStatus::Cancelled, None, None)),
+        _ = ctx.stops.shutdown.cancelled() => return Ok((MessageStatus::Interrupted, None, None)),
     };
     let mut stream = match stream {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%error, "llm request failed");
-            return Ok((MessageStatus::Failed, Some(error.to_string())));
+            return Ok((MessageStatus::Failed, Some(error.to_string()), None));
         }
     };
-    let mut seq = 0u64;
     let mut usage: Option<(u32, u32)> = None;
     let mut last_checkpoint = Instant::now();
     let mut checkpointed_len = 0;
@@ -548,9 +636,14 @@ where
                 if record.first_token_ms.is_none() {
                     record.first_token_ms = Some(ctx.started.elapsed().as_millis() as i64);
                 }
-                record.text.push_str(&text);
-                send(TurnEvent::Delta { seq, text }).await;
-                seq += 1;
+                // What the learner may see now: prose at once, a code block once closed
+                // and checked.
+                let shown = guard.push(&text);
+                if !shown.is_empty() {
+                    record.text.push_str(&shown);
+                    send(TurnEvent::Delta { seq, text: shown }).await;
+                    seq += 1;
+                }
             }
             Some(Ok(LlmEvent::Usage {
                 tokens_in,
@@ -569,6 +662,18 @@ where
             last_checkpoint = Instant::now();
         }
     };
+    // Whatever the ending, a held block is checked before it is shown or stored.
+    let rest = guard.finish();
+    if !rest.is_empty() {
+        record.text.push_str(&rest);
+        send(TurnEvent::Delta { seq, text: rest }).await;
+    }
+    let report = guard.report();
+    let ending = (
+        ending.0,
+        ending.1,
+        (report.changed_answer() || report.uncited).then_some(report),
+    );
     let (tokens_in, tokens_out) = usage.map_or_else(
         || {
             (
@@ -653,9 +758,33 @@ where
         first_token_ms: stored.first_token_ms,
         total_ms: stored.total_ms.unwrap_or(0),
         error: None,
+        guard: stored.guard.and_then(|g| serde_json::from_value(g).ok()),
     };
     send(TurnEvent::Done(summary.clone())).await;
     summary
+}
+
+/// The policy as the system prompt states it to the model.
+fn answer_policy(policy: &Effective, assessment: bool) -> String {
+    let lines = policy
+        .max_code_lines
+        .map(|n| format!(" Code blocks longer than {n} lines are withheld."))
+        .unwrap_or_default();
+    let mode = match policy.answer {
+        AnswerMode::Hints => {
+            "hints only: guide with questions and hints, never write the learner's code."
+        }
+        AnswerMode::Explain => {
+            "explain concepts with small generic examples, never the learner's deliverable."
+        }
+        AnswerMode::Solutions => "worked solutions are allowed for this practice work.",
+    };
+    let assessment = if assessment {
+        " An assessment is under way: explain course concepts only and do not help with the project."
+    } else {
+        ""
+    };
+    format!("{mode}{lines}{assessment}")
 }
 
 fn source_ref(passage: &Passage) -> SourceRef {

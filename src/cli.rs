@@ -91,6 +91,24 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Leaks caught and missed, false positives and added delay of the output guard: requests
+    /// for the graded solution played against a model scripted to comply, and legitimate
+    /// answers that must pass. Exits non-zero past the thresholds.
+    Guard {
+        /// JSON Lines: {"id", "kind": "leak"|"legit", "variant", "locale", "turns": [{"learner", "model"}]}.
+        #[arg(long, default_value = "tests/eval/guard/cases.jsonl")]
+        set: PathBuf,
+        /// The course content holding the policies and reference solutions.
+        #[arg(long, default_value = "course-content")]
+        content: PathBuf,
+        #[arg(long, default_value = "python-foundations")]
+        course: String,
+        #[arg(long, default_value = "budget-tracker")]
+        project: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +226,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", crate::eval::render_table(&report));
             }
+            Ok(())
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Guard {
+                    set,
+                    content,
+                    course,
+                    project,
+                    json,
+                },
+        } => {
+            init_tracing();
+            let cases = crate::eval::guard::read_cases(&set)?;
+            let report =
+                runtime.block_on(crate::eval::guard::run(&content, &course, &project, &cases))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::eval::guard::render(&report));
+            }
+            let failures = report.failures();
+            anyhow::ensure!(
+                failures.is_empty(),
+                "the output guard misses its targets: {}",
+                failures.join("; ")
+            );
             Ok(())
         }
         Command::Bench {

@@ -1,5 +1,8 @@
 //! Evaluations a course team runs: retrieval quality (recall@k, MRR, latency) per mode over a
-//! question set, on a fresh index of a content folder.
+//! question set, on a fresh index of a content folder; and the output guard against leaks
+//! ([`guard`]).
+pub mod guard;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;

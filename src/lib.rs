@@ -10,6 +10,7 @@
 //! - [`learner`]: profiles, mentor sessions and project files as data, and their seam.
 //! - [`store`]: persistence (SQLite or PostgreSQL): pool, migrations, dialects, row mapping.
 //! - [`chat`]: the one path that answers a question.
+//! - [`guard`]: course policies enforced on the model's output (solutions, citations, windows).
 //! - [`project`]: learners' project files (checks, archives, git import, code-aware chunks,
 //!   private indexing) and the course's project briefs.
 //! - [`review`]: feedback, flags, annotations, search, retention and the mentor's digest.
@@ -25,6 +26,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod eval;
+pub mod guard;
 pub mod http;
 pub mod index;
 pub mod learner;

@@ -54,6 +54,11 @@ impl Application {
             None => tracing::warn!("no LLM endpoint configured: answering in offline mode"),
         }
         let prompts = Prompts::builtin()?;
+        // A broken policy stops the start: a course would otherwise run without its rules.
+        let policies = Arc::new(
+            crate::guard::policy::Policies::load(&settings.content.dir)
+                .context("cannot load the course policies")?,
+        );
         let pages = CoursePages::load(&settings.content.dir, settings.content.max_file_bytes);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -91,6 +96,8 @@ impl Application {
                 budget: budget(&settings),
                 top_k: settings.retrieval.top_k,
                 temperature: settings.llm.as_ref().map_or(0.3, |l| l.temperature),
+                policies,
+                clock: crate::guard::window::Clock::default(),
             },
             keys: Arc::new(keys),
             limits: settings.limits.clone(),
@@ -108,6 +115,11 @@ impl Application {
             state,
             settings,
         })
+    }
+
+    /// The clock assessment windows are read against (tests move it).
+    pub fn clock(&self) -> crate::guard::window::Clock {
+        self.state.chat.clock.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -128,6 +140,7 @@ impl Application {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
         println!("companion listening on http://{addr}");
+        spawn_policy_reloads(&state);
         let ingest_state = state.clone();
         let ingest_settings = settings.clone();
         tokio::spawn(async move {
@@ -243,4 +256,31 @@ async fn purge_old_transcripts(
             Err(error) => tracing::warn!(%error, "retention purge failed"),
         }
     }
+}
+
+/// How often the course policies are read again: a course team's edit is live this soon.
+const POLICY_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Re-reads the policies now and then; a broken file is logged with its file and key, and its
+/// last good policy stays live.
+fn spawn_policy_reloads(state: &AppState) {
+    let policies = state.chat.policies.clone();
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLICY_RELOAD_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let policies = policies.clone();
+            let errors = tokio::task::spawn_blocking(move || policies.reload())
+                .await
+                .unwrap_or_default();
+            for error in errors {
+                tracing::error!(%error, "a course policy did not load; its last good version stays live");
+            }
+        }
+    });
 }

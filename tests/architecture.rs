@@ -10,8 +10,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("auth", &[]),
     ("config", &[]),
     ("tokens", &[]),
+    // The output guard: pure rules over text and the policy files; the answering path calls it.
+    ("guard", &[]),
     ("llm", &["config"]),
-    ("retrieval", &["config", "tokens"]),
+    ("retrieval", &["config", "guard", "tokens"]),
     ("prompt", &["config", "llm", "retrieval", "tokens"]),
     // The storage seam: plain data and the traits it is read through live in the domain
     // modules and name `StoreError`; `store` implements those traits over SQL. The four are
@@ -47,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "auth",
             "config",
+            "guard",
             "learner",
             "llm",
             "project",
@@ -62,7 +65,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "index",
         &["config", "learner", "project", "retrieval", "store"],
     ),
-    ("eval", &["config", "index", "retrieval"]),
+    (
+        "eval",
+        &[
+            "chat",
+            "config",
+            "guard",
+            "index",
+            "learner",
+            "llm",
+            "project",
+            "prompt",
+            "retrieval",
+            "store",
+        ],
+    ),
     ("bench", &["config", "eval", "index", "retrieval"]),
     (
         "http",
@@ -70,6 +87,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth",
             "chat",
             "config",
+            "guard",
             "learner",
             "llm",
             "project",

@@ -60,6 +60,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         retrieval_ms: Some(3),
         first_token_ms: Some(7),
         total_ms: Some(9),
+        guard: Some(serde_json::json!({"withheld": [{"rule": "solution", "original": "x = 1"}]})),
     };
     store
         .finish_answer("m2", MessageStatus::Complete, &record)
@@ -79,6 +80,8 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
     assert!(answer.offline);
     assert_eq!((answer.tokens_in, answer.tokens_out), (Some(10), Some(5)));
     assert_eq!(answer.total_ms, Some(9));
+    assert_eq!(answer.guard, record.guard);
+    assert_eq!(messages[0].guard, None);
     assert_eq!(store.answer_to("m1").await.unwrap().unwrap().id, "m2");
 }
 

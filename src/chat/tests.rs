@@ -182,6 +182,8 @@ async fn setup(llm: Option<Arc<dyn Llm>>, store: Arc<Memory>) -> Setup {
         budget: Budget::new(8192, 512, "gpt-4o-mini"),
         top_k: 3,
         temperature: 0.2,
+        policies: Arc::new(crate::guard::policy::Policies::default()),
+        clock: crate::guard::window::Clock::default(),
     };
     Setup {
         deps,

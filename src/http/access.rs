@@ -54,6 +54,15 @@ pub fn can_write_project(claims: &Claims, learner_id: &str) -> bool {
     }
 }
 
+/// Read a course's answer policy: that course's team (its token names the course) or an admin.
+pub fn can_read_course_policy(claims: &Claims, course: &str) -> bool {
+    match claims.role {
+        Role::Admin => true,
+        Role::CourseTeam => claims.course.as_deref() == Some(course),
+        _ => false,
+    }
+}
+
 /// Erase a learner: an admin or the platform's service token.
 pub fn can_erase_learner(claims: &Claims) -> bool {
     matches!(claims.role, Role::Admin | Role::Service)

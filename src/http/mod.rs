@@ -6,6 +6,7 @@
 pub mod access;
 pub mod assets;
 pub mod conversations;
+pub mod courses;
 pub mod demo;
 mod error;
 pub mod extract;
@@ -89,6 +90,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             Method::GET,
             "/api/v1/conversations/{id}",
             conversations::conversation,
+        ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/courses/{course}/policy",
+            courses::policy,
         ),
     ];
     routes.extend(learners::routes());

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::extract::Json;
-use super::{conversations, demo, learners, mentor};
+use super::{conversations, courses, demo, learners, mentor};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{conversations, demo, learners, mentor};
         document,
         demo::demo_token,
         conversations::conversation,
+        courses::policy,
         learners::profile::profile,
         learners::profile::put_profile,
         learners::erase::erase_learner,
@@ -48,6 +49,7 @@ use super::{conversations, demo, learners, mentor};
     tags(
         (name = "learners", description = "Every `/api/v1/learners/{id}...` route"),
         (name = "mentor", description = "The mentor's review"),
+        (name = "courses", description = "What course teams read: the answer policies"),
         (name = "chat", description = "Conversations and the demo"),
     )
 )]

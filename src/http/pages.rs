@@ -74,6 +74,11 @@ impl CoursePages {
             .unwrap_or_default();
         for entry in walkdir::WalkDir::new(dir)
             .into_iter()
+            // A project's reference solutions are never served.
+            .filter_entry(|e| {
+                e.depth() == 0
+                    || !crate::guard::policy::is_private(&e.file_name().to_string_lossy())
+            })
             .filter_map(Result::ok)
         {
             let path = entry.path();

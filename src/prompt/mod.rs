@@ -34,6 +34,8 @@ pub struct SystemContext<'a> {
     pub page_title: Option<&'a str>,
     /// The learner's locale ("en", "fr-CA", ...); the answers follow it.
     pub locale: &'a str,
+    /// What the course's policy allows this answer to show, in words.
+    pub answer_policy: Option<&'a str>,
 }
 
 /// The language of a locale, as the system prompt names it: "French (français)".
@@ -118,6 +120,7 @@ impl Prompts {
                 locale => context.locale,
                 language => language_name(context.locale),
                 french => primary.eq_ignore_ascii_case("fr"),
+                answer_policy => context.answer_policy,
             },
         )
     }
@@ -166,18 +169,22 @@ mod tests {
     #[test]
     fn the_builtin_system_prompt_has_a_version_and_renders_the_learner() {
         let prompts = Prompts::builtin().unwrap();
-        assert_eq!(prompts.system_version(), "system-v2");
+        assert_eq!(prompts.system_version(), "system-v3");
         let text = prompts
             .render_system(&SystemContext {
                 learner_name: "Ada",
                 course: "python-foundations",
                 page_title: Some("While loops"),
                 locale: "en",
+                answer_policy: Some("hints only"),
             })
             .unwrap();
         assert!(text.contains("Ada"));
         assert!(text.contains("\"While loops\""));
         assert!(text.contains("Answer in English"));
+        assert!(
+            text.contains("answer policy, which a checker enforces on what you write: hints only")
+        );
         assert!(!text.starts_with("---"));
     }
 
@@ -190,6 +197,7 @@ mod tests {
                 course: "python-foundations",
                 page_title: None,
                 locale: "fr-FR",
+                answer_policy: None,
             })
             .unwrap();
         assert!(text.contains("Answer in French (français)"), "{text}");

@@ -810,25 +810,8 @@ mod tests {
 
         fn question(id: &str, conversation: &str, text: &str, created_at: i64) -> StoredMessage {
             StoredMessage {
-                id: id.into(),
-                conversation_id: conversation.into(),
-                learner_id: "ada".into(),
                 client_id: Some(format!("client-{id}")),
-                role: "learner".into(),
-                text: text.into(),
-                status: MessageStatus::Complete,
-                reply_to: None,
-                sources: vec![],
-                prompt_version: None,
-                model: None,
-                offline: false,
-                tokens_in: None,
-                tokens_out: None,
-                retrieval_ms: None,
-                first_token_ms: None,
-                total_ms: None,
-                page_url: None,
-                created_at,
+                ..StoredMessage::new(id, conversation, "ada", "learner", text, created_at)
             }
         }
 

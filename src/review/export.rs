@@ -147,7 +147,6 @@ pub fn markdown(
 mod tests {
     use super::*;
     use crate::review::AnnotationKind;
-    use crate::transcript::MessageStatus;
 
     #[test]
     fn an_export_page_stops_before_the_byte_bound_but_holds_at_least_one_message() {
@@ -158,27 +157,7 @@ mod tests {
     }
 
     fn message(id: &str, role: &str, text: &str) -> StoredMessage {
-        StoredMessage {
-            id: id.into(),
-            conversation_id: "c1".into(),
-            learner_id: "ada".into(),
-            client_id: None,
-            role: role.into(),
-            text: text.into(),
-            status: MessageStatus::Complete,
-            reply_to: None,
-            sources: Vec::new(),
-            prompt_version: None,
-            model: None,
-            offline: false,
-            tokens_in: None,
-            tokens_out: None,
-            retrieval_ms: None,
-            first_token_ms: None,
-            total_ms: None,
-            page_url: None,
-            created_at: 1_700_000_000_000,
-        }
+        StoredMessage::new(id, "c1", "ada", role, text, 1_700_000_000_000)
     }
 
     #[test]

@@ -528,6 +528,29 @@ impl Flagger {
         Ok(flag)
     }
 
+    /// The output guard withheld part of an answer: the mentor and the course team see which
+    /// rule fired and why (the withheld text stays on the message).
+    pub async fn on_withheld(
+        &self,
+        learner_id: &str,
+        conversation_id: &str,
+        answer_id: &str,
+        reasons: &[String],
+    ) -> Vec<Flag> {
+        let flag = Flag::new(
+            learner_id,
+            Some(conversation_id),
+            Some(answer_id),
+            FlagKind::Policy,
+            Severity::Normal,
+            format!(
+                "the output guard withheld part of an answer ({})",
+                reasons.join("; ")
+            ),
+        );
+        self.record(vec![flag]).await
+    }
+
     async fn record(&self, flags: Vec<Flag>) -> Vec<Flag> {
         let mut recorded = Vec::new();
         for flag in flags {

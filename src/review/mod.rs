@@ -67,6 +67,8 @@ pub enum FlagKind {
     Distress,
     /// The configured moderation endpoint flagged the message.
     Moderation,
+    /// The output guard withheld part of an answer (a course policy fired).
+    Policy,
 }
 
 impl FlagKind {
@@ -76,6 +78,7 @@ impl FlagKind {
             Self::Stuck => "stuck",
             Self::Distress => "distress",
             Self::Moderation => "moderation",
+            Self::Policy => "policy",
         }
     }
 }
@@ -89,6 +92,7 @@ impl FromStr for FlagKind {
             "stuck" => Ok(Self::Stuck),
             "distress" => Ok(Self::Distress),
             "moderation" => Ok(Self::Moderation),
+            "policy" => Ok(Self::Policy),
             _ => Err(UnknownValue::new("flag kind", s)),
         }
     }
@@ -332,6 +336,7 @@ mod tests {
                 FlagKind::Stuck,
                 FlagKind::Distress,
                 FlagKind::Moderation,
+                FlagKind::Policy,
             ],
             FlagKind::as_str,
         );

@@ -57,25 +57,16 @@ impl Memory {
 
 fn learner_message(q: &NewQuestion, now: i64) -> StoredMessage {
     StoredMessage {
-        id: q.id.clone(),
-        conversation_id: q.conversation_id.clone(),
-        learner_id: q.learner_id.clone(),
         client_id: Some(q.client_id.clone()),
-        role: "learner".into(),
-        text: q.text.clone(),
-        status: MessageStatus::Complete,
-        reply_to: None,
-        sources: Vec::new(),
-        prompt_version: None,
-        model: None,
-        offline: false,
-        tokens_in: None,
-        tokens_out: None,
-        retrieval_ms: None,
-        first_token_ms: None,
-        total_ms: None,
         page_url: q.page_url.clone(),
-        created_at: now,
+        ..StoredMessage::new(
+            &q.id,
+            &q.conversation_id,
+            &q.learner_id,
+            "learner",
+            &q.text,
+            now,
+        )
     }
 }
 
@@ -128,25 +119,9 @@ impl TranscriptStore for Memory {
         learner_id: &str,
     ) -> Result<(), StoreError> {
         self.tables().messages.push(StoredMessage {
-            id: id.into(),
-            conversation_id: conversation_id.into(),
-            learner_id: learner_id.into(),
-            client_id: None,
-            role: "assistant".into(),
-            text: String::new(),
             status: MessageStatus::Streaming,
             reply_to: Some(question_id.into()),
-            sources: Vec::new(),
-            prompt_version: None,
-            model: None,
-            offline: false,
-            tokens_in: None,
-            tokens_out: None,
-            retrieval_ms: None,
-            first_token_ms: None,
-            total_ms: None,
-            page_url: None,
-            created_at: now_ms(),
+            ..StoredMessage::new(id, conversation_id, learner_id, "assistant", "", now_ms())
         });
         Ok(())
     }
@@ -182,6 +157,7 @@ impl TranscriptStore for Memory {
             m.retrieval_ms = r.retrieval_ms;
             m.first_token_ms = r.first_token_ms;
             m.total_ms = r.total_ms;
+            m.guard = r.guard.clone();
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::transcript::{Conversation, SourceRef, StoredMessage};
 
 pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, \
     status, reply_to, sources, prompt_version, model, offline, tokens_in, tokens_out, \
-    retrieval_ms, first_token_ms, total_ms, page_url, created_at";
+    retrieval_ms, first_token_ms, total_ms, page_url, created_at, guard";
 pub(super) const LEARNER_COLUMNS: &str = "id, name, locale, program, course_id, chapter, project, \
     chapters_completed, mentor_id, updated_at";
 pub(super) const SESSION_COLUMNS: &str =
@@ -75,6 +75,10 @@ pub(super) fn message(row: &AnyRow) -> Result<StoredMessage, StoreError> {
         total_ms: row.try_get("total_ms")?,
         page_url: row.try_get("page_url")?,
         created_at: row.try_get("created_at")?,
+        guard: match row.try_get::<Option<String>, _>("guard")? {
+            Some(json) if !json.is_empty() => Some(json_column(&json, "guard")?),
+            _ => None,
+        },
     })
 }
 

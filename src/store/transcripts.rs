@@ -151,8 +151,8 @@ impl TranscriptStore for Store {
         sqlx::query(
             "UPDATE messages SET text = $1, status = $2, sources = $3, prompt_version = $4, \
              model = $5, offline = $6, tokens_in = $7, tokens_out = $8, retrieval_ms = $9, \
-             first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13 \
-             WHERE id = $14",
+             first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13, \
+             guard = $14 WHERE id = $15",
         )
         .bind(&r.text)
         .bind(status.as_str())
@@ -167,6 +167,7 @@ impl TranscriptStore for Store {
         .bind(r.total_ms)
         .bind(now_ms())
         .bind(search_text(&r.text))
+        .bind(r.guard.as_ref().map(rows::to_json))
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -98,6 +98,8 @@ pub struct AnswerRecord {
     pub retrieval_ms: Option<i64>,
     pub first_token_ms: Option<i64>,
     pub total_ms: Option<i64>,
+    /// What the output guard did, when it changed the answer or found it uncited.
+    pub guard: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,46 @@ pub struct StoredMessage {
     pub total_ms: Option<i64>,
     pub page_url: Option<String>,
     pub created_at: i64,
+    /// What the output guard did (withheld blocks as the model wrote them): for mentors and
+    /// course teams only, so never serialised with the message; views that may show it ask.
+    #[serde(skip)]
+    pub guard: Option<serde_json::Value>,
+}
+
+impl StoredMessage {
+    /// A complete message with nothing but its text: the other columns empty, for the stores
+    /// and tests to fill in what they know.
+    pub fn new(
+        id: impl Into<String>,
+        conversation_id: impl Into<String>,
+        learner_id: impl Into<String>,
+        role: impl Into<String>,
+        text: impl Into<String>,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            conversation_id: conversation_id.into(),
+            learner_id: learner_id.into(),
+            client_id: None,
+            role: role.into(),
+            text: text.into(),
+            status: MessageStatus::Complete,
+            reply_to: None,
+            sources: Vec::new(),
+            prompt_version: None,
+            model: None,
+            offline: false,
+            tokens_in: None,
+            tokens_out: None,
+            retrieval_ms: None,
+            first_token_ms: None,
+            total_ms: None,
+            page_url: None,
+            created_at,
+            guard: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -686,7 +686,7 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
         !answer["sources"].as_array().unwrap().is_empty(),
         "{answer}"
     );
-    assert_eq!(answer["prompt_version"], "system-v2");
+    assert_eq!(answer["prompt_version"], "system-v3");
 
     for (body, wanted) in [
         (json!({"kind": "praise", "text": "x"}), "annotation body"),
@@ -744,7 +744,7 @@ async fn the_export_is_complete_paginated_and_bounded() {
     assert!(
         messages
             .iter()
-            .any(|m| m["role"] == "assistant" && m["prompt_version"] == "system-v2")
+            .any(|m| m["role"] == "assistant" && m["prompt_version"] == "system-v3")
     );
 
     // Page by page, one message at a time: every message once, in order.

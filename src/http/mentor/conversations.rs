@@ -57,6 +57,10 @@ pub struct ConversationReview {
     pub feedback: Vec<Feedback>,
     #[schema(value_type = Vec<Object>)]
     pub flags: Vec<Flag>,
+    /// What the output guard did, by answer id: the blocks it withheld as the model wrote
+    /// them, the rule that fired and why, citations removed, answers that cited nothing.
+    #[schema(value_type = Object)]
+    pub guard: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `GET /api/v1/mentor/conversations/{id}`: messages with sources and prompt version, the
@@ -86,9 +90,15 @@ pub async fn conversation(
         return Err(not_found());
     }
     let flags = state.review.flags(&learner_id, false).await?;
+    let messages = state.chat.store.messages(&id).await?;
+    let guard = messages
+        .iter()
+        .filter_map(|m| Some((m.id.clone(), m.guard.clone()?)))
+        .collect();
     Ok(Json(ConversationReview {
         conversation,
-        messages: state.chat.store.messages(&id).await?,
+        guard,
+        messages,
         annotations: state.review.conversation_annotations(&id).await?,
         feedback: state.review.conversation_feedback(&id).await?,
         flags: flags

@@ -520,6 +520,7 @@ async fn run_turn(
             ErrorCode::DuplicateInFlight,
             ChatError::DuplicateInFlight.to_string(),
         )),
+        Err(ChatError::Paused(message)) => Some((ErrorCode::CompanionPaused, message)),
         Err(error) => {
             tracing::error!(error = %ErrorChain(&error), "turn failed");
             Some((
@@ -567,6 +568,7 @@ fn frame_of(id: &str, event: TurnEvent) -> ServerFrame {
                 first_token_ms: summary.first_token_ms,
                 total_ms: summary.total_ms,
             },
+            guard: summary.guard.as_ref().map(Into::into),
         },
     }
 }

@@ -79,6 +79,25 @@ pub struct Timings {
     pub total_ms: i64,
 }
 
+/// What the output guard did to an answer, as the learner may know it: the rules that withheld a
+/// block (never the block), the citations removed, and whether the answer cited nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct GuardSummary {
+    pub withheld: Vec<crate::guard::Rule>,
+    pub citations_removed: Vec<u32>,
+    pub uncited: bool,
+}
+
+impl From<&crate::guard::GuardReport> for GuardSummary {
+    fn from(report: &crate::guard::GuardReport) -> Self {
+        Self {
+            withheld: report.withheld.iter().map(|w| w.rule).collect(),
+            citations_removed: report.citations_removed.clone(),
+            uncited: report.uncited,
+        }
+    }
+}
+
 // `Deserialize` too, so clients written in Rust (the tests) read the frames typed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -111,6 +130,9 @@ pub enum ServerFrame {
         model: String,
         usage: Usage,
         timings: Timings,
+        /// Present when the output guard changed the answer or found it uncited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guard: Option<GuardSummary>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +183,9 @@ pub enum ErrorCode {
     DuplicateInFlight,
     ShuttingDown,
     AttachmentRefused,
+    /// An assessment window has turned the companion off for this course; the message says
+    /// until when.
+    CompanionPaused,
     Internal,
 }
 
@@ -377,6 +402,7 @@ mod tests {
                     first_token_ms: None,
                     total_ms: 9,
                 },
+                guard: None,
             },
             ServerFrame::Pong { nonce: None },
             ServerFrame::Pong {

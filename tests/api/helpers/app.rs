@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use companion::auth::{Role, claims_for};
 use companion::config::{EmbeddingProvider, Settings};
+use companion::guard::window::Clock;
 use companion::startup::Application;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -22,6 +23,8 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     server: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     temp: Option<tempfile::TempDir>,
+    /// The server's clock for assessment windows: a test moves it with `clock.set(..)`.
+    pub clock: Clock,
 }
 
 /// The settings every test starts from: the compiled-in defaults with a free port, `data_dir`,
@@ -78,7 +81,7 @@ impl TestApp {
     pub async fn start(settings: Settings, temp: Option<tempfile::TempDir>) -> TestApp {
         init_tracing();
         let (stop, stopped) = oneshot::channel::<()>();
-        let (bound, port) = oneshot::channel::<Result<u16, String>>();
+        let (bound, port) = oneshot::channel::<Result<(u16, Clock), String>>();
         let app_settings = settings.clone();
         let server = std::thread::Builder::new()
             .name("companion-app".into())
@@ -95,7 +98,7 @@ impl TestApp {
                             return Err(error);
                         }
                     };
-                    let _ = bound.send(Ok(app.port()));
+                    let _ = bound.send(Ok((app.port(), app.clock())));
                     app.run_until(async move {
                         let _ = stopped.await;
                     })
@@ -103,8 +106,8 @@ impl TestApp {
                 })
             })
             .expect("start the app's thread");
-        let port = match port.await.expect("the app reports its port") {
-            Ok(port) => port,
+        let (port, clock) = match port.await.expect("the app reports its port") {
+            Ok(bound) => bound,
             Err(error) => panic!("the app did not start: {error}"),
         };
         let app = TestApp {
@@ -113,6 +116,7 @@ impl TestApp {
             stop: Some(stop),
             server: Some(server),
             temp,
+            clock,
         };
         app.wait_ready().await;
         app
@@ -150,6 +154,13 @@ impl TestApp {
 
     pub fn token(&self, role: Role, id: &str) -> String {
         token(role, id)
+    }
+
+    /// A token whose claims name a course (a course team's, for one course).
+    pub fn token_with_course(&self, role: Role, id: &str, course: &str) -> String {
+        keys()
+            .mint(&claims_for(role, id, None, Some(course.to_string()), 600))
+            .unwrap()
     }
 
     pub fn learner_token(&self, id: &str) -> String {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use companion::http::ws::protocol::{
-    ClientFrame, ErrorCode, LearnerInfo, ServerFrame, Timings, Usage,
+    ClientFrame, ErrorCode, GuardSummary, LearnerInfo, ServerFrame, Timings, Usage,
 };
 use companion::transcript::SourceRef;
 use futures::{SinkExt, StreamExt};
@@ -38,6 +38,7 @@ pub struct Done {
     pub model: String,
     pub usage: Usage,
     pub timings: Timings,
+    pub guard: Option<GuardSummary>,
 }
 
 /// Every frame of one answer, `done` last.
@@ -228,6 +229,7 @@ impl Answer {
                 model,
                 usage,
                 timings,
+                guard,
             }) => Done {
                 id: id.clone(),
                 message_id: message_id.clone(),
@@ -237,6 +239,7 @@ impl Answer {
                 model: model.clone(),
                 usage: usage.clone(),
                 timings: timings.clone(),
+                guard: guard.clone(),
             },
             _ => panic!("the last frame is not done: {:?}", self.frames),
         }
