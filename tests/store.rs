@@ -2,7 +2,8 @@
 //! `test`, or `COMPANION_TEST_DATABASE_URL`); each PostgreSQL run gets its own schema.
 use companion::store::{Store, StoreError};
 use companion::transcript::{
-    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, TranscriptStore,
+    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, RetrievalStatus, SourceRef,
+    TranscriptStore,
 };
 
 #[path = "common/pg.rs"]
@@ -60,6 +61,8 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         retrieval_ms: Some(3),
         first_token_ms: Some(7),
         total_ms: Some(9),
+        retrieval: Some(RetrievalStatus::Unavailable),
+        failure: Some("llm_timeout".into()),
     };
     store
         .finish_answer("m2", MessageStatus::Complete, &record)
@@ -79,6 +82,12 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
     assert!(answer.offline);
     assert_eq!((answer.tokens_in, answer.tokens_out), (Some(10), Some(5)));
     assert_eq!(answer.total_ms, Some(9));
+    assert_eq!(answer.retrieval, Some(RetrievalStatus::Unavailable));
+    assert_eq!(answer.failure.as_deref(), Some("llm_timeout"));
+    assert_eq!(
+        (messages[0].retrieval, messages[0].failure.as_deref()),
+        (None, None)
+    );
     assert_eq!(store.answer_to("m1").await.unwrap().unwrap().id, "m2");
 }
 

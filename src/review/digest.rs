@@ -829,6 +829,8 @@ mod tests {
                 total_ms: None,
                 page_url: None,
                 created_at,
+                retrieval: None,
+                failure: None,
             }
         }
 

@@ -178,6 +178,8 @@ mod tests {
             total_ms: None,
             page_url: None,
             created_at: 1_700_000_000_000,
+            retrieval: None,
+            failure: None,
         }
     }
 

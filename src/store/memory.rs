@@ -76,6 +76,8 @@ fn learner_message(q: &NewQuestion, now: i64) -> StoredMessage {
         total_ms: None,
         page_url: q.page_url.clone(),
         created_at: now,
+        retrieval: None,
+        failure: None,
     }
 }
 
@@ -147,6 +149,8 @@ impl TranscriptStore for Memory {
             total_ms: None,
             page_url: None,
             created_at: now_ms(),
+            retrieval: None,
+            failure: None,
         });
         Ok(())
     }
@@ -182,6 +186,8 @@ impl TranscriptStore for Memory {
             m.retrieval_ms = r.retrieval_ms;
             m.first_token_ms = r.first_token_ms;
             m.total_ms = r.total_ms;
+            m.retrieval = r.retrieval;
+            m.failure = r.failure.clone();
         }
         Ok(())
     }

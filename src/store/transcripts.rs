@@ -151,8 +151,9 @@ impl TranscriptStore for Store {
         sqlx::query(
             "UPDATE messages SET text = $1, status = $2, sources = $3, prompt_version = $4, \
              model = $5, offline = $6, tokens_in = $7, tokens_out = $8, retrieval_ms = $9, \
-             first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13 \
-             WHERE id = $14",
+             first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13, \
+             retrieval = $14, failure = $15 \
+             WHERE id = $16",
         )
         .bind(&r.text)
         .bind(status.as_str())
@@ -167,6 +168,8 @@ impl TranscriptStore for Store {
         .bind(r.total_ms)
         .bind(now_ms())
         .bind(search_text(&r.text))
+        .bind(r.retrieval.map(|s| s.as_str()))
+        .bind(&r.failure)
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::review::Rating;
-use crate::transcript::SourceRef;
+use crate::transcript::{RetrievalStatus, SourceRef};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const SUBPROTOCOL: &str = "companion.v1";
@@ -111,6 +111,10 @@ pub enum ServerFrame {
         model: String,
         usage: Usage,
         timings: Timings,
+        /// `unavailable` when the course could not be searched and the answer was written
+        /// without passages; `ok` otherwise.
+        #[serde(default)]
+        retrieval: RetrievalStatus,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +161,14 @@ pub enum ErrorCode {
     UnknownAsk,
     UnknownMessage,
     RateLimited,
+    /// The model failed (after retries): a `done` with `status: "failed"` follows.
     LlmUnavailable,
+    /// The model stayed silent or ran past the answer's deadline: `done` (`failed`) follows.
+    LlmTimeout,
+    /// The model's answer passed the token cap and was cut: `done` (`failed`) follows.
+    AnswerTooLong,
+    /// The question could not be stored (the database is down); it was not acknowledged.
+    StoreUnavailable,
     DuplicateInFlight,
     ShuttingDown,
     AttachmentRefused,
@@ -377,6 +388,7 @@ mod tests {
                     first_token_ms: None,
                     total_ms: 9,
                 },
+                retrieval: RetrievalStatus::Unavailable,
             },
             ServerFrame::Pong { nonce: None },
             ServerFrame::Pong {

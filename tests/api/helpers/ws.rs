@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use companion::http::ws::protocol::{
     ClientFrame, ErrorCode, LearnerInfo, ServerFrame, Timings, Usage,
 };
-use companion::transcript::SourceRef;
+use companion::transcript::{RetrievalStatus, SourceRef};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -38,6 +38,7 @@ pub struct Done {
     pub model: String,
     pub usage: Usage,
     pub timings: Timings,
+    pub retrieval: RetrievalStatus,
 }
 
 /// Every frame of one answer, `done` last.
@@ -228,6 +229,7 @@ impl Answer {
                 model,
                 usage,
                 timings,
+                retrieval,
             }) => Done {
                 id: id.clone(),
                 message_id: message_id.clone(),
@@ -237,6 +239,7 @@ impl Answer {
                 model: model.clone(),
                 usage: usage.clone(),
                 timings: timings.clone(),
+                retrieval: *retrieval,
             },
             _ => panic!("the last frame is not done: {:?}", self.frames),
         }
