@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::guard::policy::{AnswerMode, Effective, Policies};
 use crate::guard::window::{Clock, WindowMode};
 use crate::guard::{GuardReport, OutputGuard, TurnRules};
-use crate::llm::{ChatRequest, Llm, LlmEvent};
+use crate::llm::{ChatRequest, Llm, LlmError, LlmEvent, LlmFailure};
 use crate::prompt::{
     Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflineFile,
     OfflinePassage, OfflineReply, Prompts, Snippet, SystemContext,
@@ -21,8 +21,8 @@ use crate::prompt::{
 use crate::retrieval::{Passage, Retriever, Scope};
 use crate::store::StoreError;
 use crate::transcript::{
-    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, StoredMessage,
-    TranscriptStore,
+    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, RetrievalStatus, SourceRef,
+    StoredMessage, TranscriptStore,
 };
 
 /// How often a streaming answer is saved: at most this much text is at risk in a crash.
@@ -36,6 +36,9 @@ const SNIPPET_CHARS: usize = 240;
 pub enum ChatError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The question could not be stored, so it was not acknowledged (the database is down).
+    #[error("the question could not be stored")]
+    NotStored(#[source] StoreError),
     #[error(transparent)]
     Prompt(#[from] crate::prompt::PromptError),
     #[error("this conversation belongs to another learner")]
@@ -62,6 +65,8 @@ pub struct ChatDeps {
     pub projects: Arc<crate::project::Projects>,
     pub budget: Budget,
     pub top_k: usize,
+    /// A search that takes longer is abandoned: the answer goes on without passages.
+    pub retrieval_timeout: Duration,
     pub temperature: f32,
     /// Course and project policies the output guard enforces.
     pub policies: Arc<Policies>,
@@ -115,10 +120,14 @@ pub struct TurnSummary {
     pub retrieval_ms: i64,
     pub first_token_ms: Option<i64>,
     pub total_ms: i64,
-    /// Why the answer failed, when it did.
+    /// Why the answer failed, when it did (for the log: it may name internal hosts).
     pub error: Option<String>,
     /// What the output guard did, when it changed the answer or found it uncited.
     pub guard: Option<GuardReport>,
+    /// The stable kind of that failure, which is all a learner is told.
+    pub failure: Option<LlmFailure>,
+    /// Whether the course could be searched for this answer.
+    pub retrieval: RetrievalStatus,
 }
 
 /// Signals that end an answer early.
@@ -145,7 +154,11 @@ pub async fn answer(
             let _ = events.send(event).await;
         }
     };
-    if let Some(conversation) = deps.store.conversation(&turn.conversation_id).await?
+    if let Some(conversation) = deps
+        .store
+        .conversation(&turn.conversation_id)
+        .await
+        .map_err(ChatError::NotStored)?
         && conversation.learner_id != turn.learner.id
     {
         return Err(ChatError::ForeignConversation);
@@ -177,7 +190,8 @@ pub async fn answer(
             text: turn.text.clone(),
             page_url: turn.page.url.clone(),
         })
-        .await?;
+        .await
+        .map_err(ChatError::NotStored)?;
     let newly_inserted = matches!(inserted, QuestionInsert::Inserted);
     let (question_id, conversation_id) = match inserted {
         QuestionInsert::Inserted => (question_id, turn.conversation_id.clone()),
@@ -217,7 +231,7 @@ pub async fn answer(
     }
 
     let retrieval_started = Instant::now();
-    let (passages, mut snippets) = retrieve(deps, &turn, &knowledge).await;
+    let (passages, mut snippets, retrieval) = retrieve(deps, &turn, &knowledge).await;
     let mut knowledge = knowledge;
     let notice = window.map(|w| {
         // Concepts only: the project stays out of the prompt, and code stays short.
@@ -237,6 +251,7 @@ pub async fn answer(
         sources: passages.iter().map(source_ref).collect(),
         prompt_version: Some(deps.prompts.system_version().to_string()),
         retrieval_ms: Some(retrieval_ms),
+        retrieval: Some(retrieval),
         ..Default::default()
     };
     let status = match &deps.llm {
@@ -278,6 +293,7 @@ pub async fn answer(
     record.total_ms = Some(started.elapsed().as_millis() as i64);
     let guard = status.2;
     record.guard = guard.as_ref().and_then(|g| serde_json::to_value(g).ok());
+    record.failure = status.1.as_ref().map(|e| e.kind().as_str().to_string());
     deps.store
         .finish_answer(&answer_id, status.0, &record)
         .await?;
@@ -304,7 +320,9 @@ pub async fn answer(
         retrieval_ms,
         first_token_ms: record.first_token_ms,
         total_ms: record.total_ms.unwrap_or(0),
-        error: status.1,
+        error: status.1.as_ref().map(|e| e.to_string()),
+        failure: status.1.as_ref().map(LlmError::kind),
+        retrieval,
         guard,
     };
     send(TurnEvent::Done(summary.clone())).await;
@@ -312,7 +330,7 @@ pub async fn answer(
 }
 
 /// A status, for a failure its reason, and what the output guard did when it mattered.
-type Ending = (MessageStatus, Option<String>, Option<GuardReport>);
+type Ending = (MessageStatus, Option<LlmError>, Option<GuardReport>);
 
 /// The honest reply when no model is configured: the course passages retrieval found, the
 /// learner's own files that match the question, and what the mentor asked at the last session.
@@ -473,27 +491,35 @@ async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
 }
 
 /// One fused search over the course material and the learner's own files: course passages
-/// (renumbered for citation) and the learner's snippets, each within its own count.
+/// (renumbered for citation) and the learner's snippets, each within its own count. An index
+/// that fails or is too slow leaves both empty, and says so: the answer goes on without them.
 async fn retrieve(
     deps: &ChatDeps,
     turn: &Turn,
     knowledge: &Knowledge,
-) -> (Vec<Passage>, Vec<Snippet>) {
+) -> (Vec<Passage>, Vec<Snippet>, RetrievalStatus) {
     let learner = turn.learner.id.as_str();
     let scope = Scope {
         course: knowledge.course.clone(),
         learner: Some(learner.to_string()),
     };
     let project_k = deps.projects.settings().top_k;
-    let found = match deps
+    let search = deps
         .retriever
-        .search(&turn.text, &scope, deps.top_k + project_k)
-        .await
-    {
-        Ok(found) => found,
-        Err(error) => {
+        .search(&turn.text, &scope, deps.top_k + project_k);
+    let found = match tokio::time::timeout(deps.retrieval_timeout, search).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => {
             tracing::warn!(%error, "retrieval failed; answering without passages");
-            Vec::new()
+            return (Vec::new(), Vec::new(), RetrievalStatus::Unavailable);
+        }
+        Err(_) => {
+            let timeout_ms = deps.retrieval_timeout.as_millis() as u64;
+            tracing::warn!(
+                timeout_ms,
+                "retrieval timed out; answering without passages"
+            );
+            return (Vec::new(), Vec::new(), RetrievalStatus::Unavailable);
         }
     };
     let mut passages = Vec::new();
@@ -517,7 +543,7 @@ async fn retrieve(
             _ => {}
         }
     }
-    (passages, snippets)
+    (passages, snippets, RetrievalStatus::Ok)
 }
 
 /// What the prompt is built from besides the turn and the history.
@@ -570,6 +596,7 @@ where
             passages: material.passages,
             history,
             question: &turn.text,
+            retrieval_unavailable: ctx.record.retrieval == Some(RetrievalStatus::Unavailable),
         },
     );
     tracing::debug!(tokens = prompt.tokens, parts = ?prompt.parts, "prompt assembled");
@@ -618,7 +645,7 @@ where
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%error, "llm request failed");
-            return Ok((MessageStatus::Failed, Some(error.to_string()), None));
+            return Ok((MessageStatus::Failed, Some(error), None));
         }
     };
     let mut usage: Option<(u32, u32)> = None;
@@ -651,7 +678,7 @@ where
             })) => usage = Some((tokens_in, tokens_out)),
             Some(Err(error)) => {
                 tracing::warn!(%error, "llm stream failed");
-                break (MessageStatus::Failed, Some(error.to_string()));
+                break (MessageStatus::Failed, Some(error));
             }
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && record.text.len() != checkpointed_len {
@@ -759,6 +786,8 @@ where
         total_ms: stored.total_ms.unwrap_or(0),
         error: None,
         guard: stored.guard.and_then(|g| serde_json::from_value(g).ok()),
+        failure: None,
+        retrieval: stored.retrieval.unwrap_or(RetrievalStatus::Ok),
     };
     send(TurnEvent::Done(summary.clone())).await;
     summary

@@ -81,6 +81,7 @@ struct RawRetrieval {
     top_k: usize,
     candidates: usize,
     mode: String,
+    timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +113,11 @@ struct RawLlm {
     max_answer_tokens: usize,
     temperature: f32,
     idle_timeout_secs: u64,
+    first_token_timeout_secs: u64,
+    retry_deadline_secs: u64,
+    max_attempts: u32,
+    retry_backoff_ms: u64,
+    answer_deadline_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +125,7 @@ struct RawLlm {
 struct RawDatabase {
     url: String,
     max_connections: u32,
+    acquire_timeout_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +306,8 @@ pub struct RetrievalSettings {
     pub top_k: usize,
     pub candidates: usize,
     pub mode: RetrievalMode,
+    /// A search that takes longer is abandoned: the answer is written without passages.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -335,6 +344,17 @@ pub struct LlmSettings {
     pub temperature: f32,
     pub max_answer_tokens: usize,
     pub idle_timeout: std::time::Duration,
+    /// An attempt that has produced no text after this long is abandoned (and retried).
+    pub first_token_timeout: std::time::Duration,
+    /// Failed attempts are retried, before the first token only, until this long after the
+    /// question.
+    pub retry_deadline: std::time::Duration,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The first wait between attempts (doubled each time, with jitter).
+    pub retry_backoff: std::time::Duration,
+    /// The whole answer ends by then, retries included.
+    pub answer_deadline: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +362,9 @@ pub struct DatabaseSettings {
     /// A `sqlite://` or `postgres://` URL.
     pub url: String,
     pub max_connections: u32,
+    /// How long a query waits for a connection (the database down: how long until a question
+    /// is refused).
+    pub acquire_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -524,6 +547,13 @@ impl Settings {
         if !(0.0..=2.0).contains(&raw.llm.temperature) {
             return Err(invalid("llm.temperature", "must be between 0 and 2"));
         }
+        validate_llm_bounds(&raw.llm)?;
+        if raw.retrieval.timeout_ms == 0 {
+            return Err(invalid("retrieval.timeout_ms", "must be positive"));
+        }
+        if raw.database.acquire_timeout_secs == 0 {
+            return Err(invalid("database.acquire_timeout_secs", "must be positive"));
+        }
         let base_url = non_empty(raw.llm.base_url.clone()).or_else(|| env.var("OPENAI_BASE_URL"));
         let api_key = non_empty(raw.llm.api_key.clone()).or_else(|| env.var("OPENAI_API_KEY"));
         let llm = match (base_url, api_key) {
@@ -625,6 +655,7 @@ impl Settings {
                 top_k: raw.retrieval.top_k,
                 candidates: raw.retrieval.candidates,
                 mode,
+                timeout: std::time::Duration::from_millis(raw.retrieval.timeout_ms),
             },
             embedding: EmbeddingSettings {
                 provider,
@@ -638,6 +669,7 @@ impl Settings {
             database: DatabaseSettings {
                 url: database_url,
                 max_connections: raw.database.max_connections.max(1),
+                acquire_timeout: std::time::Duration::from_secs(raw.database.acquire_timeout_secs),
             },
             limits: Limits {
                 max_question_chars: raw.limits.max_question_chars,
@@ -678,7 +710,39 @@ fn llm_settings(raw: &RawLlm, base_url: String, api_key: Option<String>) -> LlmS
         temperature: raw.temperature,
         max_answer_tokens: raw.max_answer_tokens,
         idle_timeout: std::time::Duration::from_secs(raw.idle_timeout_secs.max(1)),
+        first_token_timeout: std::time::Duration::from_secs(raw.first_token_timeout_secs),
+        retry_deadline: std::time::Duration::from_secs(raw.retry_deadline_secs),
+        max_attempts: raw.max_attempts,
+        retry_backoff: std::time::Duration::from_millis(raw.retry_backoff_ms),
+        answer_deadline: std::time::Duration::from_secs(raw.answer_deadline_secs),
     }
+}
+
+/// The bounds of an answer's LLM call: each positive, the answer's deadline past the first
+/// token's.
+fn validate_llm_bounds(raw: &RawLlm) -> Result<(), ConfigError> {
+    if raw.first_token_timeout_secs == 0 {
+        return Err(invalid("llm.first_token_timeout_secs", "must be positive"));
+    }
+    if raw.max_attempts == 0 || raw.max_attempts > 10 {
+        return Err(invalid("llm.max_attempts", "must be between 1 and 10"));
+    }
+    if raw.retry_backoff_ms == 0 || raw.retry_backoff_ms > 60_000 {
+        return Err(invalid(
+            "llm.retry_backoff_ms",
+            "must be between 1 and 60000",
+        ));
+    }
+    if raw.answer_deadline_secs <= raw.first_token_timeout_secs {
+        return Err(invalid(
+            "llm.answer_deadline_secs",
+            format!(
+                "must be more than llm.first_token_timeout_secs ({})",
+                raw.first_token_timeout_secs
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The compiled-in defaults alone, with `data_dir`.
@@ -922,6 +986,40 @@ mod tests {
         );
         assert_eq!(llm.temperature, 0.3);
         assert_eq!(settings.llm_model, "fake-model");
+    }
+
+    #[test]
+    fn the_llm_call_bounds_are_validated_by_key() {
+        let settings = Settings::validate(
+            raw_from("[llm]\nbase_url = \"http://127.0.0.1:9/v1\"").unwrap(),
+            &NoEnv,
+        )
+        .unwrap();
+        let llm = settings.llm.unwrap();
+        assert_eq!(llm.max_attempts, 4);
+        assert!(llm.first_token_timeout < llm.answer_deadline);
+        for (extra, key) in [
+            (
+                "[llm]\nfirst_token_timeout_secs = 0",
+                "llm.first_token_timeout_secs",
+            ),
+            ("[llm]\nmax_attempts = 0", "llm.max_attempts"),
+            ("[llm]\nretry_backoff_ms = 0", "llm.retry_backoff_ms"),
+            (
+                "[llm]\nfirst_token_timeout_secs = 30\nanswer_deadline_secs = 30",
+                "llm.answer_deadline_secs",
+            ),
+            ("[retrieval]\ntimeout_ms = 0", "retrieval.timeout_ms"),
+            (
+                "[database]\nacquire_timeout_secs = 0",
+                "database.acquire_timeout_secs",
+            ),
+        ] {
+            let err = Settings::validate(raw_from(extra).unwrap(), &NoEnv)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

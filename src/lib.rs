@@ -4,7 +4,8 @@
 //! - [`config`]: layered settings (default file, local file, environment) validated into types.
 //! - [`auth`]: signed tokens (HS256) for learners, mentors, course teams and admins.
 //! - [`retrieval`]: course content parsing, chunking, embedding, the vector index seam, search.
-//! - [`llm`]: the LLM seam and its OpenAI-compatible streaming client.
+//! - [`llm`]: the LLM seam, its OpenAI-compatible streaming client, and the policy that bounds
+//!   each call (retries before the first token, deadlines, a token cap).
 //! - [`prompt`]: system prompt templates and token-budgeted context assembly.
 //! - [`transcript`]: conversations and messages as data, and the seam a turn stores them through.
 //! - [`learner`]: profiles, mentor sessions and project files as data, and their seam.

@@ -14,6 +14,7 @@ use crate::chat::ChatDeps;
 use crate::config::Settings;
 use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
 use crate::index::{build_retriever, index_content};
+use crate::llm::resilient::{Policy, Resilient};
 use crate::llm::{Llm, openai::OpenAiLlm};
 use crate::prompt::{Budget, Prompts};
 use crate::store::Store;
@@ -32,9 +33,13 @@ impl Application {
             .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
         let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
         let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
-        let store = Store::connect(&settings.database.url, settings.database.max_connections)
-            .await
-            .with_context(|| "cannot open the transcript database")?;
+        let store = Store::connect_with(
+            &settings.database.url,
+            settings.database.max_connections,
+            settings.database.acquire_timeout,
+        )
+        .await
+        .with_context(|| "cannot open the transcript database")?;
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -43,10 +48,14 @@ impl Application {
             );
         }
         let retriever = build_retriever(&settings).await?;
-        let llm: Option<Arc<dyn Llm>> = settings
-            .llm
-            .as_ref()
-            .map(|llm| Arc::new(OpenAiLlm::new(llm)) as Arc<dyn Llm>);
+        // Every call keeps to the retry, deadline and token-cap policy of the settings.
+        let llm: Option<Arc<dyn Llm>> = settings.llm.as_ref().map(|llm| {
+            Arc::new(Resilient::new(
+                Arc::new(OpenAiLlm::new(llm)),
+                Policy::from_settings(llm),
+                crate::retrieval::chunk::count_tokens,
+            )) as Arc<dyn Llm>
+        });
         match &settings.llm {
             Some(llm) => {
                 tracing::info!(base_url = %llm.base_url, model = %llm.model, "llm configured")
@@ -95,6 +104,7 @@ impl Application {
                 projects,
                 budget: budget(&settings),
                 top_k: settings.retrieval.top_k,
+                retrieval_timeout: settings.retrieval.timeout,
                 temperature: settings.llm.as_ref().map_or(0.3, |l| l.temperature),
                 policies,
                 clock: crate::guard::window::Clock::default(),

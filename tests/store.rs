@@ -2,7 +2,8 @@
 //! `test`, or `COMPANION_TEST_DATABASE_URL`); each PostgreSQL run gets its own schema.
 use companion::store::{Store, StoreError};
 use companion::transcript::{
-    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, SourceRef, TranscriptStore,
+    AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, RetrievalStatus, SourceRef,
+    TranscriptStore,
 };
 
 #[path = "common/pg.rs"]
@@ -61,6 +62,8 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         first_token_ms: Some(7),
         total_ms: Some(9),
         guard: Some(serde_json::json!({"withheld": [{"rule": "solution", "original": "x = 1"}]})),
+        retrieval: Some(RetrievalStatus::Unavailable),
+        failure: Some("llm_timeout".into()),
     };
     store
         .finish_answer("m2", MessageStatus::Complete, &record)
@@ -82,6 +85,12 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
     assert_eq!(answer.total_ms, Some(9));
     assert_eq!(answer.guard, record.guard);
     assert_eq!(messages[0].guard, None);
+    assert_eq!(answer.retrieval, Some(RetrievalStatus::Unavailable));
+    assert_eq!(answer.failure.as_deref(), Some("llm_timeout"));
+    assert_eq!(
+        (messages[0].retrieval, messages[0].failure.as_deref()),
+        (None, None)
+    );
     assert_eq!(store.answer_to("m1").await.unwrap().unwrap().id, "m2");
 }
 

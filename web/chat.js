@@ -53,7 +53,7 @@
     failed: '(failed)',
   };
   // Error codes after which the server still sends `done` for the same ask.
-  const CODES_FOLLOWED_BY_DONE = new Set(['llm_unavailable']);
+  const CODES_FOLLOWED_BY_DONE = new Set(['llm_unavailable', 'llm_timeout', 'answer_too_long']);
   const RATING = {
     up: { label: 'Helpful answer', saved: 'Thanks!' },
     down: { label: 'Not helpful', saved: 'Noted, thanks. Still stuck? Ask your mentor.' },

@@ -181,6 +181,7 @@ async fn setup(llm: Option<Arc<dyn Llm>>, store: Arc<Memory>) -> Setup {
         projects: Arc::new(projects),
         budget: Budget::new(8192, 512, "gpt-4o-mini"),
         top_k: 3,
+        retrieval_timeout: Duration::from_secs(5),
         temperature: 0.2,
         policies: Arc::new(crate::guard::policy::Policies::default()),
         clock: crate::guard::window::Clock::default(),
@@ -474,4 +475,95 @@ async fn another_learners_conversation_is_refused_and_nothing_is_stored() {
     assert!(matches!(result, Err(ChatError::ForeignConversation)));
     assert!(events.is_empty());
     assert_eq!(store.all_messages().len(), before);
+}
+
+/// A vector index that is down: every call fails.
+struct DownIndex;
+
+#[async_trait]
+impl crate::retrieval::store::VectorStore for DownIndex {
+    async fn prepare(
+        &self,
+        _: crate::retrieval::store::IndexSchema,
+        _: bool,
+    ) -> Result<(), crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+    async fn upsert(
+        &self,
+        _: Vec<IndexedPoint>,
+    ) -> Result<(), crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+    async fn delete_source(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<(), crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+    async fn delete_learner(&self, _: &str) -> Result<(), crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+    async fn search(
+        &self,
+        _: crate::retrieval::store::SearchQuery,
+    ) -> Result<Vec<crate::retrieval::store::Hit>, crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+    async fn count(&self) -> Result<usize, crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+    async fn commit(&self) -> Result<(), crate::retrieval::store::StoreError> {
+        Err(down())
+    }
+}
+
+fn down() -> crate::retrieval::store::StoreError {
+    crate::retrieval::store::StoreError::Backend("connection refused".into())
+}
+
+#[tokio::test]
+async fn with_the_index_down_the_answer_is_written_without_passages_and_marked_so() {
+    let store = Arc::new(Memory::default());
+    let llm = ScriptedLlm::new(
+        Script::Reply(vec!["From what I know: ", "use break."]),
+        &store,
+    );
+    let mut fixture = setup(Some(llm.clone()), store).await;
+    fixture.deps.retriever = Retriever::new(Arc::new(DownIndex), None, RetrievalMode::Bm25, 50);
+    let (deps, store) = (&fixture.deps, &fixture.store);
+
+    let (summary, events) = ask(deps, turn("c-1")).await;
+    let summary = summary.unwrap();
+
+    assert_eq!(summary.status, Some(MessageStatus::Complete));
+    assert_eq!(summary.retrieval, RetrievalStatus::Unavailable);
+    assert!(
+        events.contains(&TurnEvent::Sources(Vec::new())),
+        "{events:?}"
+    );
+    let request = llm.requests.lock().unwrap()[0].clone();
+    let user = &request.messages.last().unwrap().content;
+    assert!(user.contains("course search is unavailable"), "{user}");
+    let stored = stored_answer(store);
+    assert_eq!(stored.retrieval, Some(RetrievalStatus::Unavailable));
+    assert_eq!(stored.text, "From what I know: use break.");
+}
+
+#[tokio::test]
+async fn a_failed_answer_stores_the_stable_code_of_its_failure() {
+    let store = Arc::new(Memory::default());
+    let llm = ScriptedLlm::new(Script::BreakAfter(vec!["Use "]), &store);
+    let fixture = setup(Some(llm), store).await;
+    let (deps, store) = (&fixture.deps, &fixture.store);
+
+    let (summary, _) = ask(deps, turn("c-1")).await;
+    let summary = summary.unwrap();
+
+    assert_eq!(summary.failure, Some(LlmFailure::Unavailable));
+    assert_eq!(summary.retrieval, RetrievalStatus::Ok);
+    let stored = stored_answer(store);
+    assert_eq!(stored.failure.as_deref(), Some("llm_unavailable"));
+    assert_eq!(stored.retrieval, Some(RetrievalStatus::Ok));
 }

@@ -1,11 +1,21 @@
-//! Any OpenAI-compatible chat completions endpoint, streamed through async-openai.
+//! Any OpenAI-compatible chat completions endpoint, streamed through async-openai. One call is
+//! one attempt: async-openai's own retries are left out (see [`OneAttempt`]); the retries, with
+//! their deadline and jitter, are [`super::resilient`]'s.
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use async_trait::async_trait;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
+use tower::Service;
 
 use super::{ChatRequest, Llm, LlmError, LlmEvent, LlmStream};
 use crate::config::LlmSettings;
@@ -22,7 +32,7 @@ impl OpenAiLlm {
             .with_api_base(settings.base_url.clone())
             .with_api_key(settings.api_key.expose_secret().to_string());
         Self {
-            client: Client::with_config(config),
+            client: Client::with_config(config).with_http_service(OneAttempt::default()),
             model: settings.model.clone(),
             idle_timeout: settings.idle_timeout,
         }
@@ -81,7 +91,7 @@ impl Llm for OpenAiLlm {
         )
         .await
         .map_err(|_| LlmError::Idle(idle))?
-        .map_err(|e| LlmError::Endpoint(e.to_string()))?;
+        .map_err(llm_error)?;
         let events = futures::stream::unfold(stream, move |mut stream| async move {
             match tokio::time::timeout(idle, stream.next()).await {
                 Err(_) => Some((vec![Err(LlmError::Idle(idle))], stream)),
@@ -110,4 +120,78 @@ fn events_of(chunk: Chunk) -> Vec<Result<LlmEvent, LlmError>> {
         }));
     }
     events
+}
+
+/// async-openai's HTTP layer without its retries (they sleep on any `Retry-After`, keep no
+/// deadline and would run again under ours): a response that is not a success becomes an error
+/// that keeps its status and `Retry-After`, which async-openai's own error would drop.
+#[derive(Clone, Default)]
+struct OneAttempt {
+    inner: ReqwestService,
+}
+
+/// A response that was not a success, as [`OneAttempt`] saw it.
+#[derive(Debug, thiserror::Error)]
+#[error("http {status}: {body}")]
+struct HttpStatus {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+/// The most of an error body kept for the log.
+const ERROR_BODY_CHARS: usize = 500;
+
+impl Service<HttpRequestFactory> for OneAttempt {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.text().await.unwrap_or_default();
+            Err(OpenAIError::Boxed(Box::new(HttpStatus {
+                status: status.as_u16(),
+                retry_after,
+                body: body.chars().take(ERROR_BODY_CHARS).collect(),
+            })))
+        })
+    }
+}
+
+/// The seam's error for a failed request: a status (with its `Retry-After`) when the endpoint
+/// answered, else the endpoint could not be reached.
+fn llm_error(error: OpenAIError) -> LlmError {
+    match error {
+        OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatus>() {
+            Ok(http) => LlmError::Status {
+                status: http.status,
+                retry_after: http.retry_after,
+                detail: http.body,
+            },
+            Err(other) => LlmError::Endpoint(other.to_string()),
+        },
+        OpenAIError::ApiError(api) => LlmError::Status {
+            status: api.status_code.as_u16(),
+            retry_after: None,
+            detail: api.api_error.to_string(),
+        },
+        other => LlmError::Endpoint(other.to_string()),
+    }
 }

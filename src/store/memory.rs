@@ -158,6 +158,8 @@ impl TranscriptStore for Memory {
             m.first_token_ms = r.first_token_ms;
             m.total_ms = r.total_ms;
             m.guard = r.guard.clone();
+            m.retrieval = r.retrieval;
+            m.failure = r.failure.clone();
         }
         Ok(())
     }

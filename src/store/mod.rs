@@ -55,6 +55,16 @@ pub struct Store {
 impl Store {
     /// Connects, applies migrations, and returns the store.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(url, max_connections, std::time::Duration::from_secs(10)).await
+    }
+
+    /// As [`Store::connect`]; a query waits at most `acquire_timeout` for a connection (with
+    /// the database down, that is how long it takes to fail).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
             Dialect::Sqlite
@@ -63,7 +73,7 @@ impl Store {
         };
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(10));
+            .acquire_timeout(acquire_timeout);
         if dialect == Dialect::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {

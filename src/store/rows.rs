@@ -13,7 +13,7 @@ use crate::transcript::{Conversation, SourceRef, StoredMessage};
 
 pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, \
     status, reply_to, sources, prompt_version, model, offline, tokens_in, tokens_out, \
-    retrieval_ms, first_token_ms, total_ms, page_url, created_at, guard";
+    retrieval_ms, first_token_ms, total_ms, page_url, created_at, guard, retrieval, failure";
 pub(super) const LEARNER_COLUMNS: &str = "id, name, locale, program, course_id, chapter, project, \
     chapters_completed, mentor_id, updated_at";
 pub(super) const SESSION_COLUMNS: &str =
@@ -27,6 +27,21 @@ pub(super) const ANNOTATION_COLUMNS: &str =
     "id, message_id, learner_id, author_id, kind, text, created_at";
 
 /// The enum stored as a word in `column`.
+/// As [`enum_column`] for a column that may be NULL.
+pub(super) fn optional_enum_column<T: FromStr>(
+    row: &AnyRow,
+    column: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let value: Option<String> = row.try_get(column)?;
+    value
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| StoreError::Decode { column, value })
+        })
+        .transpose()
+}
+
 pub(super) fn enum_column<T: FromStr>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
     let value: String = row.try_get(column)?;
     value
@@ -79,6 +94,8 @@ pub(super) fn message(row: &AnyRow) -> Result<StoredMessage, StoreError> {
             Some(json) if !json.is_empty() => Some(json_column(&json, "guard")?),
             _ => None,
         },
+        retrieval: optional_enum_column(row, "retrieval")?,
+        failure: row.try_get("failure")?,
     })
 }
 

@@ -64,6 +64,37 @@ impl FromStr for MessageStatus {
     }
 }
 
+/// Whether an answer could search the course. `Unavailable`: the vector index failed or was too
+/// slow, and the answer was written without passages (the model was told so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalStatus {
+    #[default]
+    Ok,
+    Unavailable,
+}
+
+impl RetrievalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl FromStr for RetrievalStatus {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ok" => Ok(Self::Ok),
+            "unavailable" => Ok(Self::Unavailable),
+            _ => Err(UnknownValue::new("retrieval status", s)),
+        }
+    }
+}
+
 /// A source cited by an answer, as stored and as sent to the client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceRef {
@@ -100,6 +131,10 @@ pub struct AnswerRecord {
     pub total_ms: Option<i64>,
     /// What the output guard did, when it changed the answer or found it uncited.
     pub guard: Option<serde_json::Value>,
+    /// Whether the course could be searched; `None` for rows written before it was recorded.
+    pub retrieval: Option<RetrievalStatus>,
+    /// For a failed answer, the stable code of why (`llm_unavailable`, `llm_timeout`...).
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +168,10 @@ pub struct StoredMessage {
     pub total_ms: Option<i64>,
     pub page_url: Option<String>,
     pub created_at: i64,
+    /// Answers only: whether the course could be searched (`None` before it was recorded).
+    pub retrieval: Option<RetrievalStatus>,
+    /// Failed answers only: the stable code of why.
+    pub failure: Option<String>,
     /// What the output guard did (withheld blocks as the model wrote them): for mentors and
     /// course teams only, so never serialised with the message; views that may show it ask.
     #[serde(skip)]
@@ -171,6 +210,8 @@ impl StoredMessage {
             page_url: None,
             created_at,
             guard: None,
+            retrieval: None,
+            failure: None,
         }
     }
 }
@@ -220,6 +261,17 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_retrieval_status_round_trips_and_an_unknown_one_is_an_error() {
+        for status in [RetrievalStatus::Ok, RetrievalStatus::Unavailable] {
+            assert_eq!(status.as_str().parse::<RetrievalStatus>(), Ok(status));
+        }
+        assert_eq!(
+            "down".parse::<RetrievalStatus>(),
+            Err(UnknownValue::new("retrieval status", "down"))
+        );
+    }
 
     #[test]
     fn every_message_status_round_trips_and_an_unknown_one_is_an_error() {

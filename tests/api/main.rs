@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod crash;
 mod guard;
+mod faults;
 mod helpers;
 mod learner_context;
 mod mentor;

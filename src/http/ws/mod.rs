@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ApiError, AppState, ErrorChain};
 use crate::auth::Role;
 use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent};
+use crate::llm::LlmFailure;
 use crate::review::{Feedback, Rating};
 use protocol::{
     ClientFrame, ErrorCode, LearnerInfo, PROTOCOL_VERSION, SUBPROTOCOL, ServerFrame, Timings,
@@ -495,15 +496,14 @@ async fn run_turn(
     let forward_id = client_id.clone();
     let forward = tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
-            // A failed answer says why before its `done`.
+            // A failed answer says why before its `done`: a stable code and a message of our
+            // own. The model's error text may name internal hosts or echo a key: it stays in
+            // the log (chat logged it).
             if let TurnEvent::Done(summary) = &event
-                && let Some(error) = &summary.error
+                && let Some(failure) = summary.failure
             {
-                let frame = ServerFrame::error(
-                    Some(forward_id.clone()),
-                    ErrorCode::LlmUnavailable,
-                    format!("the AI model failed: {error}"),
-                );
+                let (code, message) = llm_failure_frame(failure);
+                let frame = ServerFrame::error(Some(forward_id.clone()), code, message);
                 let _ = forward_out.send(frame).await;
             }
             if matches!(event, TurnEvent::Done(_)) {
@@ -521,6 +521,13 @@ async fn run_turn(
             ChatError::DuplicateInFlight.to_string(),
         )),
         Err(ChatError::Paused(message)) => Some((ErrorCode::CompanionPaused, message)),
+        Err(error @ ChatError::NotStored(_)) => {
+            tracing::error!(error = %ErrorChain(&error), "question refused: it could not be stored");
+            Some((
+                ErrorCode::StoreUnavailable,
+                "your question was not saved: the service cannot reach its database; ask again in a moment".to_string(),
+            ))
+        }
         Err(error) => {
             tracing::error!(error = %ErrorChain(&error), "turn failed");
             Some((
@@ -533,6 +540,24 @@ async fn run_turn(
         let _ = out
             .send(ServerFrame::error(Some(client_id), code, message))
             .await;
+    }
+}
+
+/// What a learner is told when the model failed: never the model's own error text.
+fn llm_failure_frame(failure: LlmFailure) -> (ErrorCode, &'static str) {
+    match failure {
+        LlmFailure::Unavailable => (
+            ErrorCode::LlmUnavailable,
+            "the AI model is unavailable right now; your question is saved, ask again in a moment",
+        ),
+        LlmFailure::Timeout => (
+            ErrorCode::LlmTimeout,
+            "the AI model took too long to answer; your question is saved, ask again in a moment",
+        ),
+        LlmFailure::TooLong => (
+            ErrorCode::AnswerTooLong,
+            "the answer grew too long and was cut; ask a narrower question",
+        ),
     }
 }
 
@@ -569,6 +594,7 @@ fn frame_of(id: &str, event: TurnEvent) -> ServerFrame {
                 total_ms: summary.total_ms,
             },
             guard: summary.guard.as_ref().map(Into::into),
+            retrieval: summary.retrieval,
         },
     }
 }

@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::review::Rating;
-use crate::transcript::SourceRef;
+use crate::transcript::{RetrievalStatus, SourceRef};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const SUBPROTOCOL: &str = "companion.v1";
@@ -133,6 +133,10 @@ pub enum ServerFrame {
         /// Present when the output guard changed the answer or found it uncited.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         guard: Option<GuardSummary>,
+        /// `unavailable` when the course could not be searched and the answer was written
+        /// without passages; `ok` otherwise.
+        #[serde(default)]
+        retrieval: RetrievalStatus,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,7 +183,14 @@ pub enum ErrorCode {
     UnknownAsk,
     UnknownMessage,
     RateLimited,
+    /// The model failed (after retries): a `done` with `status: "failed"` follows.
     LlmUnavailable,
+    /// The model stayed silent or ran past the answer's deadline: `done` (`failed`) follows.
+    LlmTimeout,
+    /// The model's answer passed the token cap and was cut: `done` (`failed`) follows.
+    AnswerTooLong,
+    /// The question could not be stored (the database is down); it was not acknowledged.
+    StoreUnavailable,
     DuplicateInFlight,
     ShuttingDown,
     AttachmentRefused,
@@ -403,6 +414,7 @@ mod tests {
                     total_ms: 9,
                 },
                 guard: None,
+                retrieval: RetrievalStatus::Unavailable,
             },
             ServerFrame::Pong { nonce: None },
             ServerFrame::Pong {

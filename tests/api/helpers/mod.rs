@@ -4,7 +4,9 @@
 //! WebSocket client that speaks the crate's own typed frames.
 mod app;
 mod fake_llm;
+mod fault_proxy;
 mod process;
+mod qdrant;
 mod ws;
 
 use std::path::PathBuf;
@@ -14,8 +16,10 @@ use companion::auth::TokenKeys;
 use secrecy::SecretString;
 
 pub use app::{Asked, TestApp, spawn_app, spawn_app_with, test_settings, today, use_fake_llm};
-pub use fake_llm::{FakeLlm, FakeScript};
+pub use fake_llm::{Behaviour, FakeLlm, FakeScript};
+pub use fault_proxy::FaultProxy;
 pub use process::SpawnedApp;
+pub use qdrant::QdrantServer;
 pub use ws::{Answer, WsClient, ask_frame};
 
 pub const SECRET: &str = "test-secret-for-companion";

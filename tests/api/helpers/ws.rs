@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use companion::http::ws::protocol::{
     ClientFrame, ErrorCode, GuardSummary, LearnerInfo, ServerFrame, Timings, Usage,
 };
-use companion::transcript::SourceRef;
+use companion::transcript::{RetrievalStatus, SourceRef};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -39,6 +39,7 @@ pub struct Done {
     pub usage: Usage,
     pub timings: Timings,
     pub guard: Option<GuardSummary>,
+    pub retrieval: RetrievalStatus,
 }
 
 /// Every frame of one answer, `done` last.
@@ -230,6 +231,7 @@ impl Answer {
                 usage,
                 timings,
                 guard,
+                retrieval,
             }) => Done {
                 id: id.clone(),
                 message_id: message_id.clone(),
@@ -240,6 +242,7 @@ impl Answer {
                 usage: usage.clone(),
                 timings: timings.clone(),
                 guard: guard.clone(),
+                retrieval: *retrieval,
             },
             _ => panic!("the last frame is not done: {:?}", self.frames),
         }
