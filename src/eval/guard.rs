@@ -257,6 +257,7 @@ pub async fn run(
             temperature: 0.0,
             policies: policies.clone(),
             clock: Clock::default(),
+            retrieval_timeout: settings.retrieval.timeout,
         };
         let mut runs = Vec::new();
         for (t, turn) in case.turns.iter().enumerate() {
