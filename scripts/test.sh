@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 if ! scripts/fetch-model.sh data/models/all-MiniLM-L6-v2; then
   echo "warning: could not fetch the embedding model; model tests will say they skip" >&2
 fi
+# Assessment windows name IANA time zones (Europe/Paris), read from the system's tz database.
+if [ ! -d /usr/share/zoneinfo ] && command -v apt-get >/dev/null; then
+  apt-get install -y tzdata >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y tzdata >/dev/null; } \
+    || echo "warning: could not install tzdata; the assessment window test will fail" >&2
+fi
 # The mentor page is tested in headless Chromium driven by Playwright (tests/browser).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
   apt-get install -y chromium >/dev/null 2>&1 \
