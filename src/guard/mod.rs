@@ -38,7 +38,7 @@ const MAX_SHOWN_SHARE: f32 = 0.3;
 #[derive(Debug, Clone, Default)]
 pub struct TurnRules {
     /// Reference solutions and protected fragments of the learner's graded deliverable.
-    pub references: Arc<Vec<Reference>>,
+    pub references: Arc<Vec<Arc<Reference>>>,
     /// The longest code block (non-blank lines) allowed; `None` for no limit.
     pub max_code_lines: Option<usize>,
     /// Words and identifiers kept out of answers (single words, any case).

@@ -84,7 +84,7 @@ pub struct Policy {
     /// The reference files by name and size (their content never leaves this module).
     pub reference_files: Vec<ReferenceFile>,
     #[serde(skip)]
-    pub references: Arc<Vec<Reference>>,
+    pub references: Vec<Arc<Reference>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -165,9 +165,11 @@ impl Policy {
                         .filter(|unit| unit.n_tokens() >= MIN_UNIT_TOKENS),
                 );
             }
-            references.extend(parts.into_iter().map(|r| match base {
-                Some(base) => r.without(base),
-                None => r,
+            references.extend(parts.into_iter().map(|r| {
+                Arc::new(match base {
+                    Some(base) => r.without(base),
+                    None => r,
+                })
             }));
             reference_files.push(ReferenceFile {
                 path: relative.clone(),
@@ -181,7 +183,7 @@ impl Policy {
             forbidden: file.forbidden,
             windows,
             reference_files,
-            references: Arc::new(references),
+            references,
         })
     }
 }
@@ -254,7 +256,8 @@ pub struct Effective {
     pub answer: AnswerMode,
     pub max_code_lines: Option<usize>,
     pub forbidden: Vec<String>,
-    pub references: Arc<Vec<Reference>>,
+    /// Shared with the policy: a turn clones pointers, never the grams.
+    pub references: Arc<Vec<Arc<Reference>>>,
     pub windows: Vec<Window>,
     pub course_code: Option<Arc<Reference>>,
 }

@@ -10,7 +10,10 @@ const SOLUTION: &str = r#"def monthly_totals(transactions):
 
 fn rules(locale: &str) -> TurnRules {
     TurnRules {
-        references: Arc::new(vec![Reference::new("tracker.solution/budget.py", SOLUTION)]),
+        references: Arc::new(vec![Arc::new(Reference::new(
+            "tracker.solution/budget.py",
+            SOLUTION,
+        ))]),
         max_code_lines: Some(15),
         forbidden: vec!["answer_key".into()],
         n_passages: 2,
