@@ -18,7 +18,7 @@ pub use fake_llm::{FakeLlm, FakeScript};
 pub use process::SpawnedApp;
 pub use ws::{Answer, WsClient, ask_frame};
 
-pub const SECRET: &str = "test-secret-for-companion";
+pub const SECRET: &str = "test-secret-for-companion-at-least-32-bytes";
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn repo_root() -> PathBuf {
