@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(api)
         .with_state(state)
-        .layer(axum::middleware::map_response(move |response| {
+        .layer(axum::middleware::map_response(move |response: axum::response::Response| {
             let headers = headers.clone();
             async move { headers.apply(response) }
         }))
