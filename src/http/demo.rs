@@ -1,13 +1,13 @@
-//! `POST /api/v1/demo/token`: a learner token for the demo page, when the demo is enabled.
+//! `POST /api/v1/demo/token`: a token for one demo visitor, when the demo is enabled. Each call
+//! mints a new learner (a random id under `demo.learner_prefix`, marked `demo` in the token,
+//! valid for `demo.token_ttl_secs`): visitors never share a history, files or a rate limit, and
+//! a demo identity may chat but not store files.
 use axum::extract::State;
 use serde::Serialize;
 
 use super::extract::Json;
 use super::{ApiError, AppState, ErrorBody};
-use crate::auth::{Role, claims_for};
-
-/// How long a demo token lasts.
-const DEMO_TOKEN_SECS: u64 = 3600;
+use crate::auth::demo_claims;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DemoToken {
@@ -20,7 +20,7 @@ pub struct DemoToken {
     tag = "chat",
     security(()),
     responses(
-        (status = 200, description = "A learner token for the demo page", body = DemoToken),
+        (status = 200, description = "A token for a new demo visitor (a learner of its own)", body = DemoToken),
         (status = 404, description = "The demo is off", body = ErrorBody)
     )
 )]
@@ -29,8 +29,11 @@ pub async fn demo_token(State(state): State<AppState>) -> Result<Json<DemoToken>
         .demo
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("demo".into()))?;
-    let name = Some(demo.learner_name.clone());
-    let claims = claims_for(Role::Learner, &demo.learner_id, name, None, DEMO_TOKEN_SECS);
+    let claims = demo_claims(
+        &demo.learner_prefix,
+        &demo.learner_name,
+        demo.token_ttl_secs,
+    );
     let token = state.keys.mint(&claims)?;
     Ok(Json(DemoToken { token }))
 }

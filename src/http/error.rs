@@ -78,7 +78,9 @@ impl ApiError {
             Self::Token(AuthError::Missing | AuthError::Expired | AuthError::Invalid(_)) => {
                 UNAUTHORIZED
             }
-            Self::Token(AuthError::SecretFile { .. } | AuthError::Sign(_)) => INTERNAL,
+            Self::Token(
+                AuthError::SecretFile { .. } | AuthError::Sign(_) | AuthError::WeakSecret { .. },
+            ) => INTERNAL,
             Self::Project(error) => match error {
                 ProjectError::InvalidProject(_)
                 | ProjectError::InvalidPath { .. }

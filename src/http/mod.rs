@@ -16,6 +16,7 @@ pub mod markdown;
 pub mod mentor;
 pub mod openapi;
 pub mod pages;
+pub mod security;
 pub mod ws;
 
 use std::collections::{HashMap, VecDeque};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     pub limits: Limits,
     pub demo: Option<DemoSettings>,
+    /// Who may frame the pages (`server.frame_ancestors`).
+    pub frame_ancestors: Arc<str>,
     pub pages: Arc<pages::CoursePages>,
     pub ready: Arc<AtomicBool>,
     /// Answers in flight, waited for at shutdown.
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, route| {
             router.route(route.path, route.handler)
         });
+    let headers = security::SecurityHeaders::new(&state.frame_ancestors);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -77,7 +81,13 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(api)
         .with_state(state)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::map_response(move |response: axum::response::Response| {
+            let headers = headers.clone();
+            async move { headers.apply(response) }
+        }))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(security::span_without_query),
+        )
 }
 
 /// Every `/api/...` route: the router is built from this table, and a test checks that the

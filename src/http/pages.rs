@@ -113,6 +113,11 @@ impl CoursePages {
         }
     }
 
+    /// Whether `course` is the id of a course whose pages are loaded.
+    pub fn has_course(&self, course: &str) -> bool {
+        self.pages.values().any(|p| p.course == course)
+    }
+
     pub fn get(&self, url: &str) -> Option<&Page> {
         self.pages.get(url)
     }
@@ -161,14 +166,21 @@ impl CoursePages {
     }
 }
 
-/// `GET /`: the course overview page. The query goes along: `/?token=…` is how a platform
-/// hands the widget its learner's token.
+/// `GET /`: the course overview page. `/?token=…` is how a platform hands the widget its
+/// learner's token: with a query, the first page is served here (the widget takes the token
+/// and clears the address bar), so the token is never copied into a redirect's `Location`;
+/// without one, a redirect to the first page.
 pub async fn home(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     match state.pages.first() {
-        Some(page) => match query {
-            Some(query) => Redirect::temporary(&format!("{}?{query}", page.url)).into_response(),
-            None => Redirect::temporary(&page.url).into_response(),
-        },
+        Some(page) if query.is_some() => {
+            let mut response = render_page(&state, page);
+            response.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
+        Some(page) => Redirect::temporary(&page.url).into_response(),
         None => (StatusCode::NOT_FOUND, "no course content is loaded").into_response(),
     }
 }
@@ -179,6 +191,11 @@ pub async fn page(State(state): State<AppState>, UrlPath(path): UrlPath<String>)
     let Some(page) = state.pages.get(&url) else {
         return (StatusCode::NOT_FOUND, Html("<h1>Page not found</h1>")).into_response();
     };
+    render_page(&state, page)
+}
+
+fn render_page(state: &AppState, page: &Page) -> Response {
+    let url = &page.url;
     match state.pages.render(page) {
         Ok(html) => Html(html).into_response(),
         Err(error) => {

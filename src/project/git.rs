@@ -87,8 +87,33 @@ fn check_branch(branch: &str) -> Result<(), ProjectError> {
     }
 }
 
+/// `text` with the credentials of any URL in it (`https://user:token@host/...`) replaced by
+/// `***`: what a learner pasted, or git's stderr, may go to the log but their secrets may not.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Clones `url` (one branch, depth 1) into a temporary folder and reads its files.
-#[tracing::instrument(skip(settings))]
+#[tracing::instrument(skip(url, settings), fields(url = %redact_url(url)))]
 pub async fn clone_files(
     url: &str,
     branch: Option<&str>,
@@ -190,7 +215,11 @@ pub async fn clone_files(
             .map(str::trim)
             .rfind(|l| !l.is_empty())
             .unwrap_or("git clone failed");
-        tracing::warn!(%url, %detail, "git import failed");
+        tracing::warn!(
+            url = %redact_url(&url),
+            detail = %redact_url(detail),
+            "git import failed"
+        );
         return Err(failed(
             "the repository could not be cloned; check the URL and the branch, and that the \
              repository is public"
@@ -286,6 +315,23 @@ fn read_checkout(dir: &Path, settings: &ProjectSettings) -> Result<Cloned, Proje
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_url_never_reach_the_log() {
+        assert_eq!(
+            redact_url("https://ada:ghp_s3cret@github.com/ada/budget.git"),
+            "https://***@github.com/ada/budget.git"
+        );
+        assert_eq!(
+            redact_url("fatal: unable to access 'https://tok@host.example/x/': 403"),
+            "fatal: unable to access 'https://***@host.example/x/': 403"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b.git?x=y@z"),
+            "https://github.com/a/b.git?x=y@z"
+        );
+        assert_eq!(redact_url("no url here"), "no url here");
+    }
 
     #[test]
     fn only_remote_urls_are_accepted_unless_local_ones_are_allowed() {

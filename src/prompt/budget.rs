@@ -19,6 +19,8 @@ const MESSAGE_OVERHEAD: usize = 4;
 const REPLY_PRIMING: usize = 3;
 /// Tokens between two blocks of the user message.
 const JOINT: usize = 2;
+/// Tokens of the question the system prompt always leaves room for.
+const MIN_QUESTION_TOKENS: usize = 16;
 /// Longest summary line of a dropped question, in tokens.
 const SUMMARY_LINE_TOKENS: usize = 40;
 /// Most tokens the summary of dropped turns may take.
@@ -233,10 +235,20 @@ struct Chosen {
 pub fn assemble(budget: Budget, context: &Context<'_>) -> AssembledPrompt {
     let available = budget.available();
     let count = |text: &str| budget.count(text);
-    let system_cost = count(context.system) + MESSAGE_OVERHEAD + REPLY_PRIMING;
-    let mut question = budget.truncate(context.question, budget.max_question_tokens);
     let question_cost =
         |q: &str| count(&question_block(q)) + MESSAGE_OVERHEAD + count(INTRO) + JOINT;
+    // The system prompt counts like every part: kept whole when it leaves room for the
+    // question's frame and a few of its tokens, cut to that room otherwise (a template or
+    // values too long for a small window must not push the prompt past it).
+    let system_room = available.saturating_sub(
+        MESSAGE_OVERHEAD
+            + REPLY_PRIMING
+            + question_cost("")
+            + budget.max_question_tokens.min(MIN_QUESTION_TOKENS),
+    );
+    let system = budget.truncate(context.system, system_room);
+    let system_cost = count(&system) + MESSAGE_OVERHEAD + REPLY_PRIMING;
+    let mut question = budget.truncate(context.question, budget.max_question_tokens);
     // A window too small for the question too: the question is cut to what is left.
     let room_for_question = available.saturating_sub(system_cost + question_cost(""));
     if count(&question) > room_for_question {
@@ -385,7 +397,7 @@ pub fn assemble(budget: Budget, context: &Context<'_>) -> AssembledPrompt {
     // Blocks were counted one by one; the joined text is counted again, and in the rare case
     // it is over, the lowest-priority pieces go until it fits.
     loop {
-        let messages = render(context.system, &chosen);
+        let messages = render(&system, &chosen);
         let tokens = messages
             .iter()
             .map(|m| count(&m.content) + MESSAGE_OVERHEAD)
@@ -889,6 +901,29 @@ mod tests {
                 + REPLY_PRIMING;
             assert_eq!(counted, prompt.tokens);
             assert!(user_message(&prompt).contains("<question>"));
+        }
+    }
+
+    #[test]
+    fn a_huge_system_prompt_counts_against_the_window_and_leaves_room_for_the_question() {
+        let question = "How do I stop a while loop?";
+        // A 60 KB page title quoted in the system prompt, unchecked.
+        let system = format!("You are Companion. The page is \"{}\".", "title ".repeat(10_000));
+        for window in [500, 1000, 3000] {
+            let b = budget(window);
+            let prompt = assemble(b, &Context::new(&system, question));
+            assert!(
+                prompt.tokens <= b.available(),
+                "window {window}: {} tokens for {} available",
+                prompt.tokens,
+                b.available()
+            );
+            assert!(prompt.messages[0].content.starts_with("You are Companion."));
+            assert!(
+                user_message(&prompt).contains(question),
+                "window {window}: {}",
+                user_message(&prompt)
+            );
         }
     }
 

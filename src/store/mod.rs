@@ -85,6 +85,9 @@ impl Store {
                 })
             });
         }
+        if dialect == Dialect::Sqlite {
+            create_private_sqlite_file(url)?;
+        }
         let pool = options.connect(url).await?;
         MIGRATOR.run(&pool).await?;
         let store = Self { pool, dialect };
@@ -161,4 +164,38 @@ impl Store {
 /// A message's text as search compares it: Unicode lower case (see migration 0004).
 pub(crate) fn search_text(text: &str) -> String {
     text.to_lowercase()
+}
+
+/// The SQLite file of `url`, created empty and readable by this user only (0600) before SQLite
+/// opens it (SQLite gives its `-wal` and `-shm` files the same mode); an existing file others
+/// could read is made private. In-memory databases are left alone.
+fn create_private_sqlite_file(url: &str) -> Result<(), StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') || url.contains("mode=memory") {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |source: std::io::Error| {
+            let context = format!("cannot create the database file {path}: {source}");
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(source.kind(), context)))
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Black-box API tests: the service in-process on port 0 (the binary where the process itself
 //! is under test), a real WebSocket with typed frames, a fake streaming LLM.
+mod authz;
 mod bad_input;
 mod browser;
 mod chat;
@@ -11,5 +12,6 @@ mod helpers;
 mod learner_context;
 mod mentor;
 mod openapi;
+mod trust;
 #[path = "../common/pg.rs"]
 mod pg;

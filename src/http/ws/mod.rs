@@ -243,6 +243,11 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     let _ = out.send(*error).await;
                     continue;
                 }
+                if let Err(error) = check_ask_context(&state, &id, page.as_ref(), course.as_deref())
+                {
+                    let _ = out.send(*error).await;
+                    continue;
+                }
                 let page = page.unwrap_or_default();
                 let turn = Turn {
                     learner: session.learner.clone(),
@@ -478,6 +483,42 @@ fn check_ask(
                 state.limits.asks_per_minute
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Longest page URL an `ask` may carry, in characters.
+const MAX_PAGE_URL_CHARS: usize = 2048;
+
+/// What an `ask` says about where the learner is: the course must be one whose pages are
+/// loaded (it reaches the system prompt and scopes retrieval), the page URL short. The page
+/// title is free text: the prompt quotes it as one short line (`prompt::system_value`).
+fn check_ask_context(
+    state: &AppState,
+    id: &str,
+    page: Option<&protocol::PageInfo>,
+    course: Option<&str>,
+) -> Result<(), Box<ServerFrame>> {
+    let err = |message: String| {
+        Box::new(ServerFrame::error(
+            Some(id.to_string()),
+            ErrorCode::InvalidField,
+            message,
+        ))
+    };
+    if let Some(course) = course
+        && !state.pages.has_course(course)
+    {
+        let shown: String = course.chars().take(80).collect();
+        return Err(err(format!("ask frame: unknown course {shown:?}")));
+    }
+    if let Some(url) = page.and_then(|p| p.url.as_deref()) {
+        let chars = url.chars().count();
+        if chars > MAX_PAGE_URL_CHARS {
+            return Err(err(format!(
+                "ask frame: page url has {chars} characters; the limit is {MAX_PAGE_URL_CHARS}"
+            )));
+        }
     }
     Ok(())
 }

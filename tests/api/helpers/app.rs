@@ -143,6 +143,11 @@ impl TestApp {
         (self.settings.clone(), self.temp.take())
     }
 
+    /// The settings the app was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

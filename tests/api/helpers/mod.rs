@@ -22,7 +22,7 @@ pub use process::SpawnedApp;
 pub use qdrant::QdrantServer;
 pub use ws::{Answer, WsClient, ask_frame};
 
-pub const SECRET: &str = "test-secret-for-companion";
+pub const SECRET: &str = "test-secret-for-companion-at-least-32-bytes";
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn repo_root() -> PathBuf {
