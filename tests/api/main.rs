@@ -5,9 +5,11 @@ mod browser;
 mod chat;
 mod cli;
 mod crash;
+mod gateway;
 mod helpers;
 mod learner_context;
 mod mentor;
 mod openapi;
+mod quotas;
 #[path = "../common/pg.rs"]
 mod pg;
