@@ -257,7 +257,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                         dropped.cancel();
                         return;
                     }
-                    Message::Ping(Vec::new().into())
+                    Message::Ping(axum::body::Bytes::new())
                 }
             };
             tokio::select! {

@@ -107,13 +107,12 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     if allowed.contains(&origin) {
         return true;
     }
-    let same_host = match (origin.split_once("://"), host) {
+    match (origin.split_once("://"), host) {
         (Some((scheme, origin_host)), Some(host)) => {
             matches!(scheme, "http" | "https") && origin_host == host.trim().to_ascii_lowercase()
         }
         _ => false,
-    };
-    same_host
+    }
 }
 
 #[cfg(test)]
