@@ -48,6 +48,8 @@ struct RawSettings {
     moderation: RawModeration,
     projects: RawProjects,
     context: RawContext,
+    sockets: RawSockets,
+    quotas: RawQuotas,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +144,34 @@ struct RawLimits {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSockets {
+    max_connections: usize,
+    max_connections_per_learner: usize,
+    max_connections_per_address: usize,
+    idle_timeout_secs: u64,
+    ping_every_secs: u64,
+    pong_timeout_secs: u64,
+    outbound_frames: usize,
+    allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuotas {
+    tokens_per_day: u64,
+    streams_per_learner: u32,
+    stream_lease_secs: u64,
+    projects_per_learner: usize,
+    upload_bytes_per_day: u64,
+    git_clones: usize,
+    git_clones_per_learner: usize,
+    attaches_per_minute: u32,
+    feedback_per_minute: u32,
+    mentor_requests_per_hour: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRetention {
     days: u64,
     purge_every_secs: u64,
@@ -221,6 +251,49 @@ pub struct Settings {
     pub moderation: Option<ModerationSettings>,
     pub projects: ProjectSettings,
     pub context: ContextSettings,
+    pub sockets: SocketSettings,
+    pub quotas: Quotas,
+}
+
+/// What one node accepts of WebSocket connections, and how long it keeps a quiet one.
+#[derive(Debug, Clone)]
+pub struct SocketSettings {
+    /// Open sockets on this node, all learners together.
+    pub max_connections: usize,
+    pub max_connections_per_learner: usize,
+    /// Per client address (the TCP peer: behind a proxy, the proxy's).
+    pub max_connections_per_address: usize,
+    /// A socket that sends no frame for this long (and has no answer streaming) is closed.
+    pub idle_timeout: std::time::Duration,
+    /// The server pings this often, and closes a socket not heard from for
+    /// `ping_every + pong_timeout`.
+    pub ping_every: std::time::Duration,
+    pub pong_timeout: std::time::Duration,
+    /// Frames queued for one socket; a client that lets more pile up is dropped.
+    pub outbound_frames: usize,
+    /// `Origin`s allowed to open a socket (`scheme://host[:port]`). Empty: same origin only.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Per-learner quotas, counted in the shared database so that they hold across nodes.
+/// A zero disables the quota it names.
+#[derive(Debug, Clone)]
+pub struct Quotas {
+    /// LLM tokens (prompt and answer) one learner may use per UTC day.
+    pub tokens_per_day: u64,
+    /// Answers one learner may have streaming at once, all connections and nodes together.
+    pub streams_per_learner: u32,
+    /// A stream's slot is freed at the latest this long after it was taken (a crashed node).
+    pub stream_lease: std::time::Duration,
+    pub projects_per_learner: usize,
+    /// Bytes of project files one learner may upload (files, archives, git, chat) per UTC day.
+    pub upload_bytes_per_day: u64,
+    /// Git clones running at once on one node, and per learner.
+    pub git_clones: usize,
+    pub git_clones_per_learner: usize,
+    pub attaches_per_minute: u32,
+    pub feedback_per_minute: u32,
+    pub mentor_requests_per_hour: u32,
 }
 
 /// Learners' project files: limits on what is accepted, and how they are chunked and retrieved.
@@ -752,6 +825,8 @@ impl Settings {
             moderation,
             projects,
             context,
+            sockets: validate_sockets(raw.sockets)?,
+            quotas: validate_quotas(raw.quotas)?,
             demo,
             data_dir,
         };
@@ -921,6 +996,81 @@ fn validate_demo(raw: RawDemo, auth: &AuthSettings) -> Result<Option<DemoSetting
         token_ttl_secs: raw.token_ttl_secs,
         allow_public: raw.allow_public,
     }))
+}
+
+fn validate_sockets(raw: RawSockets) -> Result<SocketSettings, ConfigError> {
+    let positive = [
+        ("sockets.max_connections", raw.max_connections as u64),
+        (
+            "sockets.max_connections_per_learner",
+            raw.max_connections_per_learner as u64,
+        ),
+        (
+            "sockets.max_connections_per_address",
+            raw.max_connections_per_address as u64,
+        ),
+        ("sockets.idle_timeout_secs", raw.idle_timeout_secs),
+        ("sockets.ping_every_secs", raw.ping_every_secs),
+        ("sockets.pong_timeout_secs", raw.pong_timeout_secs),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return Err(invalid(key, "must be positive"));
+        }
+    }
+    if raw.outbound_frames < 16 {
+        return Err(invalid("sockets.outbound_frames", "must be at least 16"));
+    }
+    let mut allowed_origins = Vec::new();
+    for origin in raw.allowed_origins {
+        let trimmed = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        let valid = trimmed
+            .split_once("://")
+            .is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+            });
+        if !valid {
+            return Err(invalid(
+                "sockets.allowed_origins",
+                format!("{origin:?} is not an origin like https://school.example"),
+            ));
+        }
+        allowed_origins.push(trimmed);
+    }
+    Ok(SocketSettings {
+        max_connections: raw.max_connections,
+        max_connections_per_learner: raw.max_connections_per_learner,
+        max_connections_per_address: raw.max_connections_per_address,
+        idle_timeout: std::time::Duration::from_secs(raw.idle_timeout_secs),
+        ping_every: std::time::Duration::from_secs(raw.ping_every_secs),
+        pong_timeout: std::time::Duration::from_secs(raw.pong_timeout_secs),
+        outbound_frames: raw.outbound_frames,
+        allowed_origins,
+    })
+}
+
+fn validate_quotas(raw: RawQuotas) -> Result<Quotas, ConfigError> {
+    if raw.stream_lease_secs < 60 {
+        return Err(invalid("quotas.stream_lease_secs", "must be at least 60"));
+    }
+    if raw.git_clones == 0 {
+        return Err(invalid("quotas.git_clones", "must be positive"));
+    }
+    if raw.git_clones_per_learner == 0 {
+        return Err(invalid("quotas.git_clones_per_learner", "must be positive"));
+    }
+    Ok(Quotas {
+        tokens_per_day: raw.tokens_per_day,
+        streams_per_learner: raw.streams_per_learner,
+        stream_lease: std::time::Duration::from_secs(raw.stream_lease_secs),
+        projects_per_learner: raw.projects_per_learner,
+        upload_bytes_per_day: raw.upload_bytes_per_day,
+        git_clones: raw.git_clones,
+        git_clones_per_learner: raw.git_clones_per_learner,
+        attaches_per_minute: raw.attaches_per_minute,
+        feedback_per_minute: raw.feedback_per_minute,
+        mentor_requests_per_hour: raw.mentor_requests_per_hour,
+    })
 }
 
 fn validate_projects(raw: RawProjects) -> Result<ProjectSettings, ConfigError> {

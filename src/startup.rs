@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{TokenKeys, TokenPolicy, resolve_secret};
 use crate::chat::ChatDeps;
 use crate::config::Settings;
-use crate::http::{self, AppState, RateLimiter, pages::CoursePages};
+use crate::http::{self, AppState, pages::CoursePages};
 use crate::index::{build_retriever, index_content};
 use crate::llm::resilient::{Policy, Resilient};
 use crate::llm::{Llm, openai::OpenAiLlm};
@@ -93,7 +93,8 @@ impl Application {
             retriever.clone(),
             settings.projects.clone(),
             settings.content.dir.clone(),
-        ));
+        )
+        .with_max_projects(settings.quotas.projects_per_learner));
         let state = AppState {
             chat: ChatDeps {
                 store: store.clone(),
@@ -119,7 +120,11 @@ impl Application {
             turns: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             turn_shutdown: CancellationToken::new(),
-            rate: Arc::new(RateLimiter::new(settings.limits.asks_per_minute)),
+            sockets: Arc::new(http::ws::sockets::Sockets::new(
+                settings.sockets.clone(),
+                settings.auth.leeway_secs,
+            )),
+            quotas: Arc::new(http::quota::Quotas::new(settings.quotas.clone())),
             review: store,
         };
         Ok(Self {
@@ -195,6 +200,7 @@ impl Application {
                 state.shutdown.clone(),
             ));
         }
+        tokio::spawn(purge_usage(state.review.clone(), state.shutdown.clone()));
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             signal.await;
@@ -203,7 +209,11 @@ impl Application {
         let app = http::router(state.clone());
         let serve_shutdown = state.shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
+            // The peer's address: the per-address socket cap.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
                 .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
                 .await
         });
@@ -309,4 +319,18 @@ fn spawn_policy_reloads(state: &AppState) {
             }
         }
     });
+}
+
+/// Deletes quota counters of past windows, hourly, until shutdown.
+async fn purge_usage(store: Arc<Store>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(error) = http::quota::purge(&store).await {
+            tracing::warn!(%error, "cannot delete old quota counters");
+        }
+    }
 }

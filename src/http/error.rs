@@ -57,6 +57,12 @@ pub enum ApiError {
     Erase(#[from] EraseError),
     #[error("a blocking task did not finish")]
     Task(#[from] tokio::task::JoinError),
+    /// Over a quota or a rate (429); `retry_after` seconds when waiting helps.
+    #[error("{message}")]
+    TooMany {
+        message: String,
+        retry_after: Option<u64>,
+    },
 }
 
 impl ApiError {
@@ -99,11 +105,16 @@ impl ApiError {
                 ProjectError::Binary { .. }
                 | ProjectError::GitFailed { .. }
                 | ProjectError::GitTimeout { .. } => UNPROCESSABLE,
-                ProjectError::Store(_) | ProjectError::Index(_) | ProjectError::Embed(_) => {
-                    INTERNAL
+                ProjectError::TooManyProjects { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
                 }
+                ProjectError::Store(_)
+                | ProjectError::Index(_)
+                | ProjectError::Embed(_)
+                | ProjectError::Task(_) => INTERNAL,
             },
             Self::Store(_) | Self::Digest(_) | Self::Erase(_) | Self::Task(_) => INTERNAL,
+            Self::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
         }
     }
 }
@@ -153,10 +164,13 @@ pub mod refusals {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, for programs: `unauthorized`, `forbidden`, `not_found`, `bad_request`,
-    /// `unavailable`, `too_large`, `unprocessable`, `internal`.
+    /// `unavailable`, `too_large`, `unprocessable`, `too_many_requests`, `internal`.
     pub code: &'static str,
     /// For people: what failed and with what input; "internal error" for a 500.
     pub message: String,
+    /// Seconds to wait before trying again, on a 429 where waiting helps (also `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl IntoResponse for ApiError {
@@ -169,10 +183,24 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let body = ErrorBody {
-            error: ErrorDetail { code, message },
+        let retry_after = match &self {
+            Self::TooMany { retry_after, .. } => *retry_after,
+            _ => None,
         };
-        (status, Json(body)).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                retry_after,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -16,13 +16,12 @@ pub mod markdown;
 pub mod mentor;
 pub mod openapi;
 pub mod pages;
+pub mod quota;
 pub mod security;
 pub mod ws;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::handler::Handler;
@@ -54,7 +53,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The grace period is over: answers still streaming stop and are stored as interrupted.
     pub turn_shutdown: CancellationToken,
-    pub rate: Arc<RateLimiter>,
+    /// Sockets open on this node, counted against `sockets.*`; the socket settings.
+    pub sockets: Arc<ws::sockets::Sockets>,
+    /// Per-learner quotas, counted in the database ([`quota`]).
+    pub quotas: Arc<quota::Quotas>,
     /// Feedback, flags, annotations, search: what the mentor's review reads and writes.
     pub review: Arc<crate::store::Store>,
 }
@@ -132,58 +134,5 @@ impl ApiRoute {
             method,
             path,
         }
-    }
-}
-
-/// Questions per learner per minute, across connections and nodes' local view.
-pub struct RateLimiter {
-    per_minute: u32,
-    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            recent: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Records a question now, or says no if the learner is over the limit.
-    pub fn allow(&self, learner: &str) -> bool {
-        if self.per_minute == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() > 10_000 {
-            recent.retain(|_, q| q.back().is_some_and(|t| now - *t < Duration::from_secs(60)));
-        }
-        let queue = recent.entry(learner.to_string()).or_default();
-        while queue
-            .front()
-            .is_some_and(|t| now - *t >= Duration::from_secs(60))
-        {
-            queue.pop_front();
-        }
-        if queue.len() >= self.per_minute as usize {
-            return false;
-        }
-        queue.push_back(now);
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_rate_limiter_refuses_past_the_limit_per_learner() {
-        let limiter = RateLimiter::new(2);
-        assert!(limiter.allow("a"));
-        assert!(limiter.allow("a"));
-        assert!(!limiter.allow("a"));
-        assert!(limiter.allow("b"));
     }
 }

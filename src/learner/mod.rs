@@ -97,6 +97,18 @@ pub trait LearnerStore: Send + Sync {
         learner_id: &str,
         project: Option<&str>,
     ) -> Result<Vec<ProjectFile>, StoreError>;
+    /// The names of a learner's projects, sorted.
+    async fn project_names(&self, learner_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self
+            .project_files(learner_id, None)
+            .await?
+            .into_iter()
+            .map(|f| f.project)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
     /// Removes one file; false when there was none.
     async fn delete_project_file(
         &self,

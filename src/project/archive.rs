@@ -407,4 +407,103 @@ mod tests {
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, "proj/a.py");
     }
+
+    /// Arbitrary bytes and arbitrary entry names: reading never panics, and every path it
+    /// returns stays inside the project.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::{settings, tar_of, zip_of};
+        use crate::project::normalise_path;
+
+        /// A path inside the project: what `normalise_path` gives back unchanged, with no
+        /// `..`, no empty part, not absolute, no backslash or drive letter.
+        fn stays_inside(path: &str) -> bool {
+            normalise_path(path).ok().as_deref() == Some(path)
+                && !path.starts_with('/')
+                && !path.contains('\\')
+                && !path.as_bytes().get(1).is_some_and(|b| *b == b':')
+                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        }
+
+        /// Names built from the pieces that try to escape: `..`, `/`, `\`, drive letters.
+        fn entry_name() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just("..".to_string()),
+                    Just(".".to_string()),
+                    Just("/".to_string()),
+                    Just("\\".to_string()),
+                    Just("C:".to_string()),
+                    Just("~".to_string()),
+                    "[a-zA-Z0-9_ .-]{1,8}",
+                    "\\PC{1,3}",
+                ],
+                1..8,
+            )
+            .prop_map(|parts| parts.concat())
+            .prop_filter("fits a tar header name", |name| {
+                !name.is_empty() && name.len() < 100 && !name.contains('\0')
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_reader(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = read_archive(&bytes, &settings());
+            }
+
+            #[test]
+            fn a_damaged_archive_never_panics_the_reader(
+                cut in 0usize..4096,
+                flip in prop::collection::vec((0usize..4096, any::<u8>()), 0..8),
+                gzip in any::<bool>(),
+            ) {
+                let entries = [("p/a.py", b"x = 1\n".to_vec()), ("p/b.md", b"# b\n".to_vec())];
+                for mut bytes in [zip_of(&entries), tar_of(&entries)] {
+                    if gzip {
+                        use std::io::Write;
+                        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        gz.write_all(&bytes).unwrap();
+                        bytes = gz.finish().unwrap();
+                    }
+                    for (at, byte) in &flip {
+                        if !bytes.is_empty() {
+                            let at = at % bytes.len();
+                            bytes[at] = *byte;
+                        }
+                    }
+                    bytes.truncate(cut.max(1));
+                    let _ = read_archive(&bytes, &settings());
+                }
+            }
+
+            #[test]
+            fn no_entry_name_escapes_the_project(names in prop::collection::vec(entry_name(), 1..5)) {
+                let entries: Vec<(&str, Vec<u8>)> =
+                    names.iter().map(|n| (n.as_str(), b"x = 1\n".to_vec())).collect();
+                for bytes in [zip_of(&entries), tar_of(&entries)] {
+                    if let Ok(files) = read_archive(&bytes, &settings()) {
+                        for file in files {
+                            prop_assert!(stays_inside(&file.path), "{:?} from {:?}", file.path, names);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn a_normalised_path_never_escapes_and_a_refusal_says_why(raw in "\\PC{0,64}|(\\.\\.|/|\\\\|[a-z]{1,3}|:){1,12}") {
+                match normalise_path(&raw) {
+                    Ok(path) => prop_assert!(stays_inside(&path), "{:?} from {:?}", path, raw),
+                    Err(error) => {
+                        let message = error.to_string();
+                        prop_assert!(message.starts_with("path "), "{}", message);
+                    }
+                }
+            }
+        }
+    }
 }

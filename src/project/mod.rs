@@ -77,12 +77,26 @@ pub enum ProjectError {
     Index(#[from] crate::retrieval::store::StoreError),
     #[error("embedding project files")]
     Embed(#[from] crate::retrieval::embed::EmbedError),
+    #[error(
+        "learner {learner} already has {count} projects, the limit; delete one before starting project {project:?}"
+    )]
+    TooManyProjects {
+        learner: String,
+        project: String,
+        count: usize,
+    },
+    /// Checking or cutting files off the async threads failed (a panic).
+    #[error("a blocking task checking or chunking project files failed")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl ProjectError {
     /// A failure to store or index, not a fault of the files given: nothing the caller can fix.
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Store(_) | Self::Index(_) | Self::Embed(_))
+        matches!(
+            self,
+            Self::Store(_) | Self::Index(_) | Self::Embed(_) | Self::Task(_)
+        )
     }
 }
 
@@ -254,6 +268,8 @@ pub struct Projects {
     content_dir: PathBuf,
     /// One write at a time per learner, so that size checks and index updates do not race.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Projects one learner may keep; 0: no cap.
+    max_projects: usize,
 }
 
 impl Projects {
@@ -269,7 +285,14 @@ impl Projects {
             settings,
             content_dir,
             locks: Mutex::new(HashMap::new()),
+            max_projects: 0,
         }
+    }
+
+    /// Caps the projects one learner may keep (`quotas.projects_per_learner`; 0: no cap).
+    pub fn with_max_projects(mut self, max_projects: usize) -> Self {
+        self.max_projects = max_projects;
+        self
     }
 
     pub fn settings(&self) -> &ProjectSettings {
@@ -306,9 +329,21 @@ impl Projects {
         if files.is_empty() {
             return Err(ProjectError::NoFiles("no file was given"));
         }
-        let checked = check_files(files, &self.settings)?;
+        // Decoding and checking up to a project's worth of text: off the async threads.
+        let settings = self.settings.clone();
+        let checked = tokio::task::spawn_blocking(move || check_files(files, &settings)).await??;
         let _guard = self.lock(learner).await;
         let existing = self.learners.project_files(learner, Some(project)).await?;
+        if existing.is_empty() && self.max_projects > 0 {
+            let names = self.learners.project_names(learner).await?;
+            if !names.iter().any(|name| name == project) && names.len() >= self.max_projects {
+                return Err(ProjectError::TooManyProjects {
+                    learner: learner.to_string(),
+                    project: project.to_string(),
+                    count: names.len(),
+                });
+            }
+        }
         let new_paths: HashSet<String> = checked.iter().map(|f| f.path.clone()).collect();
         let kept_bytes: u64 = if replace_all {
             0
@@ -432,14 +467,28 @@ impl Projects {
         let mut written = 0;
         for file in files {
             let source = source_id(&file.project, &file.path);
-            let chunks = file_chunks(
-                &source,
-                course,
-                &file.project,
-                &file.path,
-                &file.content,
-                self.settings.chunk_tokens,
-            );
+            // Cutting and BM25-encoding a file is CPU work: off the async threads.
+            let (chunks, sparse) = {
+                let retriever = self.retriever.clone();
+                let (source, course, file) = (source.clone(), course.to_string(), file.clone());
+                let chunk_tokens = self.settings.chunk_tokens;
+                tokio::task::spawn_blocking(move || {
+                    let chunks = file_chunks(
+                        &source,
+                        &course,
+                        &file.project,
+                        &file.path,
+                        &file.content,
+                        chunk_tokens,
+                    );
+                    let sparse: Vec<_> = chunks
+                        .iter()
+                        .map(|chunk| retriever.bm25().embed_document(&chunk.embedding_text()))
+                        .collect();
+                    (chunks, sparse)
+                })
+                .await?
+            };
             let dense = match self.retriever.dense() {
                 Some(embedder) if !chunks.is_empty() => Some(
                     embedder
@@ -450,13 +499,11 @@ impl Projects {
             };
             let points: Vec<IndexedPoint> = chunks
                 .into_iter()
+                .zip(sparse)
                 .enumerate()
-                .map(|(i, chunk)| IndexedPoint {
+                .map(|(i, (chunk, sparse))| IndexedPoint {
                     id: point_id(&chunk.source, Some(learner), chunk.chunk_idx),
-                    sparse: self
-                        .retriever
-                        .bm25()
-                        .embed_document(&chunk.embedding_text()),
+                    sparse,
                     dense: dense.as_ref().and_then(|d| d.get(i).cloned()),
                     learner: Some(learner.to_string()),
                     chunk,

@@ -49,6 +49,9 @@ pub async fn erase(
         return Ok(None);
     }
     let learner = || learner_id.to_string();
+    // First: from now on the learner's tokens neither chat nor bring the profile back, even
+    // while the rest is being deleted.
+    review.mark_erased(learner_id).await?;
     vectors
         .delete_learner(learner_id)
         .await

@@ -177,6 +177,18 @@ impl LearnerStore for Store {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn project_names(&self, learner_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT project FROM project_files WHERE learner_id = $1 ORDER BY project",
+        )
+        .bind(learner_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(sqlx::Row::try_get::<String, _>(row, "project")?))
+            .collect()
+    }
+
     async fn delete_learner(&self, learner_id: &str) -> Result<u64, StoreError> {
         // Messages first (the review tables hang off them), then conversations and the rest.
         let statements = [

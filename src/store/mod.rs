@@ -15,6 +15,7 @@ pub(crate) mod memory;
 mod review;
 mod rows;
 mod transcripts;
+mod usage;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};

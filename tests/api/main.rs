@@ -8,10 +8,12 @@ mod cli;
 mod crash;
 mod faults;
 mod guard;
+mod gateway;
 mod helpers;
 mod learner_context;
 mod mentor;
 mod openapi;
 mod trust;
+mod quotas;
 #[path = "../common/pg.rs"]
 mod pg;

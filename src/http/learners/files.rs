@@ -119,6 +119,10 @@ pub async fn put_file(
     let projects = &state.chat.projects;
     let limit = projects.settings().max_file_bytes;
     let bytes = body_bytes(body, limit, &format!("file {path:?}")).await?;
+    state
+        .quotas
+        .take_upload(&state.review, &id, bytes.len() as u64)
+        .await?;
     let file = IncomingFile { path, bytes };
     let course = course_of(&profile);
     let report = projects

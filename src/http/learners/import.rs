@@ -56,6 +56,11 @@ pub async fn post_archive(
     let settings = projects.settings().clone();
     let files =
         tokio::task::spawn_blocking(move || archive::read_archive(&bytes, &settings)).await??;
+    let expanded: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
+    state
+        .quotas
+        .take_upload(&state.review, &id, expanded)
+        .await?;
     let course = course_of(&profile);
     let report = projects
         .write(
@@ -123,7 +128,11 @@ pub async fn post_git(
     check_project_name(&project)?;
     let projects = &state.chat.projects;
     let branch = import.branch.as_deref();
+    let cloning = state.quotas.git_clone(&id)?;
     let cloned = git::clone_files(&import.url, branch, projects.settings()).await?;
+    drop(cloning);
+    let bytes: u64 = cloned.files.iter().map(|f| f.bytes.len() as u64).sum();
+    state.quotas.take_upload(&state.review, &id, bytes).await?;
     let course = course_of(&profile);
     let report = projects
         .write(

@@ -1,21 +1,30 @@
-//! The WebSocket gateway: authenticates the upgrade, then runs a send half (frames out of a
-//! channel) and a receive half (client frames in), one answer streaming at a time.
+//! The WebSocket gateway: authenticates the upgrade (token, `Origin`, socket caps), then runs a
+//! send half (frames out of a bounded queue that is never waited on: a client that stops
+//! reading is dropped, its answer goes on) and a receive half (client frames in, the token's
+//! expiry and the learner's erasure re-checked, idle and ping timeouts), one answer streaming
+//! at a time. Per-learner quotas are counted in the database ([`super::quota`]).
 pub mod protocol;
+pub mod sockets;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::quota::{self, Kind, Refused};
 use super::{ApiError, AppState, ErrorChain};
-use crate::auth::Role;
+use crate::auth::{Claims, Role};
 use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent};
 use crate::llm::LlmFailure;
 use crate::review::{Feedback, Rating};
@@ -23,6 +32,7 @@ use protocol::{
     ClientFrame, ErrorCode, LearnerInfo, PROTOCOL_VERSION, SUBPROTOCOL, ServerFrame, Timings,
     Usage, parse_client_frame,
 };
+use sockets::{SocketPermit, origin_allowed};
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -33,10 +43,23 @@ pub struct WsQuery {
 /// `GET /ws`: the token comes as `?token=` or as a `bearer.<token>` subprotocol.
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let header = |name: axum::http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = header(axum::http::header::ORIGIN);
+    if !origin_allowed(
+        origin,
+        header(axum::http::header::HOST),
+        &state.sockets.settings.allowed_origins,
+    ) {
+        return Err(ApiError::Forbidden(format!(
+            "origin {:?} may not open a socket here",
+            origin.unwrap_or_default()
+        )));
+    }
     let offered: Vec<String> = headers
         .get_all("sec-websocket-protocol")
         .iter()
@@ -56,6 +79,20 @@ pub async fn upgrade(
     if !matches!(claims.role, Role::Learner | Role::Admin) {
         return Err(ApiError::Forbidden("only learners chat".into()));
     }
+    // An erased learner's old token neither chats nor brings the profile back.
+    if erased(&state, &claims).await? {
+        return Err(ApiError::Forbidden(format!(
+            "learner {:?} was erased; this token no longer opens a socket",
+            claims.sub
+        )));
+    }
+    let permit = state
+        .sockets
+        .admit(&claims.sub, peer.ip())
+        .map_err(|message| ApiError::TooMany {
+            message,
+            retry_after: None,
+        })?;
     // The token's name and course fill the learner's profile on first connect.
     if let Err(error) = chat::attach::ensure_profile(state.chat.learners.as_ref(), &claims).await {
         tracing::warn!(error = %ErrorChain(&error), learner = %claims.sub, "cannot fill the profile from the token");
@@ -104,16 +141,29 @@ pub async fn upgrade(
                     conversation_id,
                     course,
                     claims,
+                    _permit: permit,
                 },
             )
         }))
+}
+
+/// Whether `claims`' learner was erased after the token was issued.
+async fn erased(state: &AppState, claims: &Claims) -> Result<bool, crate::store::StoreError> {
+    let issued_ms = i64::try_from(claims.iat.saturating_mul(1000)).unwrap_or(i64::MAX);
+    Ok(state
+        .review
+        .erased_at(&claims.sub)
+        .await?
+        .is_some_and(|erased_at| erased_at >= issued_ms))
 }
 
 struct Session {
     learner: Learner,
     conversation_id: String,
     course: Option<String>,
-    claims: crate::auth::Claims,
+    claims: Claims,
+    /// This socket's place under the caps; given back when the session ends.
+    _permit: SocketPermit,
 }
 
 /// Attachments waiting for the next question on a connection; older ones make room.
@@ -128,56 +178,159 @@ struct InFlight {
     done: Arc<AtomicBool>,
 }
 
+/// Frames out to one socket. Queuing never waits: a full queue means the client stopped
+/// reading, and the socket is dropped (`drop` trips) rather than letting the answer, `cancel`
+/// or shutdown wait on it.
+#[derive(Clone)]
+struct Outbox {
+    frames: mpsc::Sender<ServerFrame>,
+    drop: CancellationToken,
+    learner: String,
+}
+
+impl Outbox {
+    fn push(&self, frame: ServerFrame) {
+        match self.frames.try_send(frame) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                if !self.drop.is_cancelled() {
+                    tracing::warn!(learner = %self.learner, "the client stopped reading: its socket is dropped");
+                    self.drop.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds since the session began, shared between the halves: when the client was last
+/// heard from (any frame, a pong included).
+struct Heard {
+    began: Instant,
+    at_ms: AtomicU64,
+}
+
+impl Heard {
+    fn now(&self) {
+        self.at_ms
+            .store(self.began.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let at = Duration::from_millis(self.at_ms.load(Ordering::Acquire));
+        self.began.elapsed().saturating_sub(at)
+    }
+}
+
 async fn session(socket: WebSocket, state: AppState, session: Session) {
+    let settings = state.sockets.settings.clone();
     let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<ServerFrame>(256);
+    let (frames, mut out_rx) = mpsc::channel::<ServerFrame>(settings.outbound_frames);
+    let out = Outbox {
+        frames,
+        drop: CancellationToken::new(),
+        learner: session.learner.id.clone(),
+    };
+    let heard = Arc::new(Heard {
+        began: Instant::now(),
+        at_ms: AtomicU64::new(0),
+    });
+    let dropped = out.drop.clone();
+    let sender_heard = heard.clone();
+    // Silent this long (no frame, no pong), or one write blocked this long: the client is gone.
+    let deaf_after = settings.ping_every + settings.pong_timeout;
+    let ping_every = settings.ping_every;
     let sender = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            let Ok(text) = serde_json::to_string(&frame) else {
-                continue;
+        let mut ping = tokio::time::interval(ping_every);
+        ping.tick().await;
+        loop {
+            let message = tokio::select! {
+                _ = dropped.cancelled() => return,
+                frame = out_rx.recv() => match frame {
+                    Some(frame) => match serde_json::to_string(&frame) {
+                        Ok(text) => Message::Text(text.into()),
+                        Err(_) => continue,
+                    },
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if sender_heard.silent_for() > deaf_after {
+                        tracing::info!("no pong from the client: its socket is dropped");
+                        dropped.cancel();
+                        return;
+                    }
+                    Message::Ping(axum::body::Bytes::new())
+                }
             };
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
+            tokio::select! {
+                sent = sink.send(message) => if sent.is_err() { return },
+                _ = dropped.cancelled() => return,
+                _ = tokio::time::sleep(deaf_after) => {
+                    tracing::info!("a write to the client blocked too long: its socket is dropped");
+                    dropped.cancel();
+                    return;
+                }
             }
         }
         let _ = sink.close().await;
     });
-    let _ = out
-        .send(ServerFrame::Ready {
-            protocol: PROTOCOL_VERSION,
-            conversation_id: session.conversation_id.clone(),
-            learner: LearnerInfo {
-                id: session.learner.id.clone(),
-                name: session.learner.name.clone(),
-            },
-        })
-        .await;
+    out.push(ServerFrame::Ready {
+        protocol: PROTOCOL_VERSION,
+        conversation_id: session.conversation_id.clone(),
+        learner: LearnerInfo {
+            id: session.learner.id.clone(),
+            name: session.learner.name.clone(),
+        },
+    });
     let mut in_flight: Option<InFlight> = None;
     let mut attachments: Vec<crate::prompt::Attachment> = Vec::new();
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
             _ = state.shutdown.cancelled() => break,
+            _ = out.drop.cancelled() => break,
+            _ = &mut idle => {
+                if in_flight.as_ref().is_some_and(|f| !f.task.is_finished()) {
+                    idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
+                    continue;
+                }
+                out.push(ServerFrame::error(
+                    None,
+                    ErrorCode::IdleTimeout,
+                    format!(
+                        "no frame for {} s; the socket closes",
+                        settings.idle_timeout.as_secs()
+                    ),
+                ));
+                break;
+            }
         };
+        heard.now();
         let text = match message {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
-                let _ = out
-                    .send(ServerFrame::error(
-                        None,
-                        ErrorCode::BadJson,
-                        "binary frames are not accepted; send JSON text",
-                    ))
-                    .await;
+                out.push(ServerFrame::error(
+                    None,
+                    ErrorCode::BadJson,
+                    "binary frames are not accepted; send JSON text",
+                ));
                 continue;
             }
+            // Pings and pongs: heard, nothing to answer.
             Some(Ok(_)) => continue,
         };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + settings.idle_timeout);
+        if let Some(frame) = token_expired(&session.claims, state.sockets.leeway_secs) {
+            out.push(frame);
+            break;
+        }
         let frame = match parse_client_frame(text.as_str()) {
             Ok(frame) => frame,
             Err(error) => {
-                let _ = out.send(*error).await;
+                out.push(*error);
                 continue;
             }
         };
@@ -188,20 +341,14 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
             in_flight = None;
         }
         match frame {
-            ClientFrame::Ping { nonce } => {
-                let _ = out.send(ServerFrame::Pong { nonce }).await;
-            }
+            ClientFrame::Ping { nonce } => out.push(ServerFrame::Pong { nonce }),
             ClientFrame::Feedback {
                 message_id,
                 rating,
                 comment,
-            } => {
-                let frame = save_feedback(&state, &session, message_id, rating, comment).await;
-                let _ = out.send(frame).await;
-            }
+            } => out.push(save_feedback(&state, &session, message_id, rating, comment).await),
             ClientFrame::RequestMentor { text } => {
-                let frame = request_mentor(&state, &session, text).await;
-                let _ = out.send(frame).await;
+                out.push(request_mentor(&state, &session, text).await)
             }
             ClientFrame::Attach {
                 id,
@@ -219,19 +366,25 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     project,
                 )
                 .await;
-                let _ = out.send(frame).await;
+                let erased = matches!(
+                    frame,
+                    ServerFrame::Error {
+                        code: ErrorCode::LearnerErased,
+                        ..
+                    }
+                );
+                out.push(frame);
+                if erased {
+                    break;
+                }
             }
             ClientFrame::Cancel { id } => match &in_flight {
                 Some(f) if f.client_id == id => f.cancel.cancel(),
-                _ => {
-                    let _ = out
-                        .send(ServerFrame::error(
-                            Some(id.clone()),
-                            ErrorCode::UnknownAsk,
-                            format!("no answer is streaming for ask {id:?}"),
-                        ))
-                        .await;
-                }
+                _ => out.push(ServerFrame::error(
+                    Some(id.clone()),
+                    ErrorCode::UnknownAsk,
+                    format!("no answer is streaming for ask {id:?}"),
+                )),
             },
             ClientFrame::Ask {
                 id,
@@ -239,15 +392,32 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                 page,
                 course,
             } => {
-                if let Err(error) = check_ask(&state, &session, &id, &text, in_flight.is_some()) {
-                    let _ = out.send(*error).await;
+                if let Err(error) = check_ask(&state, &id, &text, in_flight.is_some()) {
+                    out.push(*error);
                     continue;
                 }
                 if let Err(error) = check_ask_context(&state, &id, page.as_ref(), course.as_deref())
                 {
-                    let _ = out.send(*error).await;
+                    out.push(*error);
                     continue;
                 }
+                let slot = match admit_ask(&state, &session, &id).await {
+                    Ok(slot) => slot,
+                    Err(error) => {
+                        let erased = matches!(
+                            *error,
+                            ServerFrame::Error {
+                                code: ErrorCode::LearnerErased,
+                                ..
+                            }
+                        );
+                        out.push(*error);
+                        if erased {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let page = page.unwrap_or_default();
                 let turn = Turn {
                     learner: session.learner.clone(),
@@ -273,6 +443,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     stops,
                     out.clone(),
                     done.clone(),
+                    slot,
                 ));
                 in_flight = Some(InFlight {
                     client_id: id,
@@ -283,9 +454,150 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
             }
         }
     }
-    // The learner left: an answer in flight goes on and is stored; only the socket closes.
+    // The learner left (or was dropped): an answer in flight goes on and is stored; the
+    // socket closes once its last frames are written (the sender gives up on a client that
+    // does not take them).
     drop(out);
     let _ = sender.await;
+}
+
+/// The `error` frame that closes a socket whose token has expired since the upgrade.
+fn token_expired(claims: &Claims, leeway_secs: u64) -> Option<ServerFrame> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (claims.exp.saturating_add(leeway_secs) < now).then(|| {
+        ServerFrame::error(
+            None,
+            ErrorCode::TokenExpired,
+            format!(
+                "the token expired at {} (unix time); reconnect with a fresh token",
+                claims.exp
+            ),
+        )
+    })
+}
+
+/// The quota's `error` frame: a rate is `rate_limited`, a daily amount `quota_exceeded`.
+fn refused_frame(id: Option<String>, refused: Refused) -> ServerFrame {
+    let code = if refused.kind.is_rate() {
+        ErrorCode::RateLimited
+    } else {
+        ErrorCode::QuotaExceeded
+    };
+    ServerFrame::refused(id, code, refused.message, Some(refused.retry_after))
+}
+
+fn quota_unavailable(id: Option<String>, error: &crate::store::StoreError) -> ServerFrame {
+    tracing::error!(error = %ErrorChain(error), "cannot read or count a learner's quota");
+    ServerFrame::error(
+        id,
+        ErrorCode::Internal,
+        "cannot check your quota right now; try again",
+    )
+}
+
+/// Counts `amount` of `kind` against `limit` for the session's learner: `None` when within
+/// it, else the `error` frame to send.
+async fn take_quota(
+    state: &AppState,
+    session: &Session,
+    id: Option<String>,
+    kind: Kind,
+    limit: u64,
+    what: &str,
+) -> Option<ServerFrame> {
+    match quota::take(&state.review, &session.learner.id, kind, 1, limit, what).await {
+        Ok(Ok(())) => None,
+        Ok(Err(refused)) => Some(refused_frame(id, refused)),
+        Err(error) => Some(quota_unavailable(id, &error)),
+    }
+}
+
+/// A stream slot held by one answer, given back when it ends.
+struct StreamSlot {
+    slot: i64,
+    holder: String,
+}
+
+/// The checks of an `ask` that need the database: the learner still exists, within today's
+/// tokens, a free stream slot, within the questions per minute (counted last, so a question
+/// refused for another reason does not count). The slot, if streams are capped.
+async fn admit_ask(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+) -> Result<Option<StreamSlot>, Box<ServerFrame>> {
+    let some_id = || Some(id.to_string());
+    match erased(state, &session.claims).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(Box::new(ServerFrame::error(
+                some_id(),
+                ErrorCode::LearnerErased,
+                "your account was erased; the socket closes",
+            )));
+        }
+        Err(error) => return Err(Box::new(quota_unavailable(some_id(), &error))),
+    }
+    let learner = &session.learner.id;
+    let quotas = &state.quotas.settings;
+    match quota::check(
+        &state.review,
+        learner,
+        Kind::Tokens,
+        quotas.tokens_per_day,
+        "tokens",
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => return Err(Box::new(refused_frame(some_id(), refused))),
+        Err(error) => return Err(Box::new(quota_unavailable(some_id(), &error))),
+    }
+    let slot = if quotas.streams_per_learner == 0 {
+        None
+    } else {
+        let holder = format!("{}:{id}", uuid::Uuid::now_v7());
+        let lease_ms = quotas.stream_lease.as_millis() as i64;
+        match state
+            .review
+            .take_stream_slot(learner, &holder, quotas.streams_per_learner, lease_ms)
+            .await
+        {
+            Ok(Some(slot)) => Some(StreamSlot { slot, holder }),
+            Ok(None) => {
+                return Err(Box::new(ServerFrame::error(
+                    some_id(),
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "{} answers of yours are already streaming, the limit; wait for one to end",
+                        quotas.streams_per_learner
+                    ),
+                )));
+            }
+            Err(error) => return Err(Box::new(quota_unavailable(some_id(), &error))),
+        }
+    };
+    let limit = u64::from(state.limits.asks_per_minute);
+    if let Some(frame) = take_quota(state, session, some_id(), Kind::Questions, limit, "questions")
+        .await
+    {
+        release_slot(state, learner, slot).await;
+        return Err(Box::new(frame));
+    }
+    Ok(slot)
+}
+
+async fn release_slot(state: &AppState, learner: &str, slot: Option<StreamSlot>) {
+    if let Some(StreamSlot { slot, holder }) = slot
+        && let Err(error) = state
+            .review
+            .release_stream_slot(learner, slot, &holder)
+            .await
+    {
+        tracing::warn!(error = %ErrorChain(&error), "cannot free a stream slot; its lease will");
+    }
 }
 
 const MAX_FEEDBACK_COMMENT_CHARS: usize = 2000;
@@ -298,6 +610,10 @@ async fn save_feedback(
     rating: Rating,
     comment: Option<String>,
 ) -> ServerFrame {
+    let limit = u64::from(state.quotas.settings.feedback_per_minute);
+    if let Some(frame) = take_quota(state, session, None, Kind::Feedback, limit, "ratings").await {
+        return frame;
+    }
     let comment = comment
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty());
@@ -362,6 +678,40 @@ async fn attach(
     content: String,
     project: Option<String>,
 ) -> ServerFrame {
+    match erased(state, &session.claims).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return ServerFrame::error(
+                id,
+                ErrorCode::LearnerErased,
+                "your account was erased; the socket closes",
+            );
+        }
+        Err(error) => return quota_unavailable(id, &error),
+    }
+    let limit = u64::from(state.quotas.settings.attaches_per_minute);
+    if let Some(frame) =
+        take_quota(state, session, id.clone(), Kind::Attaches, limit, "attachments").await
+    {
+        return frame;
+    }
+    if name.is_some()
+        && let Err(error) = state
+            .quotas
+            .take_upload(&state.review, &session.learner.id, content.len() as u64)
+            .await
+    {
+        return match error {
+            ApiError::TooMany {
+                message,
+                retry_after,
+            } => ServerFrame::refused(id, ErrorCode::QuotaExceeded, message, retry_after),
+            other => {
+                tracing::error!(error = ?other, "cannot count an attachment's bytes");
+                ServerFrame::error(id, ErrorCode::Internal, "cannot check your quota right now; try again")
+            }
+        };
+    }
     match chat::attach::attach(&state.chat, &session.claims, name, content, project).await {
         Ok(attached) => {
             if pending.len() >= MAX_PENDING_ATTACHMENTS {
@@ -405,6 +755,12 @@ async fn request_mentor(state: &AppState, session: &Session, text: Option<String
             ),
         );
     }
+    let limit = u64::from(state.quotas.settings.mentor_requests_per_hour);
+    if let Some(frame) =
+        take_quota(state, session, None, Kind::MentorRequests, limit, "mentor requests").await
+    {
+        return frame;
+    }
     let Some(flagger) = &state.chat.flagger else {
         return ServerFrame::error(
             None,
@@ -434,7 +790,6 @@ async fn request_mentor(state: &AppState, session: &Session, text: Option<String
 
 fn check_ask(
     state: &AppState,
-    session: &Session,
     id: &str,
     text: &str,
     busy: bool,
@@ -473,15 +828,6 @@ fn check_ask(
         return Err(err(
             ErrorCode::Busy,
             "an answer is already streaming on this connection; wait for it or cancel it".into(),
-        ));
-    }
-    if !state.rate.allow(&session.learner.id) {
-        return Err(err(
-            ErrorCode::RateLimited,
-            format!(
-                "more than {} questions in a minute; wait a little",
-                state.limits.asks_per_minute
-            ),
         ));
     }
     Ok(())
@@ -528,10 +874,12 @@ async fn run_turn(
     state: AppState,
     turn: Turn,
     stops: Stops,
-    out: mpsc::Sender<ServerFrame>,
+    out: Outbox,
     done: Arc<AtomicBool>,
+    slot: Option<StreamSlot>,
 ) {
     let client_id = turn.client_id.clone();
+    let learner = turn.learner.id.clone();
     let (events, mut events_rx) = mpsc::channel::<TurnEvent>(64);
     let forward_out = out.clone();
     let forward_id = client_id.clone();
@@ -545,16 +893,27 @@ async fn run_turn(
             {
                 let (code, message) = llm_failure_frame(failure);
                 let frame = ServerFrame::error(Some(forward_id.clone()), code, message);
-                let _ = forward_out.send(frame).await;
+                forward_out.push(frame);
             }
             if matches!(event, TurnEvent::Done(_)) {
                 done.store(true, Ordering::Release);
             }
-            let _ = forward_out.send(frame_of(&forward_id, event)).await;
+            // Never waits on the client: the answer is read, stored and checkpointed whatever
+            // the socket does.
+            forward_out.push(frame_of(&forward_id, event));
         }
     });
     let result = chat::answer(&state.chat, turn, events, stops).await;
     let _ = forward.await;
+    release_slot(&state, &learner, slot).await;
+    if let Ok(summary) = &result {
+        let tokens = summary.tokens_in.max(0) + summary.tokens_out.max(0);
+        if !summary.replayed
+            && let Err(error) = quota::record(&state.review, &learner, Kind::Tokens, tokens as u64).await
+        {
+            tracing::warn!(error = %ErrorChain(&error), "cannot count the tokens of an answer");
+        }
+    }
     let error = match result {
         Ok(_) => None,
         Err(ChatError::DuplicateInFlight) => Some((
@@ -578,9 +937,7 @@ async fn run_turn(
         }
     };
     if let Some((code, message)) = error {
-        let _ = out
-            .send(ServerFrame::error(Some(client_id), code, message))
-            .await;
+        out.push(ServerFrame::error(Some(client_id), code, message));
     }
 }
 

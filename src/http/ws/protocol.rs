@@ -165,6 +165,9 @@ pub enum ServerFrame {
         id: Option<String>,
         code: ErrorCode,
         message: String,
+        /// Seconds to wait before trying again, when waiting helps (rates and quotas).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
     },
 }
 
@@ -198,6 +201,14 @@ pub enum ErrorCode {
     /// until when.
     CompanionPaused,
     Internal,
+    /// A daily quota (tokens) or a learner's answers streaming at once.
+    QuotaExceeded,
+    /// The socket was quiet for `sockets.idle_timeout_secs`; it closes.
+    IdleTimeout,
+    /// The token expired after the socket opened; it closes. Reconnect with a fresh one.
+    TokenExpired,
+    /// The learner was erased; the socket closes.
+    LearnerErased,
 }
 
 impl ServerFrame {
@@ -206,6 +217,22 @@ impl ServerFrame {
             id,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// An `error` frame for a rate or quota, with the seconds to wait.
+    pub fn refused(
+        id: Option<String>,
+        code: ErrorCode,
+        message: impl Into<String>,
+        retry_after: Option<u64>,
+    ) -> Self {
+        Self::Error {
+            id,
+            code,
+            message: message.into(),
+            retry_after,
         }
     }
 }
@@ -485,5 +512,88 @@ mod tests {
         .unwrap();
         assert_eq!(json["type"], "delta");
         assert_eq!(json["seq"], 2);
+    }
+
+    /// Whatever a client sends, the decoder answers a frame or a clear error, never a panic.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A refusal: an `error` frame with a message that says what failed, in lower case.
+        fn is_clear_error(frame: &ServerFrame) -> bool {
+            matches!(frame, ServerFrame::Error { message, .. }
+                if !message.is_empty() && !message.starts_with(char::is_uppercase))
+        }
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                "\\PC{0,16}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_string()),
+                            Just("id".to_string()),
+                            Just("text".to_string()),
+                            Just("page".to_string()),
+                            Just("rating".to_string()),
+                            Just("message_id".to_string()),
+                            Just("content".to_string()),
+                            "[a-z_]{1,8}",
+                        ],
+                        inner,
+                        0..6,
+                    )
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_text_is_a_frame_or_a_clear_error(text in "\\PC{0,200}") {
+                if let Err(error) = parse_client_frame(&text) {
+                    prop_assert!(is_clear_error(&error), "{:?}", error);
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_read_as_text_are_a_frame_or_a_clear_error(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(error) = parse_client_frame(&String::from_utf8_lossy(&bytes)) {
+                    prop_assert!(is_clear_error(&error), "{:?}", error);
+                }
+            }
+
+            #[test]
+            fn arbitrary_json_of_every_frame_type_is_a_frame_or_a_clear_error(
+                mut value in json(),
+                kind in prop_oneof![
+                    Just("ask"), Just("cancel"), Just("ping"), Just("feedback"),
+                    Just("request_mentor"), Just("attach"), Just("shout"),
+                ],
+                tag in any::<bool>(),
+            ) {
+                if tag && let serde_json::Value::Object(map) = &mut value {
+                    map.insert("type".into(), kind.into());
+                }
+                match parse_client_frame(&value.to_string()) {
+                    // What parses is what the client's own serialiser writes back.
+                    Ok(frame) => {
+                        let again = parse_client_frame(&serde_json::to_string(&frame).unwrap());
+                        prop_assert_eq!(again.ok(), Some(frame));
+                    }
+                    Err(error) => prop_assert!(is_clear_error(&error), "{:?}", error),
+                }
+            }
+        }
     }
 }

@@ -58,6 +58,48 @@ impl WsClient {
         WsClient { stream }
     }
 
+    /// Opens `/ws?{query}` with extra request `headers` (an `Origin`); the HTTP status when
+    /// the upgrade is refused.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/ws?{query}")
+            .into_client_request()
+            .unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((stream, _)) => Ok(WsClient { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(error) => panic!("websocket upgrade failed without a status: {error}"),
+        }
+    }
+
+    /// Reads (and drops) frames until the server closes the socket; whether it did within
+    /// `within`.
+    pub async fn closed_within(&mut self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, async {
+            loop {
+                match self.stream.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     pub async fn send(&mut self, frame: ClientFrame) {
         self.send_text(&serde_json::to_string(&frame).unwrap())
             .await;
@@ -139,7 +181,9 @@ impl WsClient {
     /// The next frame, which must be an `error`: its id, code and message.
     pub async fn next_error(&mut self) -> (Option<String>, ErrorCode, String) {
         match self.next_frame().await {
-            ServerFrame::Error { id, code, message } => (id, code, message),
+            ServerFrame::Error {
+                id, code, message, ..
+            } => (id, code, message),
             other => panic!("expected an error frame, got {other:?}"),
         }
     }
@@ -210,7 +254,9 @@ impl Answer {
         self.frames
             .iter()
             .filter_map(|f| match f {
-                ServerFrame::Error { id, code, message } => {
+                ServerFrame::Error {
+                id, code, message, ..
+            } => {
                     Some((id.as_deref(), *code, message.as_str()))
                 }
                 _ => None,
