@@ -53,6 +53,8 @@ pub struct AppState {
     pub rate: Arc<RateLimiter>,
     /// Feedback, flags, annotations, search: what the mentor's review reads and writes.
     pub review: Arc<crate::store::Store>,
+    /// Page sizes of the conversation endpoints (and the answers' ownership settings).
+    pub transcripts: crate::config::TranscriptSettings,
 }
 
 impl AppState {

@@ -5,6 +5,7 @@ mod browser;
 mod chat;
 mod cli;
 mod crash;
+mod durability;
 mod helpers;
 mod learner_context;
 mod mentor;
