@@ -29,6 +29,10 @@ use crate::transcript::{
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 /// How long a resent question waits for an answer still streaming elsewhere.
 const DUPLICATE_WAIT: Duration = Duration::from_secs(120);
+/// The final write of an answer is tried this many times, the waits between doubling from
+/// [`FINISH_FIRST_WAIT`] (about six seconds in all), before the turn gives up on it.
+const FINISH_ATTEMPTS: u32 = 6;
+const FINISH_FIRST_WAIT: Duration = Duration::from_millis(200);
 const HISTORY_TURNS: usize = 12;
 const SNIPPET_CHARS: usize = 240;
 
@@ -72,6 +76,32 @@ pub struct ChatDeps {
     pub policies: Arc<Policies>,
     /// The time assessment windows are read against.
     pub clock: Clock,
+    /// Who owns the answers this process streams, and when an answer counts as orphaned.
+    pub owner: AnswerOwner,
+    /// Newest messages of the conversation read for a turn's history.
+    pub history_messages: usize,
+}
+
+/// This node's name on the answers it streams, and how it keeps them from looking orphaned.
+#[derive(Debug, Clone)]
+pub struct AnswerOwner {
+    pub node_id: Arc<str>,
+    /// A `streaming` answer whose heartbeat is older than this is orphaned.
+    pub stale_after: Duration,
+    /// How often a streaming answer's heartbeat is written while the model says nothing.
+    pub heartbeat_every: Duration,
+}
+
+impl AnswerOwner {
+    /// A fresh random node id, for a process given none.
+    pub fn random_node_id() -> String {
+        format!("node-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// Heartbeats older than this (in ms since the epoch) are stale.
+    pub fn stale_before_ms(&self) -> i64 {
+        crate::transcript::now_ms() - self.stale_after.as_millis() as i64
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -154,15 +184,6 @@ pub async fn answer(
             let _ = events.send(event).await;
         }
     };
-    if let Some(conversation) = deps
-        .store
-        .conversation(&turn.conversation_id)
-        .await
-        .map_err(ChatError::NotStored)?
-        && conversation.learner_id != turn.learner.id
-    {
-        return Err(ChatError::ForeignConversation);
-    }
     let knowledge = knowledge(deps, &turn).await;
     let mut policy = deps
         .policies
@@ -194,6 +215,8 @@ pub async fn answer(
         .map_err(ChatError::NotStored)?;
     let newly_inserted = matches!(inserted, QuestionInsert::Inserted);
     let (question_id, conversation_id) = match inserted {
+        // Decided by the store in the question's own transaction: nothing was stored.
+        QuestionInsert::ForeignConversation => return Err(ChatError::ForeignConversation),
         QuestionInsert::Inserted => (question_id, turn.conversation_id.clone()),
         QuestionInsert::Duplicate {
             message_id,
@@ -245,7 +268,13 @@ pub async fn answer(
 
     let answer_id = uuid::Uuid::now_v7().to_string();
     deps.store
-        .start_answer(&answer_id, &question_id, &conversation_id, &turn.learner.id)
+        .start_answer(
+            &answer_id,
+            &question_id,
+            &conversation_id,
+            &turn.learner.id,
+            &deps.owner.node_id,
+        )
         .await?;
     let mut record = AnswerRecord {
         sources: passages.iter().map(source_ref).collect(),
@@ -294,9 +323,10 @@ pub async fn answer(
     let guard = status.2;
     record.guard = guard.as_ref().and_then(|g| serde_json::to_value(g).ok());
     record.failure = status.1.as_ref().map(|e| e.kind().as_str().to_string());
-    deps.store
-        .finish_answer(&answer_id, status.0, &record)
-        .await?;
+    // If this fails for good, the turn ends with an error (no `done`); the row, still
+    // `streaming` with no more heartbeats, goes stale and whichever node sweeps first marks it
+    // interrupted, its last checkpoint kept.
+    finish_answer(deps, &answer_id, status.0, &record).await?;
     if let (Some(flagger), Some(report)) = (&deps.flagger, &guard)
         && !report.withheld.is_empty()
     {
@@ -331,6 +361,43 @@ pub async fn answer(
 
 /// A status, for a failure its reason, and what the output guard did when it mattered.
 type Ending = (MessageStatus, Option<LlmError>, Option<GuardReport>);
+
+/// The answer's final write, tried again with growing waits: a database failing over for a
+/// few seconds does not lose an answer that was fully written.
+async fn finish_answer(
+    deps: &ChatDeps,
+    answer_id: &str,
+    status: MessageStatus,
+    record: &AnswerRecord,
+) -> Result<(), StoreError> {
+    let mut wait = FINISH_FIRST_WAIT;
+    let mut attempt = 1;
+    loop {
+        match deps.store.finish_answer(answer_id, status, record).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < FINISH_ATTEMPTS => {
+                tracing::warn!(
+                    error = ?error,
+                    answer_id,
+                    attempt,
+                    "storing the answer failed; trying again"
+                );
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = ?error,
+                    answer_id,
+                    attempts = attempt,
+                    "storing the answer failed for good; it will be marked interrupted once stale"
+                );
+                return Err(error);
+            }
+        }
+    }
+}
 
 /// The honest reply when no model is configured: the course passages retrieval found, the
 /// learner's own files that match the question, and what the mentor asked at the last session.
@@ -651,9 +718,25 @@ where
     let mut usage: Option<(u32, u32)> = None;
     let mut last_checkpoint = Instant::now();
     let mut checkpointed_len = 0;
+    // While the model is silent no checkpoint is due, but the row must not look orphaned.
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + deps.owner.heartbeat_every,
+        deps.owner.heartbeat_every,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ending = loop {
         let next = tokio::select! {
             next = stream.next() => next,
+            _ = heartbeat.tick() => {
+                if let Err(error) = deps.store.heartbeat_answer(ctx.answer_id).await {
+                    tracing::warn!(
+                        error = ?error,
+                        answer_id = ctx.answer_id,
+                        "writing the answer's heartbeat failed; trying again at the next one"
+                    );
+                }
+                continue;
+            }
             _ = ctx.stops.cancel.cancelled() => break (MessageStatus::Cancelled, None),
             _ = ctx.stops.shutdown.cancelled() => break (MessageStatus::Interrupted, None),
         };
@@ -682,10 +765,23 @@ where
             }
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && record.text.len() != checkpointed_len {
-            deps.store
+            // A failed checkpoint only puts more text at risk: the answer goes on, and the
+            // next checkpoint (a second later) tries again with all the text so far.
+            match deps
+                .store
                 .checkpoint_answer(ctx.answer_id, &record.text)
-                .await?;
-            checkpointed_len = record.text.len();
+                .await
+            {
+                Ok(()) => {
+                    checkpointed_len = record.text.len();
+                    heartbeat.reset();
+                }
+                Err(error) => tracing::warn!(
+                    error = ?error,
+                    answer_id = ctx.answer_id,
+                    "checkpoint failed; trying again at the next one"
+                ),
+            }
             last_checkpoint = Instant::now();
         }
     };
@@ -715,30 +811,44 @@ where
     Ok(ending)
 }
 
-/// Past exchanges of the conversation, oldest first, without the current question.
+/// Past exchanges of the conversation, oldest first, without the current question: from its
+/// newest `history_messages` only (however long the conversation), each question paired with
+/// its first answer that has text, in one pass.
 async fn history(
     deps: &ChatDeps,
     conversation_id: &str,
     current_question: &str,
 ) -> Result<Vec<HistoryTurn>, ChatError> {
-    let messages = deps.store.messages(conversation_id).await?;
-    let mut turns = Vec::new();
-    for question in messages
-        .iter()
-        .filter(|m| m.role == "learner" && m.id != current_question)
-    {
-        let answer = messages
-            .iter()
-            .find(|m| m.reply_to.as_deref() == Some(question.id.as_str()) && !m.text.is_empty());
-        if let Some(answer) = answer {
-            turns.push(HistoryTurn {
-                question: question.text.clone(),
-                answer: answer.text.clone(),
-            });
+    let messages = deps
+        .store
+        .recent_messages(conversation_id, deps.history_messages)
+        .await?;
+    Ok(pair_turns(&messages, current_question, HISTORY_TURNS))
+}
+
+/// The last `keep` question/answer pairs of `messages` (in the order written), without
+/// `current_question`; a question with no answer that has text is left out.
+fn pair_turns(messages: &[StoredMessage], current_question: &str, keep: usize) -> Vec<HistoryTurn> {
+    let mut answers: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for m in messages {
+        if let Some(question) = m.reply_to.as_deref()
+            && !m.text.is_empty()
+        {
+            answers.entry(question).or_insert(m.text.as_str());
         }
     }
-    let skip = turns.len().saturating_sub(HISTORY_TURNS);
-    Ok(turns.split_off(skip))
+    let mut turns: Vec<HistoryTurn> = messages
+        .iter()
+        .filter(|m| m.role == "learner" && m.id != current_question)
+        .filter_map(|question| {
+            answers.get(question.id.as_str()).map(|answer| HistoryTurn {
+                question: question.text.clone(),
+                answer: answer.to_string(),
+            })
+        })
+        .collect();
+    let skip = turns.len().saturating_sub(keep);
+    turns.split_off(skip)
 }
 
 /// The stored answer to a question; if it is still streaming, waits for it to end.
@@ -750,6 +860,15 @@ async fn wait_for_answer(
     loop {
         match deps.store.answer_to(question_id).await? {
             Some(stored) if stored.status == MessageStatus::Streaming => {
+                // Its node died (no heartbeat for a while): no use waiting, it is interrupted
+                // now and replayed as such.
+                if deps
+                    .store
+                    .interrupt_if_stale(&stored.id, deps.owner.stale_before_ms())
+                    .await?
+                {
+                    continue;
+                }
                 if Instant::now() >= deadline {
                     return Err(ChatError::DuplicateInFlight);
                 }

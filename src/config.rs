@@ -45,6 +45,7 @@ struct RawSettings {
     limits: RawLimits,
     demo: RawDemo,
     retention: RawRetention,
+    transcripts: RawTranscripts,
     moderation: RawModeration,
     projects: RawProjects,
     context: RawContext,
@@ -179,6 +180,17 @@ struct RawRetention {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawTranscripts {
+    node_id: String,
+    stale_after_secs: u64,
+    sweep_every_secs: u64,
+    history_messages: usize,
+    page_size: usize,
+    max_page_size: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawModeration {
     enabled: bool,
     base_url: String,
@@ -247,6 +259,7 @@ pub struct Settings {
     pub limits: Limits,
     pub demo: Option<DemoSettings>,
     pub retention: RetentionSettings,
+    pub transcripts: TranscriptSettings,
     /// Present only when `moderation.enabled`.
     pub moderation: Option<ModerationSettings>,
     pub projects: ProjectSettings,
@@ -334,6 +347,29 @@ pub struct RetentionSettings {
     /// Conversations untouched for this long are purged; `None`: kept forever.
     pub keep_for: Option<std::time::Duration>,
     pub purge_every: std::time::Duration,
+}
+
+/// Who owns a streaming answer and when it counts as orphaned; how much of a conversation is
+/// read at once.
+#[derive(Debug, Clone)]
+pub struct TranscriptSettings {
+    /// A stable name for this node; `None`: a random id per process (see `startup`).
+    pub node_id: Option<String>,
+    /// A `streaming` answer whose heartbeat is older than this is orphaned.
+    pub stale_after: std::time::Duration,
+    pub sweep_every: std::time::Duration,
+    /// Newest messages of a conversation read for a turn's history.
+    pub history_messages: usize,
+    pub page_size: usize,
+    pub max_page_size: usize,
+}
+
+impl TranscriptSettings {
+    /// How often a streaming answer proves its node alive: often enough that a live one never
+    /// looks stale.
+    pub fn heartbeat_every(&self) -> std::time::Duration {
+        (self.stale_after / 4).max(std::time::Duration::from_millis(50))
+    }
 }
 
 /// An OpenAI-compatible `/moderations` endpoint asked about every question.
@@ -735,6 +771,7 @@ impl Settings {
                 "must be at most 36500 (0 keeps transcripts forever)",
             ));
         }
+        let transcripts = validate_transcripts(raw.transcripts)?;
         let moderation = if raw.moderation.enabled {
             let base_url = non_empty(raw.moderation.base_url)
                 .or_else(|| llm.as_ref().map(|l| l.base_url.clone()))
@@ -822,6 +859,7 @@ impl Settings {
                     .then(|| std::time::Duration::from_secs(raw.retention.days * 86_400)),
                 purge_every: std::time::Duration::from_secs(raw.retention.purge_every_secs),
             },
+            transcripts,
             moderation,
             projects,
             context,
@@ -899,6 +937,61 @@ fn validate_llm_bounds(raw: &RawLlm) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+fn validate_transcripts(raw: RawTranscripts) -> Result<TranscriptSettings, ConfigError> {
+    let node_id = raw.node_id.trim().to_string();
+    if node_id.chars().count() > 64
+        || !node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(
+            "transcripts.node_id",
+            format!("{node_id:?} must be at most 64 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    if raw.stale_after_secs < 4 || raw.stale_after_secs > 86_400 {
+        return Err(invalid(
+            "transcripts.stale_after_secs",
+            format!("must be between 4 and 86400, not {}", raw.stale_after_secs),
+        ));
+    }
+    if raw.sweep_every_secs == 0 || raw.sweep_every_secs > 86_400 {
+        return Err(invalid(
+            "transcripts.sweep_every_secs",
+            format!("must be between 1 and 86400, not {}", raw.sweep_every_secs),
+        ));
+    }
+    if !(2..=10_000).contains(&raw.history_messages) {
+        return Err(invalid(
+            "transcripts.history_messages",
+            format!("must be between 2 and 10000, not {}", raw.history_messages),
+        ));
+    }
+    if raw.max_page_size == 0 || raw.max_page_size > 10_000 {
+        return Err(invalid(
+            "transcripts.max_page_size",
+            format!("must be between 1 and 10000, not {}", raw.max_page_size),
+        ));
+    }
+    if raw.page_size == 0 || raw.page_size > raw.max_page_size {
+        return Err(invalid(
+            "transcripts.page_size",
+            format!(
+                "must be between 1 and transcripts.max_page_size ({}), not {}",
+                raw.max_page_size, raw.page_size
+            ),
+        ));
+    }
+    Ok(TranscriptSettings {
+        node_id: (!node_id.is_empty()).then_some(node_id),
+        stale_after: std::time::Duration::from_secs(raw.stale_after_secs),
+        sweep_every: std::time::Duration::from_secs(raw.sweep_every_secs),
+        history_messages: raw.history_messages,
+        page_size: raw.page_size,
+        max_page_size: raw.max_page_size,
+    })
 }
 
 /// The compiled-in defaults alone, with `data_dir`.
@@ -1285,6 +1378,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn transcript_settings_default_to_a_random_node_and_refuse_bad_values_by_name() {
+        let settings = Settings::validate(raw_from("").unwrap(), &NoEnv).unwrap();
+        let t = &settings.transcripts;
+        assert_eq!(t.node_id, None);
+        assert_eq!(t.stale_after, std::time::Duration::from_secs(60));
+        assert_eq!(t.heartbeat_every(), std::time::Duration::from_secs(15));
+        assert!(t.page_size <= t.max_page_size);
+        let settings = Settings::validate(
+            raw_from("[transcripts]\nnode_id = \"eu-1\"").unwrap(),
+            &NoEnv,
+        )
+        .unwrap();
+        assert_eq!(settings.transcripts.node_id.as_deref(), Some("eu-1"));
+        for (extra, key) in [
+            ("node_id = \"a b\"", "transcripts.node_id"),
+            ("stale_after_secs = 1", "transcripts.stale_after_secs"),
+            ("sweep_every_secs = 0", "transcripts.sweep_every_secs"),
+            ("history_messages = 0", "transcripts.history_messages"),
+            ("max_page_size = 0", "transcripts.max_page_size"),
+            ("page_size = 501", "transcripts.page_size"),
+        ] {
+            let err = Settings::validate(
+                raw_from(&format!("[transcripts]\n{extra}")).unwrap(),
+                &NoEnv,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

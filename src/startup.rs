@@ -41,11 +41,19 @@ impl Application {
         )
         .await
         .with_context(|| "cannot open the transcript database")?;
-        let interrupted = store.mark_interrupted().await?;
+        let owner = answer_owner(&settings);
+        tracing::info!(node_id = %owner.node_id, "this node's id on the answers it streams");
+        // Only answers no live node is writing: another node's, on the same database, keep
+        // their fresh heartbeat and are left alone.
+        let mut interrupted = store.interrupt_stale(owner.stale_before_ms()).await?;
+        if settings.transcripts.node_id.is_some() {
+            // A stable id: what this node left streaming in an earlier run is orphaned now.
+            interrupted += store.interrupt_node(&owner.node_id).await?;
+        }
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
-                "answers left unfinished by the last run are marked interrupted"
+                "answers left unfinished by a stopped node are marked interrupted"
             );
         }
         let retriever = build_retriever(&settings).await?;
@@ -110,7 +118,10 @@ impl Application {
                 temperature: settings.llm.as_ref().map_or(0.3, |l| l.temperature),
                 policies,
                 clock: crate::guard::window::Clock::default(),
+                owner,
+                history_messages: settings.transcripts.history_messages,
             },
+            transcripts: settings.transcripts.clone(),
             keys: Arc::new(keys),
             limits: settings.limits.clone(),
             demo: settings.demo.clone(),
@@ -201,6 +212,12 @@ impl Application {
             ));
         }
         tokio::spawn(purge_usage(state.review.clone(), state.shutdown.clone()));
+        tokio::spawn(sweep_orphaned_answers(
+            state.review.clone(),
+            state.chat.owner.clone(),
+            settings.transcripts.sweep_every,
+            state.shutdown.clone(),
+        ));
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             signal.await;
@@ -248,6 +265,51 @@ pub fn token_keys(settings: &Settings) -> anyhow::Result<TokenKeys> {
             max_lifetime_secs: Some(auth.max_token_lifetime_secs),
         }),
     )
+}
+
+/// This process's name on the answers it streams (the configured one, else a random id) and
+/// the heartbeat that keeps them from looking orphaned.
+fn answer_owner(settings: &Settings) -> crate::chat::AnswerOwner {
+    let transcripts = &settings.transcripts;
+    let node_id = transcripts
+        .node_id
+        .clone()
+        .unwrap_or_else(crate::chat::AnswerOwner::random_node_id);
+    crate::chat::AnswerOwner {
+        node_id: node_id.into(),
+        stale_after: transcripts.stale_after,
+        heartbeat_every: transcripts.heartbeat_every(),
+    }
+}
+
+/// Every `every` until shutdown, answers still `streaming` with a stale heartbeat (their node
+/// died, or could not store them) become `interrupted`. A failed sweep is logged and tried
+/// again next time.
+async fn sweep_orphaned_answers(
+    store: Arc<Store>,
+    owner: crate::chat::AnswerOwner,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    // The first tick is immediate, and start-up has just swept.
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match store.interrupt_stale(owner.stale_before_ms()).await {
+            Ok(0) => {}
+            Ok(interrupted) => {
+                tracing::warn!(
+                    interrupted,
+                    "orphaned answers (stale heartbeat) marked interrupted"
+                )
+            }
+            Err(error) => tracing::warn!(?error, "sweeping orphaned answers failed"),
+        }
+    }
 }
 
 /// The prompt's token budget from settings, counted with the configured model's tokenizer.

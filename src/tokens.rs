@@ -133,4 +133,90 @@ mod tests {
             assert!(parts.iter().all(|p| !p.is_empty()));
         }
     }
+    mod properties {
+        use std::sync::OnceLock;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn bpe() -> &'static CoreBPE {
+            static BPE: OnceLock<CoreBPE> = OnceLock::new();
+            BPE.get_or_init(|| tiktoken_rs::cl100k_base().unwrap())
+        }
+
+        /// Text of every kind: ASCII, accents, CJK, emoji, combining marks, mixed.
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[a-z ]{0,40}",
+                "[é à ü ç]{0,40}",
+                "[循环是编程的基础列表中元素]{0,40}",
+                "[🐍🚀😀👩‍💻🇫🇷 ]{0,20}",
+                "\\PC{0,60}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            #[test]
+            fn a_truncated_text_is_a_prefix_within_budget_and_never_empty_when_it_could_hold_a_character(
+                text in any_text(),
+                max in 0usize..64,
+            ) {
+                let bpe = bpe();
+                let tokens = bpe.encode_ordinary(&text);
+                let cut = prefix_text(bpe, &tokens, max);
+                // A `String`, so valid UTF-8; and a prefix of what was given.
+                prop_assert!(text.starts_with(&cut), "{cut:?} is not a prefix of {text:?}");
+                // Within budget: no more bytes than the tokens allowed, no more tokens either.
+                let allowed = bytes_of(bpe, &tokens[..max.min(tokens.len())]).len();
+                prop_assert!(cut.len() <= allowed);
+                prop_assert!(bpe.encode_ordinary(&cut).len() <= max);
+                // Empty only when the budget could not hold the first character whole (a
+                // character is at most four bytes, a token at least one).
+                if let Some(first) = text.chars().next() {
+                    if allowed >= first.len_utf8() {
+                        prop_assert!(!cut.is_empty(), "max {max} emptied {text:?}");
+                    }
+                    if max >= 4 {
+                        prop_assert!(!cut.is_empty(), "max {max} emptied {text:?}");
+                    }
+                }
+                if tokens.len() <= max {
+                    prop_assert_eq!(&cut, &text);
+                }
+            }
+
+            #[test]
+            fn a_window_is_a_piece_of_the_text_within_its_tokens(
+                text in any_text(),
+                start in 0usize..64,
+                len in 0usize..64,
+            ) {
+                let bpe = bpe();
+                let tokens = bpe.encode_ordinary(&text);
+                let start = start.min(tokens.len());
+                let end = (start + len).min(tokens.len());
+                let window = window_text(bpe, &tokens[start..end]);
+                prop_assert!(text.contains(&window), "{window:?} is not in {text:?}");
+                prop_assert!(window.len() <= bytes_of(bpe, &tokens[start..end]).len());
+                // Only the characters cut at the two ends are lost (each at most 4 bytes).
+                prop_assert!(window.len() + 8 >= bytes_of(bpe, &tokens[start..end]).len());
+                if end - start >= 8 {
+                    prop_assert!(!window.is_empty(), "{start}..{end} of {text:?} is empty");
+                }
+            }
+
+            #[test]
+            fn split_parts_always_join_back_to_the_text(text in any_text(), max in 1usize..16) {
+                let bpe = bpe();
+                let tokens = bpe.encode_ordinary(&text);
+                let parts = split_text(bpe, &tokens, max);
+                prop_assert_eq!(parts.concat(), text);
+                prop_assert!(parts.iter().all(|p| !p.is_empty()));
+            }
+        }
+    }
 }

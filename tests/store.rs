@@ -40,7 +40,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         QuestionInsert::Inserted
     ));
     store
-        .start_answer("m2", "m1", "conv1", "ada")
+        .start_answer("m2", "m1", "conv1", "ada", "node-a")
         .await
         .unwrap();
     store.checkpoint_answer("m2", "partial").await.unwrap();
@@ -125,25 +125,66 @@ async fn a_resent_client_id_is_a_duplicate_not_a_second_question(store: &Store) 
 }
 
 async fn streaming_answers_left_by_a_crash_become_interrupted(store: &Store) {
+    use companion::transcript::now_ms;
+
     store
         .insert_question(&question("i1", "ci", "conv4", "dee"))
         .await
         .unwrap();
     store
-        .start_answer("i2", "i1", "conv4", "dee")
+        .start_answer("i2", "i1", "conv4", "dee", "node-gone")
         .await
         .unwrap();
     store.checkpoint_answer("i2", "half an ans").await.unwrap();
-    assert_eq!(store.mark_interrupted().await.unwrap(), 1);
+    // Another node's answer, alive: its heartbeat comes after the crash.
+    store
+        .insert_question(&question("i3", "ci3", "conv4b", "eli"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let crash = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store
+        .start_answer("i4", "i3", "conv4b", "eli", "node-live")
+        .await
+        .unwrap();
+
+    // Only the answer whose heartbeat is older than the cut-off is orphaned.
+    assert_eq!(store.interrupt_stale(crash).await.unwrap(), 1);
     let answer = store.answer_to("i1").await.unwrap().unwrap();
     assert_eq!(answer.status, MessageStatus::Interrupted);
     assert_eq!(answer.text, "half an ans");
+    let live = store.answer_to("i3").await.unwrap().unwrap();
+    assert_eq!(live.status, MessageStatus::Streaming);
     // A checkpoint after the answer ended changes nothing.
     store.checkpoint_answer("i2", "late").await.unwrap();
     assert_eq!(
         store.answer_to("i1").await.unwrap().unwrap().text,
         "half an ans"
     );
+    // A heartbeat keeps the live one fresh; the one-answer check says so too.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let later = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store.heartbeat_answer("i4").await.unwrap();
+    assert!(!store.interrupt_if_stale("i4", later).await.unwrap());
+    assert_eq!(store.interrupt_stale(later).await.unwrap(), 0);
+    assert!(store.interrupt_if_stale("i4", now_ms() + 1).await.unwrap());
+    assert_eq!(
+        store.answer_to("i3").await.unwrap().unwrap().status,
+        MessageStatus::Interrupted
+    );
+    // A node restarting under its stable id takes back what it left streaming.
+    store
+        .insert_question(&question("i5", "ci5", "conv4c", "fay"))
+        .await
+        .unwrap();
+    store
+        .start_answer("i6", "i5", "conv4c", "fay", "node-stable")
+        .await
+        .unwrap();
+    assert_eq!(store.interrupt_node("node-other").await.unwrap(), 0);
+    assert_eq!(store.interrupt_node("node-stable").await.unwrap(), 1);
 }
 
 async fn unknown_ids_read_as_nothing(store: &Store) {
@@ -209,7 +250,7 @@ async fn review_suite(store: &Store) {
         .await
         .unwrap();
     store
-        .start_answer("ra1", "rq1", "rconv1", "ada")
+        .start_answer("ra1", "rq1", "rconv1", "ada", "node-a")
         .await
         .unwrap();
     let answer = AnswerRecord {
@@ -602,4 +643,150 @@ async fn unknown_stored_words_are_decode_errors_on_postgres() {
     if let Some(store) = postgres_store().await {
         unknown_stored_words_are_decode_errors(&store).await;
     }
+}
+
+async fn retention_keeps_conversations_with_an_open_urgent_flag(store: &Store) {
+    use companion::review::{Flag, FlagKind, Severity};
+    use companion::transcript::now_ms;
+
+    for (n, learner) in [(1, "urgent-ada"), (2, "normal-ben"), (3, "resolved-cy")] {
+        store
+            .insert_question(&question(
+                &format!("kq{n}"),
+                &format!("kc{n}"),
+                &format!("kconv{n}"),
+                learner,
+            ))
+            .await
+            .unwrap();
+    }
+    let flag = |n: usize, learner: &str, severity| {
+        Flag::new(
+            learner,
+            Some(&format!("kconv{n}")),
+            Some(&format!("kq{n}")),
+            FlagKind::Distress,
+            severity,
+            "distress wording",
+        )
+    };
+    let urgent = flag(1, "urgent-ada", Severity::Urgent);
+    store.add_flag(&urgent).await.unwrap();
+    store
+        .add_flag(&flag(2, "normal-ben", Severity::Normal))
+        .await
+        .unwrap();
+    let resolved = flag(3, "resolved-cy", Severity::Urgent);
+    store.add_flag(&resolved).await.unwrap();
+    assert!(store.resolve_flag(&resolved.id, "mia", None).await.unwrap());
+
+    let purged = store.purge_before(now_ms() + 60_000).await.unwrap();
+
+    // The open urgent flag, its question and its conversation stay for the mentor.
+    let open = store.flags("urgent-ada", true).await.unwrap();
+    assert_eq!(open.len(), 1, "retention deleted an open urgent flag");
+    assert_eq!(open[0].id, urgent.id);
+    assert_eq!(store.messages("kconv1").await.unwrap().len(), 1);
+    // The others go as before.
+    assert_eq!(purged, 2);
+    assert!(store.messages("kconv2").await.unwrap().is_empty());
+    assert!(store.flags("normal-ben", false).await.unwrap().is_empty());
+    assert!(store.flags("resolved-cy", false).await.unwrap().is_empty());
+    // Once resolved, it goes at the next purge.
+    assert!(store.resolve_flag(&urgent.id, "mia", None).await.unwrap());
+    assert_eq!(store.purge_before(now_ms() + 60_000).await.unwrap(), 1);
+    assert!(store.messages("kconv1").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retention_keeps_conversations_with_an_open_urgent_flag_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    retention_keeps_conversations_with_an_open_urgent_flag(&store).await;
+}
+
+#[tokio::test]
+async fn retention_keeps_conversations_with_an_open_urgent_flag_on_postgres() {
+    if let Some(store) = postgres_store().await {
+        retention_keeps_conversations_with_an_open_urgent_flag(&store).await;
+    }
+}
+
+/// Learners racing to be first in one new conversation id: one owns it, the others' questions
+/// are refused, none is stored in a conversation that is not theirs.
+async fn one_learner_owns_a_raced_conversation_id(store: Store) {
+    let store = std::sync::Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let learner = format!("racer-{i}");
+            let inserted = store
+                .insert_question(&question(
+                    &format!("own{i}"),
+                    &format!("own-c{i}"),
+                    "conv-owned",
+                    &learner,
+                ))
+                .await;
+            (learner, inserted)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (learner, inserted) = task.await.unwrap();
+        if let Ok(QuestionInsert::Inserted) = inserted {
+            winners.push(learner);
+        }
+    }
+    assert_eq!(winners.len(), 1, "owners of one conversation: {winners:?}");
+    let owner = store.conversation("conv-owned").await.unwrap().unwrap();
+    assert_eq!(owner.learner_id, winners[0]);
+    let messages = store.messages("conv-owned").await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].learner_id, winners[0]);
+    // Later, too: another learner's question never lands in it.
+    let late = store
+        .insert_question(&question("own-late", "own-late", "conv-owned", "late-zoe"))
+        .await;
+    assert!(!matches!(late, Ok(QuestionInsert::Inserted)), "{late:?}");
+    assert_eq!(store.messages("conv-owned").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn one_learner_owns_a_raced_conversation_id_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    one_learner_owns_a_raced_conversation_id(store).await;
+}
+
+#[tokio::test]
+async fn one_learner_owns_a_raced_conversation_id_on_postgres() {
+    if let Some(store) = postgres_store().await {
+        one_learner_owns_a_raced_conversation_id(store).await;
+    }
+}
+
+#[tokio::test]
+async fn a_mentor_request_points_at_the_newest_question_of_a_busy_day() {
+    use companion::review::flags::Flagger;
+
+    let (store, _dir) = sqlite_store().await;
+    for n in 0..600 {
+        store
+            .insert_question(&question(
+                &format!("busy-{n:04}"),
+                &format!("busy-c{n}"),
+                "conv-busy",
+                "busy-ada",
+            ))
+            .await
+            .unwrap();
+    }
+    let flagger = Flagger::new(store.clone(), None);
+
+    let flag = flagger
+        .on_mentor_request("busy-ada", "conv-busy", None)
+        .await
+        .unwrap();
+
+    assert_eq!(flag.message_id.as_deref(), Some("busy-0599"));
 }

@@ -129,9 +129,22 @@
       summary);
   }
 
+  // Every page of a paginated list: `field` of each page, following `next_cursor`; the first
+  // page's other fields kept.
+  async function allPages(path, field) {
+    const first = await api(path);
+    let page = first;
+    while (page.next_cursor) {
+      const joiner = path.includes("?") ? "&" : "?";
+      page = await api(`${path}${joiner}after=${encodeURIComponent(page.next_cursor)}`);
+      first[field] = first[field].concat(page[field]);
+    }
+    return first;
+  }
+
   async function loadConversations(id) {
     const tab = $("tab-conversations");
-    const body = await api(`/api/v1/mentor/learners/${encodeURIComponent(id)}/conversations`);
+    const body = await allPages(`/api/v1/mentor/learners/${encodeURIComponent(id)}/conversations`, "conversations");
     tab.replaceChildren();
     if (body.conversations.length === 0) tab.append(el("p", { text: "No conversations." }));
     for (const c of body.conversations) {
@@ -177,7 +190,7 @@
   }
 
   async function openConversation(id) {
-    const body = await api(`/api/v1/mentor/conversations/${encodeURIComponent(id)}`).catch((e) => { notice(e.message); return null; });
+    const body = await allPages(`/api/v1/mentor/conversations/${encodeURIComponent(id)}`, "messages").catch((e) => { notice(e.message); return null; });
     if (!body) return;
     const list = $("messages");
     list.replaceChildren();

@@ -25,6 +25,8 @@ enum Script {
     Refuse,
     /// Streams these deltas, then breaks.
     BreakAfter(Vec<&'static str>),
+    /// Streams these deltas this far apart, then its usage.
+    Slow(Vec<&'static str>, Duration),
 }
 
 /// A model that follows a script and notes what the store held when each request came.
@@ -85,6 +87,16 @@ impl Llm for ScriptedLlm {
                 let mut events = deltas(parts);
                 events.push(Err(LlmError::Protocol("stream cut".into())));
                 events
+            }
+            Script::Slow(parts, gap) => {
+                let gap = *gap;
+                let events = deltas(parts);
+                return Ok(Box::pin(stream::iter(events).then(
+                    move |event| async move {
+                        tokio::time::sleep(gap).await;
+                        event
+                    },
+                )));
             }
         };
         Ok(Box::pin(stream::iter(events)))
@@ -185,6 +197,12 @@ async fn setup(llm: Option<Arc<dyn Llm>>, store: Arc<Memory>) -> Setup {
         temperature: 0.2,
         policies: Arc::new(crate::guard::policy::Policies::default()),
         clock: crate::guard::window::Clock::default(),
+        owner: AnswerOwner {
+            node_id: "node-test".into(),
+            stale_after: Duration::from_secs(60),
+            heartbeat_every: Duration::from_secs(15),
+        },
+        history_messages: 60,
     };
     Setup {
         deps,
@@ -566,4 +584,140 @@ async fn a_failed_answer_stores_the_stable_code_of_its_failure() {
     let stored = stored_answer(store);
     assert_eq!(stored.failure.as_deref(), Some("llm_unavailable"));
     assert_eq!(stored.retrieval, Some(RetrievalStatus::Ok));
+}
+
+#[tokio::test]
+async fn a_failing_checkpoint_is_retried_and_does_not_abort_the_answer() {
+    let store = Arc::new(Memory::default());
+    // The first two checkpoints fail, as writes do while a database fails over.
+    store.faults.checkpoints.store(2, Ordering::SeqCst);
+    let llm = ScriptedLlm::new(
+        Script::Slow(
+            vec!["1, ", "2, ", "3, ", "4, ", "5, ", "6, ", "7, ", "8."],
+            Duration::from_millis(600),
+        ),
+        &store,
+    );
+    let fixture = setup(Some(llm), store).await;
+    let (deps, store) = (&fixture.deps, &fixture.store);
+
+    let (summary, events) = ask(deps, turn("c-checkpoint")).await;
+
+    let summary = summary.expect("a failed checkpoint does not fail the turn");
+    assert_eq!(summary.status, Some(MessageStatus::Complete));
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(_))),
+        "{events:?}"
+    );
+    let stored = stored_answer(store);
+    assert_eq!(stored.status, MessageStatus::Complete);
+    assert_eq!(stored.text, "1, 2, 3, 4, 5, 6, 7, 8.");
+    // Checkpoints went on being tried after the failures.
+    assert!(
+        store.faults.checkpoint_attempts.load(Ordering::SeqCst) >= 3,
+        "checkpoints tried: {}",
+        store.faults.checkpoint_attempts.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn a_final_write_that_fails_is_retried_until_it_is_stored() {
+    let store = Arc::new(Memory::default());
+    store.faults.finishes.store(2, Ordering::SeqCst);
+    let llm = ScriptedLlm::new(Script::Reply(vec!["Use `break`."]), &store);
+    let fixture = setup(Some(llm), store).await;
+    let (deps, store) = (&fixture.deps, &fixture.store);
+
+    let (summary, _events) = ask(deps, turn("c-final")).await;
+
+    let summary = summary.expect("a final write that fails twice is retried");
+    assert_eq!(summary.status, Some(MessageStatus::Complete));
+    let stored = stored_answer(store);
+    assert_eq!(stored.status, MessageStatus::Complete);
+    assert_eq!(stored.text, "Use `break`.");
+}
+
+#[tokio::test]
+async fn a_final_write_that_keeps_failing_ends_the_turn_with_an_error_and_no_done() {
+    let store = Arc::new(Memory::default());
+    store.faults.finishes.store(usize::MAX, Ordering::SeqCst);
+    let llm = ScriptedLlm::new(Script::Reply(vec!["Use `break`."]), &store);
+    let fixture = setup(Some(llm), store).await;
+
+    let (summary, events) = ask(&fixture.deps, turn("c-final-down")).await;
+
+    assert!(matches!(summary, Err(ChatError::Store(_))), "{summary:?}");
+    // No `done`: the gateway sends an error frame instead.
+    assert!(
+        !events.iter().any(|e| matches!(e, TurnEvent::Done(_))),
+        "{events:?}"
+    );
+}
+
+/// A learner's question and its answer, written `at` as an earlier turn would have left them.
+fn past_turn(n: usize, at: i64) -> [StoredMessage; 2] {
+    let message = |id: String, role: &str, text: String, reply_to: Option<String>| StoredMessage {
+        id,
+        conversation_id: "conv-1".into(),
+        learner_id: "ada".into(),
+        client_id: (role == "learner").then(|| format!("past-{n}")),
+        role: role.into(),
+        text,
+        status: MessageStatus::Complete,
+        reply_to,
+        sources: Vec::new(),
+        prompt_version: None,
+        model: None,
+        offline: false,
+        tokens_in: None,
+        tokens_out: None,
+        retrieval_ms: None,
+        first_token_ms: None,
+        total_ms: None,
+        page_url: None,
+        created_at: at,
+    };
+    let question = format!("q-{n:05}");
+    [
+        message(question.clone(), "learner", format!("question {n}"), None),
+        message(
+            format!("a-{n:05}"),
+            "assistant",
+            format!("answer {n}"),
+            Some(question),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_turn_in_a_long_conversation_reads_only_a_window_of_its_newest_messages() {
+    let store = Arc::new(Memory::default());
+    let start = crate::transcript::now_ms() - 10_000_000;
+    for n in 0..2000 {
+        for message in past_turn(n, start + n as i64 * 1000) {
+            store.put_message(message);
+        }
+    }
+    let llm = ScriptedLlm::new(Script::Reply(vec!["Use `break`."]), &store);
+    let fixture = setup(Some(llm.clone()), store).await;
+    let (deps, store) = (&fixture.deps, &fixture.store);
+    let before = store.rows_read();
+
+    let (summary, _events) = ask(deps, turn("c-long")).await;
+
+    summary.unwrap();
+    let read = store.rows_read() - before;
+    assert!(
+        read <= 200,
+        "a turn read {read} stored messages of a 4000-message conversation"
+    );
+    // The history the model saw is the newest one, paired question with answer.
+    let request = llm.requests.lock().unwrap()[0].clone();
+    let prompt: String = request
+        .messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
+    assert!(prompt.contains("question 1999"), "{prompt}");
+    assert!(prompt.contains("answer 1999"), "{prompt}");
 }

@@ -59,6 +59,8 @@ pub struct AppState {
     pub quotas: Arc<quota::Quotas>,
     /// Feedback, flags, annotations, search: what the mentor's review reads and writes.
     pub review: Arc<crate::store::Store>,
+    /// Page sizes of the conversation endpoints (and the answers' ownership settings).
+    pub transcripts: crate::config::TranscriptSettings,
 }
 
 impl AppState {

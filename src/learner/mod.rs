@@ -4,10 +4,39 @@
 //! [`crate::store::Store`], and by an in-memory fake in unit tests of the turn and the digest.
 pub mod validate;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
+
+/// One writer at a time per learner of their project files and of their erasure: a lock per
+/// learner id, so that an upload in flight and a deletion never interleave their database and
+/// index writes (which would leave rows without vectors, or vectors without rows).
+#[derive(Default)]
+pub struct WriteLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Past this many learners' locks, those nobody holds or waits for are dropped.
+const KEPT_LOCKS: usize = 1024;
+
+impl WriteLocks {
+    /// Waits for `learner`'s other writers, then holds them off until the guard is dropped.
+    pub async fn lock(&self, learner: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            if locks.len() > KEPT_LOCKS {
+                // Held or awaited locks have clones outside the map.
+                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            locks.entry(learner.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// A learner as the course platform describes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

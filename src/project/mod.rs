@@ -11,14 +11,14 @@ pub mod chunk;
 pub mod git;
 pub mod remote;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::Digest;
 
 use crate::config::ProjectSettings;
-use crate::learner::{LearnerStore, ProjectFile};
+use crate::learner::{LearnerStore, ProjectFile, WriteLocks};
 use crate::retrieval::Retriever;
 use crate::retrieval::chunk::Chunk;
 use crate::retrieval::store::{IndexedPoint, point_id};
@@ -266,8 +266,9 @@ pub struct Projects {
     retriever: Retriever,
     settings: ProjectSettings,
     content_dir: PathBuf,
-    /// One write at a time per learner, so that size checks and index updates do not race.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One write at a time per learner, so that size checks and index updates do not race,
+    /// shared with the learner's erasure.
+    locks: Arc<WriteLocks>,
     /// Projects one learner may keep; 0: no cap.
     max_projects: usize,
 }
@@ -284,7 +285,7 @@ impl Projects {
             retriever,
             settings,
             content_dir,
-            locks: Mutex::new(HashMap::new()),
+            locks: Arc::new(WriteLocks::default()),
             max_projects: 0,
         }
     }
@@ -293,6 +294,11 @@ impl Projects {
     pub fn with_max_projects(mut self, max_projects: usize) -> Self {
         self.max_projects = max_projects;
         self
+    }
+
+    /// The per-learner lock every write of project files takes: an erasure takes it too.
+    pub fn write_locks(&self) -> &WriteLocks {
+        &self.locks
     }
 
     pub fn settings(&self) -> &ProjectSettings {
@@ -305,11 +311,7 @@ impl Projects {
     }
 
     async fn lock(&self, learner: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(learner.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.locks.lock(learner).await
     }
 
     /// Checks `files`, stores them in one transaction (with `replace_all`, the project's other
@@ -375,9 +377,6 @@ impl Projects {
                 updated_at: now,
             })
             .collect();
-        self.learners
-            .put_project_files(learner, project, &rows, replace_all)
-            .await?;
         let removed: Vec<String> = if replace_all {
             existing
                 .iter()
@@ -387,12 +386,19 @@ impl Projects {
         } else {
             Vec::new()
         };
+        // In an order a failure can be recovered from by repeating the request: the vectors of
+        // files that go, then the rows, then the new vectors. A failure part-way leaves rows
+        // without (current) vectors, which the repeat indexes again, never vectors of a file
+        // that is gone.
         for path in &removed {
             self.retriever
                 .store()
                 .delete_source(&source_id(project, path), Some(learner))
                 .await?;
         }
+        self.learners
+            .put_project_files(learner, project, &rows, replace_all)
+            .await?;
         let chunks = self.index(learner, course, &rows).await?;
         Ok(WriteReport {
             project: project.to_string(),
@@ -420,17 +426,27 @@ impl Projects {
         check_project_name(project)?;
         let path = normalise_path(path)?;
         let _guard = self.lock(learner).await;
+        let exists = self
+            .learners
+            .project_files(learner, Some(project))
+            .await?
+            .iter()
+            .any(|f| f.path == path);
+        if !exists {
+            return Ok(false);
+        }
+        // Vectors first: if the row's deletion then fails, the file is still listed and the
+        // deletion can be repeated; the other way round, a failure would leave vectors of a
+        // file that no longer exists reaching the learner's prompts.
+        let store = self.retriever.store();
+        store
+            .delete_source(&source_id(project, &path), Some(learner))
+            .await?;
+        store.commit().await?;
         let removed = self
             .learners
             .delete_project_file(learner, project, &path)
             .await?;
-        if removed {
-            let store = self.retriever.store();
-            store
-                .delete_source(&source_id(project, &path), Some(learner))
-                .await?;
-            store.commit().await?;
-        }
         Ok(removed)
     }
 

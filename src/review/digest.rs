@@ -22,7 +22,8 @@ use crate::transcript::{MessageStatus, StoredMessage};
 
 const TEMPLATE: &str = include_str!("../../prompts/digest.md");
 const SUMMARY_TEMPLATE: &str = include_str!("digest_summary.md");
-/// Messages read for one digest; a learner rarely writes more between two sessions.
+/// Messages read for one digest (the newest); a learner rarely writes more between two
+/// sessions.
 const MAX_MESSAGES: usize = 2000;
 const QUESTIONS_PER_SECTION: usize = 5;
 const LLM_TIMEOUT: Duration = Duration::from_secs(90);
@@ -263,11 +264,11 @@ impl DigestWriter {
         let sessions = self.learners.mentor_sessions(learner_id).await?;
         let last = sessions.first();
         let since = since_session(last);
+        // The newest ones when there are more: what happened just before the next session.
         let messages = self
             .review
-            .learner_messages(learner_id, since, None, MAX_MESSAGES)
-            .await?
-            .messages;
+            .latest_learner_messages(learner_id, since, MAX_MESSAGES)
+            .await?;
         let feedback = self.review.feedback_since(learner_id, since).await?;
         let rating_of: BTreeMap<&str, Rating> = feedback
             .iter()

@@ -2,7 +2,7 @@
 //! annotations), then their profile, sessions, project files and transcripts. Vectors go
 //! first: if that fails nothing else is gone and the erasure can be repeated. Here beside the
 //! retention purge, since `learner` is a leaf the review module already reads.
-use crate::learner::LearnerStore;
+use crate::learner::{LearnerStore, WriteLocks};
 use crate::retrieval::store::{StoreError as IndexError, VectorStore};
 use crate::store::{Store, StoreError};
 
@@ -33,13 +33,17 @@ pub enum EraseError {
 }
 
 /// Erases everything stored about `learner_id`; `None` when nothing was (no profile, no
-/// files, no conversation).
+/// files, no conversation). Holds the learner's project write lock (`locks`) throughout, so an
+/// upload in flight finishes before (and is erased too) or starts after: never half of it
+/// left behind as rows without vectors or vectors without rows.
 pub async fn erase(
     vectors: &dyn VectorStore,
     review: &Store,
     learners: &dyn LearnerStore,
+    locks: &WriteLocks,
     learner_id: &str,
 ) -> Result<Option<Erased>, EraseError> {
+    let _writes = locks.lock(learner_id).await;
     let profile = learners.learner(learner_id).await?;
     let files = learners.project_files(learner_id, None).await?;
     if profile.is_none()

@@ -22,6 +22,8 @@ const REPEATS_FOR_STUCK: usize = 2;
 const DOWNS_FOR_STUCK: usize = 3;
 /// How far back repeats and thumbs-down are looked for.
 const RECENT: Duration = Duration::from_secs(24 * 3600);
+/// Messages of the last day the rules read: the newest ones.
+const RECENT_MESSAGES: usize = 500;
 const EXCERPT_CHARS: usize = 160;
 pub const THUMBS_DOWN_REASON: &str = "several thumbs-down";
 
@@ -423,12 +425,12 @@ impl Flagger {
     /// stuck and no open flag already says so.
     async fn repeats(&self, q: &QuestionRef) -> Result<Option<usize>, StoreError> {
         let since = now_ms() - RECENT.as_millis() as i64;
-        let page = self
+        // The newest questions of the day, however many came before them.
+        let recent = self
             .store
-            .learner_messages(&q.learner_id, since, None, 500)
+            .latest_learner_messages(&q.learner_id, since, RECENT_MESSAGES)
             .await?;
-        let same: Vec<_> = page
-            .messages
+        let same: Vec<_> = recent
             .iter()
             // Only questions asked before this one (ids are time-ordered UUIDv7).
             .filter(|m| m.role == "learner" && m.id.as_str() < q.message_id.as_str())
@@ -497,9 +499,8 @@ impl Flagger {
         let since = now_ms() - RECENT.as_millis() as i64;
         let last_question = self
             .store
-            .learner_messages(learner_id, since, None, 500)
+            .latest_learner_messages(learner_id, since, RECENT_MESSAGES)
             .await?
-            .messages
             .into_iter()
             .rev()
             .find(|m| m.role == "learner" && m.conversation_id == conversation_id);

@@ -279,8 +279,66 @@ impl Cursor {
     }
 }
 
-/// What the digest reads of a learner's activity: served by [`crate::store::Store`], and by
-/// an in-memory fake in the digest's unit tests.
+/// Where a page of a conversation's messages starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageAt {
+    /// The oldest messages.
+    First,
+    /// Strictly after this message, oldest first; `next` continues forwards.
+    After(Cursor),
+    /// The messages just before this one (still oldest first in the page); `next` continues
+    /// backwards, to be passed as `before`.
+    Before(Cursor),
+}
+
+/// A learner's last mentor session and what they did since, for the mentor's list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overview {
+    pub last_session: Option<crate::learner::MentorSession>,
+    /// Start of the period counted: see [`digest::since_session`].
+    pub since: i64,
+    /// Questions asked since `since`.
+    pub questions_since: u64,
+    /// When the newest message since `since` was written.
+    pub last_activity: Option<i64>,
+}
+
+/// Activity counted since a time: questions asked and the newest message's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activity {
+    pub questions: u64,
+    pub last_at: Option<i64>,
+}
+
+/// The overview of each of `learner_ids`, read in a number of queries that does not grow with
+/// the number of learners (two: their latest sessions, then their activity since).
+pub async fn overviews(
+    activity: &dyn LearnerActivity,
+    learner_ids: &[String],
+) -> Result<std::collections::HashMap<String, Overview>, StoreError> {
+    let mut sessions = activity.latest_sessions(learner_ids).await?;
+    let since: Vec<(String, i64)> = learner_ids
+        .iter()
+        .map(|id| (id.clone(), digest::since_session(sessions.get(id))))
+        .collect();
+    let counted = activity.activity_since(&since).await?;
+    Ok(since
+        .into_iter()
+        .map(|(id, since)| {
+            let counted = counted.get(&id).copied().unwrap_or_default();
+            let overview = Overview {
+                last_session: sessions.remove(&id),
+                since,
+                questions_since: counted.questions,
+                last_activity: counted.last_at,
+            };
+            (id, overview)
+        })
+        .collect())
+}
+
+/// What the digest and the mentor's list read of learners' activity: served by
+/// [`crate::store::Store`], and by an in-memory fake in unit tests.
 #[async_trait]
 pub trait LearnerActivity: Send + Sync {
     /// Up to `limit` of a learner's messages created at or after `since_ms`, after `after`.
@@ -299,11 +357,109 @@ pub trait LearnerActivity: Send + Sync {
     ) -> Result<Vec<Feedback>, StoreError>;
     /// A learner's flags, newest first; only open ones with `open_only`.
     async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, StoreError>;
+    /// The newest `limit` of a learner's messages created at or after `since_ms`, oldest first.
+    async fn latest_learner_messages(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The latest mentor session of each of `learner_ids` that has one, in one query.
+    async fn latest_sessions(
+        &self,
+        learner_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, crate::learner::MentorSession>, StoreError>;
+    /// Each learner's activity since their own time, for all of `since` in one query.
+    async fn activity_since(
+        &self,
+        since: &[(String, i64)],
+    ) -> Result<std::collections::HashMap<String, Activity>, StoreError>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `learners` learners, each with two sessions and, around the latest, questions before
+    /// and after it; their overviews and the seam calls they took.
+    async fn overviews_of(learners: usize) -> (std::collections::HashMap<String, Overview>, usize) {
+        use crate::learner::{LearnerStore, MentorSession};
+        use crate::store::memory::Memory;
+        use crate::transcript::MessageStatus;
+
+        let store = Memory::default();
+        // Noon UTC on 2025-03-04, and on the day after.
+        let (day1, day2) = (1_741_089_600_000_i64, 1_741_176_000_000_i64);
+        let mut ids = Vec::new();
+        for n in 0..learners {
+            let id = format!("learner-{n:03}");
+            for (held_on, at) in [("2025-03-03", day1 - 86_400_000), ("2025-03-04", day1)] {
+                store
+                    .add_mentor_session(&MentorSession {
+                        id: format!("{id}-{held_on}"),
+                        learner_id: id.clone(),
+                        mentor_id: "mia".into(),
+                        held_on: held_on.into(),
+                        notes: String::new(),
+                        goals: vec![format!("goal of {held_on}")],
+                        created_at: at,
+                    })
+                    .await
+                    .unwrap();
+            }
+            // One question before the latest session, `n % 3` after it, each answered.
+            for (k, at) in std::iter::once(day1 - 1000)
+                .chain((0..n % 3).map(|k| day2 + k as i64 * 1000))
+                .enumerate()
+            {
+                for (role, suffix) in [("learner", "q"), ("assistant", "a")] {
+                    store.put_message(StoredMessage {
+                        id: format!("{id}-{k}-{suffix}"),
+                        conversation_id: format!("{id}-conv"),
+                        learner_id: id.clone(),
+                        client_id: None,
+                        role: role.into(),
+                        text: "text".into(),
+                        status: MessageStatus::Complete,
+                        reply_to: None,
+                        sources: Vec::new(),
+                        prompt_version: None,
+                        model: None,
+                        offline: false,
+                        tokens_in: None,
+                        tokens_out: None,
+                        retrieval_ms: None,
+                        first_token_ms: None,
+                        total_ms: None,
+                        page_url: None,
+                        created_at: at + i64::from(role == "assistant"),
+                    });
+                }
+            }
+            ids.push(id);
+        }
+        let before = store.calls();
+        let overviews = overviews(&store, &ids).await.unwrap();
+        (overviews, store.calls() - before)
+    }
+
+    #[tokio::test]
+    async fn overviews_take_the_same_few_reads_whatever_the_number_of_learners() {
+        let (few, reads_for_3) = overviews_of(3).await;
+        let (many, reads_for_60) = overviews_of(60).await;
+        assert_eq!(reads_for_3, 2);
+        assert_eq!(reads_for_60, reads_for_3);
+        assert_eq!((few.len(), many.len()), (3, 60));
+        // What each says: the latest session, and only what came after it counted.
+        let o = &many["learner-005"];
+        assert_eq!(o.last_session.as_ref().unwrap().held_on, "2025-03-04");
+        assert_eq!(o.since, 1_741_089_600_000);
+        assert_eq!(o.questions_since, 2);
+        assert_eq!(o.last_activity, Some(1_741_176_000_000 + 1001));
+        let idle = &many["learner-003"];
+        assert_eq!(idle.questions_since, 0);
+        assert_eq!(idle.last_activity, None);
+    }
 
     #[test]
     fn a_cursor_survives_encoding_and_garbage_is_refused() {

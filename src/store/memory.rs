@@ -2,13 +2,16 @@
 //! digest read and write through. It keeps the rules callers rely on: a client id is used once
 //! per learner, a checkpoint changes only an answer still `streaming`, pages come in
 //! (created_at, id) order, sessions latest first, files by path.
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
 use super::StoreError;
+use std::collections::HashMap;
+
 use crate::learner::{LearnerProfile, LearnerStore, MentorSession, ProjectFile};
-use crate::review::{Cursor, Feedback, Flag, LearnerActivity, MessagePage};
+use crate::review::{Activity, Cursor, Feedback, Flag, LearnerActivity, MessagePage};
 use crate::transcript::{
     AnswerRecord, Conversation, MessageStatus, NewQuestion, QuestionInsert, StoredMessage,
     TranscriptStore, now_ms,
@@ -17,6 +20,34 @@ use crate::transcript::{
 #[derive(Default)]
 pub(crate) struct Memory {
     tables: Mutex<Tables>,
+    /// Faults to inject, and what was read: for the tests of what a turn survives and costs.
+    pub(crate) faults: Faults,
+    /// Message rows returned by the transcript reads, in all.
+    rows_read: AtomicUsize,
+    /// Calls made through the seams, in all (each one a query of the real store).
+    calls: AtomicUsize,
+}
+
+/// Writes that fail on purpose, as a database that is down or failing over would fail them.
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// This many of the next checkpoints fail.
+    pub(crate) checkpoints: AtomicUsize,
+    /// This many of the next final writes of an answer fail.
+    pub(crate) finishes: AtomicUsize,
+    /// Checkpoints attempted, failed or not.
+    pub(crate) checkpoint_attempts: AtomicUsize,
+}
+
+/// Takes one from `counter` if it is positive: true when this call should fail.
+fn take_fault(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn injected() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolTimedOut)
 }
 
 #[derive(Default)]
@@ -29,11 +60,28 @@ struct Tables {
     files: Vec<ProjectFile>,
     feedback: Vec<Feedback>,
     flags: Vec<Flag>,
+    /// Answer id → when its node last said it was writing it.
+    heartbeats: HashMap<String, i64>,
 }
 
 impl Memory {
     fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Message rows the transcript reads have returned so far.
+    pub(crate) fn rows_read(&self) -> usize {
+        self.rows_read.load(Ordering::SeqCst)
+    }
+
+    /// Calls made through the seams so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn count_rows(&self, n: usize) {
+        self.rows_read.fetch_add(n, Ordering::SeqCst);
     }
 
     /// Every message, in the order written.
@@ -93,6 +141,13 @@ impl TranscriptStore for Memory {
                 conversation_id: earlier.conversation_id.clone(),
             });
         }
+        let foreign = tables
+            .conversations
+            .iter()
+            .any(|c| c.id == q.conversation_id && c.learner_id != q.learner_id);
+        if foreign {
+            return Ok(QuestionInsert::ForeignConversation);
+        }
         match tables
             .conversations
             .iter_mut()
@@ -117,8 +172,11 @@ impl TranscriptStore for Memory {
         question_id: &str,
         conversation_id: &str,
         learner_id: &str,
+        _owner: &str,
     ) -> Result<(), StoreError> {
-        self.tables().messages.push(StoredMessage {
+        let mut tables = self.tables();
+        tables.heartbeats.insert(id.into(), now_ms());
+        tables.messages.push(StoredMessage {
             status: MessageStatus::Streaming,
             reply_to: Some(question_id.into()),
             ..StoredMessage::new(id, conversation_id, learner_id, "assistant", "", now_ms())
@@ -127,15 +185,52 @@ impl TranscriptStore for Memory {
     }
 
     async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError> {
-        let mut tables = self.tables();
+        self.faults
+            .checkpoint_attempts
+            .fetch_add(1, Ordering::SeqCst);
+        if take_fault(&self.faults.checkpoints) {
+            return Err(injected());
+        }
+        let mut guard = self.tables();
+        let tables = &mut *guard;
         if let Some(m) = tables
             .messages
             .iter_mut()
             .find(|m| m.id == id && m.status == MessageStatus::Streaming)
         {
             m.text = text.to_string();
+            tables.heartbeats.insert(id.into(), now_ms());
         }
         Ok(())
+    }
+
+    async fn heartbeat_answer(&self, id: &str) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        let streaming = tables
+            .messages
+            .iter()
+            .any(|m| m.id == id && m.status == MessageStatus::Streaming);
+        if streaming {
+            tables.heartbeats.insert(id.into(), now_ms());
+        }
+        Ok(())
+    }
+
+    async fn interrupt_if_stale(&self, id: &str, stale_before_ms: i64) -> Result<bool, StoreError> {
+        let mut tables = self.tables();
+        let heartbeat = tables.heartbeats.get(id).copied();
+        let Some(m) = tables
+            .messages
+            .iter_mut()
+            .find(|m| m.id == id && m.status == MessageStatus::Streaming)
+        else {
+            return Ok(false);
+        };
+        if heartbeat.unwrap_or(m.created_at) >= stale_before_ms {
+            return Ok(false);
+        }
+        m.status = MessageStatus::Interrupted;
+        Ok(true)
     }
 
     async fn finish_answer(
@@ -144,6 +239,9 @@ impl TranscriptStore for Memory {
         status: MessageStatus,
         r: &AnswerRecord,
     ) -> Result<(), StoreError> {
+        if take_fault(&self.faults.finishes) {
+            return Err(injected());
+        }
         let mut tables = self.tables();
         if let Some(m) = tables.messages.iter_mut().find(|m| m.id == id) {
             m.text = r.text.clone();
@@ -175,13 +273,34 @@ impl TranscriptStore for Memory {
     }
 
     async fn messages(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(self
+        let found: Vec<StoredMessage> = self
             .tables()
             .messages
             .iter()
             .filter(|m| m.conversation_id == conversation_id)
             .cloned()
-            .collect())
+            .collect();
+        self.count_rows(found.len());
+        Ok(found)
+    }
+
+    async fn recent_messages(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut found: Vec<StoredMessage> = self
+            .tables()
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| m.conversation_id == conversation_id)
+            .take(limit)
+            .cloned()
+            .collect();
+        found.reverse();
+        self.count_rows(found.len());
+        Ok(found)
     }
 }
 
@@ -350,5 +469,64 @@ impl LearnerActivity for Memory {
             .collect();
         found.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Ok(found)
+    }
+
+    async fn latest_learner_messages(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut found: Vec<StoredMessage> = self
+            .tables()
+            .messages
+            .iter()
+            .filter(|m| m.learner_id == learner_id && m.created_at >= since_ms)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let found = found.split_off(found.len().saturating_sub(limit.max(1)));
+        self.count_rows(found.len());
+        Ok(found)
+    }
+
+    async fn latest_sessions(
+        &self,
+        learner_ids: &[String],
+    ) -> Result<HashMap<String, MentorSession>, StoreError> {
+        let mut latest: HashMap<String, MentorSession> = HashMap::new();
+        for s in &self.tables().sessions {
+            if !learner_ids.contains(&s.learner_id) {
+                continue;
+            }
+            let newer = latest.get(&s.learner_id).is_none_or(|l| {
+                (&s.held_on, s.created_at, &s.id) > (&l.held_on, l.created_at, &l.id)
+            });
+            if newer {
+                latest.insert(s.learner_id.clone(), s.clone());
+            }
+        }
+        Ok(latest)
+    }
+
+    async fn activity_since(
+        &self,
+        since: &[(String, i64)],
+    ) -> Result<HashMap<String, Activity>, StoreError> {
+        let since: HashMap<&str, i64> = since.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+        let mut activity: HashMap<String, Activity> = HashMap::new();
+        for m in &self.tables().messages {
+            match since.get(m.learner_id.as_str()) {
+                Some(&at) if m.created_at >= at => {
+                    let entry = activity.entry(m.learner_id.clone()).or_default();
+                    if m.role == "learner" {
+                        entry.questions += 1;
+                    }
+                    entry.last_at = entry.last_at.max(Some(m.created_at));
+                }
+                _ => {}
+            }
+        }
+        Ok(activity)
     }
 }

@@ -5,11 +5,14 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::rows::{self, ANNOTATION_COLUMNS, FEEDBACK_COLUMNS, FLAG_COLUMNS, MESSAGE_COLUMNS};
+use super::rows::{
+    self, ANNOTATION_COLUMNS, FEEDBACK_COLUMNS, FLAG_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS,
+};
 use super::{Store, StoreError, search_text};
+use crate::learner::MentorSession;
 use crate::review::{
-    Annotation, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind, LearnerActivity,
-    MessagePage, Severity,
+    Activity, Annotation, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind,
+    LearnerActivity, MessagePage, Severity,
 };
 use crate::transcript::{StoredMessage, now_ms};
 
@@ -26,6 +29,16 @@ pub(crate) fn like_pattern(text: &str) -> String {
     pattern.push('%');
     pattern
 }
+
+/// Learners per statement of the batched reads: within every backend's limit on bound values.
+const LEARNERS_PER_QUERY: usize = 500;
+
+/// Conversations the retention purge may remove: untouched since `$1`, and without an open
+/// urgent flag (on the conversation or one of its messages), which the mentor still needs.
+const PURGEABLE: &str = "SELECT c.id FROM conversations c WHERE c.updated_at < $1 \
+     AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.resolved_at IS NULL \
+     AND f.severity = 'urgent' AND (f.conversation_id = c.id \
+     OR f.message_id IN (SELECT m.id FROM messages m WHERE m.conversation_id = c.id)))";
 
 /// `$from, $from+1, ...` for `n` bound values.
 fn placeholders(from: usize, n: usize) -> String {
@@ -281,6 +294,156 @@ impl Store {
         rows.iter().map(rows::annotation).collect()
     }
 
+    /// A page of a learner's conversations, most recently active first, after `after`.
+    pub async fn learner_conversations_page(
+        &self,
+        learner_id: &str,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<(Vec<ConversationSummary>, Option<Cursor>), StoreError> {
+        let limit = limit.max(1);
+        let fetch = (limit + 1) as i64;
+        let columns = "c.id, c.learner_id, c.course_id, c.created_at, c.updated_at, \
+             (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n_messages, \
+             (SELECT q.text FROM messages q WHERE q.conversation_id = c.id AND q.role = 'learner' \
+              ORDER BY q.created_at, q.id LIMIT 1) AS first_question";
+        let rows = match after {
+            None => {
+                let sql = format!(
+                    "SELECT {columns} FROM conversations c WHERE c.learner_id = $1 \
+                     ORDER BY c.updated_at DESC, c.id LIMIT $2"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(learner_id)
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(cursor) => {
+                let sql = format!(
+                    "SELECT {columns} FROM conversations c WHERE c.learner_id = $1 \
+                     AND (c.updated_at < $2 OR (c.updated_at = $2 AND c.id > $3)) \
+                     ORDER BY c.updated_at DESC, c.id LIMIT $4"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(learner_id)
+                    .bind(cursor.created_at)
+                    .bind(&cursor.id)
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut conversations = rows
+            .iter()
+            .map(rows::conversation_summary)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if conversations.len() > limit {
+            conversations.truncate(limit);
+            conversations.last().map(|c| Cursor {
+                created_at: c.updated_at,
+                id: c.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok((conversations, next))
+    }
+
+    /// The newest `limit` of a learner's messages created at or after `since_ms`, oldest
+    /// first.
+    pub async fn latest_learner_messages(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE learner_id = $1 AND created_at >= $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(learner_id)
+            .bind(since_ms)
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut messages = rows
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// The latest mentor session of each of `learner_ids` that has one (latest as
+    /// `LearnerStore::mentor_sessions` orders them), one query per 500 learners.
+    pub async fn latest_sessions(
+        &self,
+        learner_ids: &[String],
+    ) -> Result<HashMap<String, MentorSession>, StoreError> {
+        let mut latest = HashMap::new();
+        for ids in learner_ids.chunks(LEARNERS_PER_QUERY) {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM (SELECT {SESSION_COLUMNS}, ROW_NUMBER() OVER \
+                 (PARTITION BY learner_id ORDER BY held_on DESC, created_at DESC, id DESC) AS rn \
+                 FROM mentor_sessions WHERE learner_id IN ({})) ranked WHERE rn = 1",
+                placeholders(1, ids.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let session = rows::session(&row)?;
+                latest.insert(session.learner_id.clone(), session);
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Questions asked and the newest message's time, per learner, each since their own time;
+    /// one query per 500 learners.
+    pub async fn activity_since(
+        &self,
+        since: &[(String, i64)],
+    ) -> Result<HashMap<String, Activity>, StoreError> {
+        let mut activity = HashMap::new();
+        for part in since.chunks(LEARNERS_PER_QUERY) {
+            let clauses: Vec<String> = (0..part.len())
+                .map(|i| {
+                    format!(
+                        "(learner_id = ${} AND created_at >= ${})",
+                        2 * i + 1,
+                        2 * i + 2
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "SELECT learner_id, COUNT(CASE WHEN role = 'learner' THEN 1 END) AS questions, \
+                 MAX(created_at) AS last_at FROM messages WHERE {} GROUP BY learner_id",
+                clauses.join(" OR ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, since_ms) in part {
+                query = query.bind(id).bind(*since_ms);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let learner: String = row.try_get("learner_id")?;
+                let questions: i64 = row.try_get("questions")?;
+                let last_at: Option<i64> = row.try_get("last_at")?;
+                activity.insert(
+                    learner,
+                    Activity {
+                        questions: questions.max(0) as u64,
+                        last_at,
+                    },
+                );
+            }
+        }
+        Ok(activity)
+    }
+
     /// A learner's conversations, most recently active first.
     pub async fn learner_conversations(
         &self,
@@ -384,34 +547,28 @@ impl Store {
         rows.iter().map(rows::message).collect()
     }
 
-    /// Removes conversations (and everything hanging off them) not updated since `cutoff_ms`;
-    /// returns how many conversations went.
+    /// Removes conversations (and everything hanging off them) not updated since `cutoff_ms`,
+    /// except those with an open urgent flag; returns how many conversations went.
     pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        const OLD_MESSAGES: &str = "SELECT id FROM messages WHERE conversation_id IN \
-             (SELECT id FROM conversations WHERE updated_at < $1)";
+        let old_messages =
+            format!("SELECT id FROM messages WHERE conversation_id IN ({PURGEABLE})");
         let mut tx = self.begin_write().await?;
         for table in ["annotations", "feedback", "flags"] {
-            let sql = format!("DELETE FROM {table} WHERE message_id IN ({OLD_MESSAGES})");
+            let sql = format!("DELETE FROM {table} WHERE message_id IN ({old_messages})");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(cutoff_ms)
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "DELETE FROM flags WHERE conversation_id IN \
-             (SELECT id FROM conversations WHERE updated_at < $1)",
-        )
-        .bind(cutoff_ms)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM messages WHERE conversation_id IN \
-             (SELECT id FROM conversations WHERE updated_at < $1)",
-        )
-        .bind(cutoff_ms)
-        .execute(&mut *tx)
-        .await?;
-        let purged = sqlx::query("DELETE FROM conversations WHERE updated_at < $1")
+        for table in ["flags", "messages"] {
+            let sql = format!("DELETE FROM {table} WHERE conversation_id IN ({PURGEABLE})");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let sql = format!("DELETE FROM conversations WHERE id IN ({PURGEABLE})");
+        let purged = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(cutoff_ms)
             .execute(&mut *tx)
             .await?
@@ -453,6 +610,29 @@ impl LearnerActivity for Store {
 
     async fn flags(&self, learner_id: &str, open_only: bool) -> Result<Vec<Flag>, StoreError> {
         Store::flags(self, learner_id, open_only).await
+    }
+
+    async fn latest_learner_messages(
+        &self,
+        learner_id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Store::latest_learner_messages(self, learner_id, since_ms, limit).await
+    }
+
+    async fn latest_sessions(
+        &self,
+        learner_ids: &[String],
+    ) -> Result<HashMap<String, MentorSession>, StoreError> {
+        Store::latest_sessions(self, learner_ids).await
+    }
+
+    async fn activity_since(
+        &self,
+        since: &[(String, i64)],
+    ) -> Result<HashMap<String, Activity>, StoreError> {
+        Store::activity_since(self, since).await
     }
 }
 

@@ -1,25 +1,105 @@
 //! Conversations and messages: the question committed first, the answer row from `streaming`
-//! through checkpoints to its final status.
+//! through checkpoints (each a heartbeat of its owner node) to its final status; orphaned
+//! answers found by their stale heartbeat; conversations read a window or a page at a time.
 use async_trait::async_trait;
 use sqlx::Row;
 
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::{Store, StoreError, search_text};
+use crate::review::{Cursor, MessagePage, PageAt};
 use crate::transcript::{
     AnswerRecord, Conversation, MessageStatus, NewQuestion, QuestionInsert, StoredMessage,
     TranscriptStore, now_ms,
 };
 
+/// When a row's node last proved it alive: rows older than the heartbeat column have only
+/// `updated_at`.
+const HEARTBEAT: &str = "COALESCE(heartbeat_at, updated_at)";
+
 impl Store {
-    /// Answers left `streaming` by a crash become `interrupted`; returns how many.
-    pub async fn mark_interrupted(&self) -> Result<u64, StoreError> {
+    /// Answers still `streaming` whose heartbeat is older than `stale_before_ms` were orphaned
+    /// by a node that died: they become `interrupted`. A live node's answers, whose heartbeat
+    /// is fresh, are left alone. Returns how many changed.
+    pub async fn interrupt_stale(&self, stale_before_ms: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE messages SET status = 'interrupted', updated_at = $1 \
+             WHERE status = 'streaming' AND {HEARTBEAT} < $2"
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(stale_before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Answers still `streaming` that `node` owned become `interrupted`: for a node starting
+    /// under a stable id, whose earlier run cannot still be writing them. Returns how many.
+    pub async fn interrupt_node(&self, node: &str) -> Result<u64, StoreError> {
         let result = sqlx::query(
-            "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'",
+            "UPDATE messages SET status = 'interrupted', updated_at = $1 \
+             WHERE status = 'streaming' AND owner_node = $2",
         )
         .bind(now_ms())
+        .bind(node)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    /// A page of a conversation's messages in (created_at, id) order, `limit` at most.
+    pub async fn conversation_messages(
+        &self,
+        conversation_id: &str,
+        at: &PageAt,
+        limit: usize,
+    ) -> Result<MessagePage, StoreError> {
+        let limit = limit.max(1);
+        // One more than asked tells whether a next page exists.
+        let fetch = (limit + 1) as i64;
+        let query = match at {
+            PageAt::First => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+                 ORDER BY created_at, id LIMIT $2"
+            )))
+            .bind(conversation_id)
+            .bind(fetch),
+            PageAt::After(cursor) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+                 AND (created_at > $2 OR (created_at = $2 AND id > $3)) \
+                 ORDER BY created_at, id LIMIT $4"
+            )))
+            .bind(conversation_id)
+            .bind(cursor.created_at)
+            .bind(&cursor.id)
+            .bind(fetch),
+            PageAt::Before(cursor) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+                 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $4"
+            )))
+            .bind(conversation_id)
+            .bind(cursor.created_at)
+            .bind(&cursor.id)
+            .bind(fetch),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut messages = rows
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !matches!(at, PageAt::Before(_)) {
+            return Ok(MessagePage::of(messages, limit));
+        }
+        // Read newest first; the page is given oldest first, and continues before its oldest.
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        messages.reverse();
+        let next = more.then(|| messages.first()).flatten().map(|m| Cursor {
+            created_at: m.created_at,
+            id: m.id.clone(),
+        });
+        Ok(MessagePage { messages, next })
     }
 
     /// The learner's earlier question with this client id: (message id, conversation id).
@@ -66,10 +146,13 @@ impl TranscriptStore for Store {
             tx.rollback().await?;
             return Ok(duplicate);
         }
-        sqlx::query(
+        // Ownership is decided by this one statement: a conversation another learner created
+        // (even a moment ago, in a racing transaction) is not touched, and nothing is stored.
+        let owned = sqlx::query(
             "INSERT INTO conversations (id, learner_id, course_id, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) \
-             ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
+             ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
+             WHERE conversations.learner_id = excluded.learner_id",
         )
         .bind(&q.conversation_id)
         .bind(&q.learner_id)
@@ -77,6 +160,10 @@ impl TranscriptStore for Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if owned.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(QuestionInsert::ForeignConversation);
+        }
         let inserted = sqlx::query(
             "INSERT INTO messages (id, conversation_id, learner_id, client_id, role, text, status, \
              page_url, created_at, updated_at, search_text) \
@@ -111,35 +198,61 @@ impl TranscriptStore for Store {
         question_id: &str,
         conversation_id: &str,
         learner_id: &str,
+        owner: &str,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, learner_id, role, text, status, reply_to, \
-             created_at, updated_at, search_text) \
-             VALUES ($1, $2, $3, 'assistant', '', 'streaming', $4, $5, $5, '')",
+             created_at, updated_at, search_text, owner_node, heartbeat_at) \
+             VALUES ($1, $2, $3, 'assistant', '', 'streaming', $4, $5, $5, '', $6, $5)",
         )
         .bind(id)
         .bind(conversation_id)
         .bind(learner_id)
         .bind(question_id)
         .bind(now)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError> {
+        let now = now_ms();
         sqlx::query(
-            "UPDATE messages SET text = $1, search_text = $2, updated_at = $3 \
+            "UPDATE messages SET text = $1, search_text = $2, updated_at = $3, heartbeat_at = $3 \
              WHERE id = $4 AND status = 'streaming'",
         )
         .bind(text)
         .bind(search_text(text))
-        .bind(now_ms())
+        .bind(now)
         .bind(id)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn heartbeat_answer(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET heartbeat_at = $1 WHERE id = $2 AND status = 'streaming'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn interrupt_if_stale(&self, id: &str, stale_before_ms: i64) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE messages SET status = 'interrupted', updated_at = $1 \
+             WHERE id = $2 AND status = 'streaming' AND {HEARTBEAT} < $3"
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(id)
+            .bind(stale_before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn finish_answer(
@@ -196,5 +309,27 @@ impl TranscriptStore for Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::message).collect()
+    }
+
+    async fn recent_messages(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut messages = rows
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        Ok(messages)
     }
 }

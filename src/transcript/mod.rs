@@ -145,6 +145,8 @@ pub enum QuestionInsert {
         message_id: String,
         conversation_id: String,
     },
+    /// The conversation belongs to another learner: nothing was stored.
+    ForeignConversation,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,18 +232,27 @@ pub struct Conversation {
 pub trait TranscriptStore: Send + Sync {
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
     /// Stores a question (creating its conversation if needed) in one transaction, unless the
-    /// learner already used this client id.
+    /// learner already used this client id, or the conversation is another learner's (decided
+    /// in the same transaction, so racing learners cannot both own one).
     async fn insert_question(&self, q: &NewQuestion) -> Result<QuestionInsert, StoreError>;
-    /// Creates the answer row as `streaming`, so a crash leaves a visible trace.
+    /// Creates the answer row as `streaming`, owned by node `owner` with a fresh heartbeat, so
+    /// a crash leaves a visible trace and a live node's answer is told from an orphaned one.
     async fn start_answer(
         &self,
         id: &str,
         question_id: &str,
         conversation_id: &str,
         learner_id: &str,
+        owner: &str,
     ) -> Result<(), StoreError>;
-    /// Saves the text so far of an answer still `streaming` (later checkpoints change nothing).
+    /// Saves the text so far of an answer still `streaming` (later checkpoints change nothing),
+    /// and its heartbeat.
     async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError>;
+    /// Says that the answer, still `streaming`, is still being written.
+    async fn heartbeat_answer(&self, id: &str) -> Result<(), StoreError>;
+    /// Marks the answer `interrupted` if it is still `streaming` with a heartbeat older than
+    /// `stale_before_ms` (its node died); true when it did.
+    async fn interrupt_if_stale(&self, id: &str, stale_before_ms: i64) -> Result<bool, StoreError>;
     async fn finish_answer(
         &self,
         id: &str,
@@ -252,6 +263,12 @@ pub trait TranscriptStore: Send + Sync {
     async fn answer_to(&self, question_id: &str) -> Result<Option<StoredMessage>, StoreError>;
     /// A conversation's messages in the order they were written.
     async fn messages(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The newest `limit` messages of a conversation, in the order they were written.
+    async fn recent_messages(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
 }
 
 pub fn now_ms() -> i64 {

@@ -20,10 +20,14 @@ async fn killed_mid_answer_leaves_question_and_partial_answer_interrupted(
     })
     .await;
     let base_url = llm.base_url();
+    // The node restarts under the same stable id: it knows at once that what it left
+    // streaming is orphaned (other nodes' answers are only marked once their heartbeat is
+    // stale; see durability.rs).
     let mut env = vec![
         ("COMPANION__LLM__BASE_URL", base_url.as_str()),
         ("COMPANION__LLM__API_KEY", "test-key"),
         ("COMPANION__LLM__MODEL", "fake-model"),
+        ("COMPANION__TRANSCRIPTS__NODE_ID", "node-crash"),
     ];
     if let Some(url) = &database {
         env.push(("COMPANION__DATABASE__URL", url.as_str()));
@@ -57,6 +61,7 @@ async fn killed_mid_answer_leaves_question_and_partial_answer_interrupted(
 
     let mut settings = test_settings(&dir);
     settings.use_llm(&base_url, "test-key", "fake-model");
+    settings.transcripts.node_id = Some("node-crash".into());
     if let Some(url) = database {
         settings.database.url = url;
     }

@@ -6,6 +6,7 @@ mod browser;
 mod chat;
 mod cli;
 mod crash;
+mod durability;
 mod faults;
 mod guard;
 mod gateway;

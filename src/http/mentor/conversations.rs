@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Claims;
 use crate::http::access::{can_review_learner, reviewable_history};
-use crate::http::extract::{Json, NamedBody, NamedJson};
+use crate::http::conversations::{PageQuery, cursor, page_limit};
+use crate::http::extract::{Json, NamedBody, NamedJson, Query};
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::review::{Annotation, AnnotationKind, ConversationSummary, Feedback, Flag};
 use crate::transcript::{Conversation, StoredMessage, now_ms};
@@ -18,16 +19,34 @@ pub struct LearnerConversations {
     pub learner_id: String,
     #[schema(value_type = Vec<Object>)]
     pub conversations: Vec<ConversationSummary>,
+    /// More conversations follow: pass this as `after`.
+    pub next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/mentor/learners/{id}/conversations`: most recently active first.
+/// `limit` and `after` (a cursor from an earlier `next_cursor`).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Conversations in the page (default and maximum from `transcripts.page_size` and
+    /// `transcripts.max_page_size`).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Continue after this cursor.
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// `GET /api/v1/mentor/learners/{id}/conversations`: most recently active first, a page at a
+/// time.
 #[utoipa::path(
     get,
     path = "/api/v1/mentor/learners/{id}/conversations",
     tag = "mentor",
-    params(("id" = String, Path, description = "The learner's id")),
+    params(("id" = String, Path, description = "The learner's id"), ListQuery),
     responses(
-        (status = 200, description = "The learner's conversations, most recently active first", body = LearnerConversations),
+        (status = 200, description = "A page of the learner's conversations, most recently active first", body = LearnerConversations),
+        crate::http::error::refusals::BadInput,
         crate::http::error::refusals::Unauthenticated,
         crate::http::error::refusals::NoSuchLearner
     )
@@ -36,12 +55,23 @@ pub async fn learner_conversations(
     State(state): State<AppState>,
     Path(id): Path<String>,
     claims: Claims,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<LearnerConversations>, ApiError> {
+    let limit = page_limit(&state, query.limit)?;
+    let after = query
+        .after
+        .as_deref()
+        .map(|a| cursor("after", a))
+        .transpose()?;
     reviewable_history(&state, &claims, &id).await?;
-    let conversations = state.review.learner_conversations(&id).await?;
+    let (conversations, next) = state
+        .review
+        .learner_conversations_page(&id, after.as_ref(), limit)
+        .await?;
     Ok(Json(LearnerConversations {
         learner_id: id,
         conversations,
+        next_cursor: next.map(|c| c.encode()),
     }))
 }
 
@@ -61,17 +91,21 @@ pub struct ConversationReview {
     /// them, the rule that fired and why, citations removed, answers that cited nothing.
     #[schema(value_type = Object)]
     pub guard: std::collections::BTreeMap<String, serde_json::Value>,
+    /// More messages follow: pass this as `after` (as `before` when paging with `before`).
+    pub next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/mentor/conversations/{id}`: messages with sources and prompt version, the
-/// mentor's annotations, the learner's feedback and the flags raised in it.
+/// `GET /api/v1/mentor/conversations/{id}`: a page of messages with sources and prompt
+/// version, and the mentor's annotations, the learner's feedback and the flags raised in the
+/// conversation.
 #[utoipa::path(
     get,
     path = "/api/v1/mentor/conversations/{id}",
     tag = "mentor",
-    params(("id" = String, Path, description = "The conversation's id")),
+    params(("id" = String, Path, description = "The conversation's id"), PageQuery),
     responses(
-        (status = 200, description = "Messages, annotations, feedback and flags", body = ConversationReview),
+        (status = 200, description = "A page of messages, annotations, feedback and flags", body = ConversationReview),
+        crate::http::error::refusals::BadInput,
         crate::http::error::refusals::Unauthenticated,
         (status = 404, description = "No such conversation, or one the caller may not review", body = ErrorBody)
     )
@@ -80,7 +114,9 @@ pub async fn conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
     claims: Claims,
+    Query(query): Query<PageQuery>,
 ) -> Result<Json<ConversationReview>, ApiError> {
+    let (at, limit) = query.page(&state)?;
     let not_found = || ApiError::NotFound("conversation".into());
     let conversation = state.chat.store.conversation(&id).await?;
     let conversation = conversation.ok_or_else(not_found)?;
@@ -90,15 +126,17 @@ pub async fn conversation(
         return Err(not_found());
     }
     let flags = state.review.flags(&learner_id, false).await?;
-    let messages = state.chat.store.messages(&id).await?;
-    let guard = messages
+    let page = state.review.conversation_messages(&id, &at, limit).await?;
+    let guard = page
+        .messages
         .iter()
         .filter_map(|m| Some((m.id.clone(), m.guard.clone()?)))
         .collect();
     Ok(Json(ConversationReview {
         conversation,
         guard,
-        messages,
+        messages: page.messages,
+        next_cursor: page.next.map(|c| c.encode()),
         annotations: state.review.conversation_annotations(&id).await?,
         feedback: state.review.conversation_feedback(&id).await?,
         flags: flags

@@ -8,11 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::extract::{Json, Query, Reviewer};
 use crate::http::{ApiError, AppState};
 use crate::learner::LearnerProfile;
-use crate::review::FlagCounts;
-use crate::review::digest::since_session;
-
-/// The most messages read per learner to count their questions since the last session.
-const MAX_MESSAGES_SINCE: usize = 5000;
+use crate::review::{FlagCounts, Overview};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -71,12 +67,15 @@ pub async fn learners(
     let mentor = reviewer.mentor.as_deref();
     let profiles = state.chat.learners.learners(mentor).await?;
     let ids: Vec<String> = profiles.iter().map(|p| p.id.clone()).collect();
+    // A fixed number of queries whatever the number of learners: flags, then sessions and
+    // activity (counted by the database, no message read).
     let counts = state.review.open_flag_counts(&ids).await?;
+    let mut overviews = crate::review::overviews(state.review.as_ref(), &ids).await?;
     let mut rows = Vec::new();
-    // Two queries per learner (sessions, messages): the store has no batched form of either.
     for profile in profiles {
         let flags = counts.get(&profile.id).copied().unwrap_or_default();
-        let row = row(&state, profile, flags).await?;
+        let overview = overviews.remove(&profile.id).unwrap_or_default();
+        let row = row(profile, overview, flags);
         if query.active != Some(true) || row.active_since_last_session {
             rows.push(row);
         }
@@ -88,22 +87,11 @@ pub async fn learners(
     Ok(Json(Dashboard { learners: rows }))
 }
 
-async fn row(
-    state: &AppState,
-    profile: LearnerProfile,
-    flags: FlagCounts,
-) -> Result<LearnerRow, ApiError> {
-    let sessions = state.chat.learners.mentor_sessions(&profile.id).await?;
-    let last = sessions.into_iter().next();
-    let since = since_session(last.as_ref());
-    let page = state
-        .review
-        .learner_messages(&profile.id, since, None, MAX_MESSAGES_SINCE)
-        .await?;
-    let questions = page.messages.iter().filter(|m| m.role == "learner").count();
-    Ok(LearnerRow {
-        last_activity: page.messages.last().map(|m| m.created_at),
-        last_session: last.map(|s| LastSession {
+fn row(profile: LearnerProfile, overview: Overview, flags: FlagCounts) -> LearnerRow {
+    let questions = overview.questions_since as usize;
+    LearnerRow {
+        last_activity: overview.last_activity,
+        last_session: overview.last_session.map(|s| LastSession {
             held_on: s.held_on,
             goals: s.goals,
         }),
@@ -113,9 +101,9 @@ async fn row(
         chapter: profile.chapter,
         project: profile.project,
         mentor_id: profile.mentor_id,
-        since,
+        since: overview.since,
         questions_since: questions,
         active_since_last_session: questions > 0,
         flags,
-    })
+    }
 }
