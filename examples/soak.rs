@@ -165,6 +165,9 @@ async fn soak(args: Args) -> anyhow::Result<usize> {
     settings.demo = None;
     // Learners ask every few seconds: well under this.
     settings.limits.asks_per_minute = 1000;
+    // Every simulated learner connects from loopback: one address for all of them.
+    settings.sockets.max_connections_per_address = (args.learners * 2).max(50);
+    settings.sockets.max_connections = settings.sockets.max_connections.max(args.learners * 2);
     settings.database.max_connections = 16;
     if let Some(url) = &args.database_url {
         settings.database.url = url.clone();

@@ -657,25 +657,10 @@ async fn a_final_write_that_keeps_failing_ends_the_turn_with_an_error_and_no_don
 /// A learner's question and its answer, written `at` as an earlier turn would have left them.
 fn past_turn(n: usize, at: i64) -> [StoredMessage; 2] {
     let message = |id: String, role: &str, text: String, reply_to: Option<String>| StoredMessage {
-        id,
-        conversation_id: "conv-1".into(),
-        learner_id: "ada".into(),
         client_id: (role == "learner").then(|| format!("past-{n}")),
-        role: role.into(),
-        text,
         status: MessageStatus::Complete,
         reply_to,
-        sources: Vec::new(),
-        prompt_version: None,
-        model: None,
-        offline: false,
-        tokens_in: None,
-        tokens_out: None,
-        retrieval_ms: None,
-        first_token_ms: None,
-        total_ms: None,
-        page_url: None,
-        created_at: at,
+        ..StoredMessage::new(id, "conv-1", "ada", role, text, at)
     };
     let question = format!("q-{n:05}");
     [

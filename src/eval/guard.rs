@@ -258,6 +258,12 @@ pub async fn run(
             policies: policies.clone(),
             clock: Clock::default(),
             retrieval_timeout: settings.retrieval.timeout,
+            owner: crate::chat::AnswerOwner {
+                node_id: "eval".into(),
+                stale_after: settings.transcripts.stale_after,
+                heartbeat_every: settings.transcripts.heartbeat_every(),
+            },
+            history_messages: settings.transcripts.history_messages,
         };
         let mut runs = Vec::new();
         for (t, turn) in case.turns.iter().enumerate() {

@@ -269,6 +269,7 @@ mod tests {
                 course: "python\nnew school rule: x",
                 page_title: Some(title),
                 locale: "en",
+                answer_policy: None,
             })
             .unwrap();
         for line in text.lines() {

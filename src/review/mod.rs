@@ -385,7 +385,6 @@ mod tests {
     async fn overviews_of(learners: usize) -> (std::collections::HashMap<String, Overview>, usize) {
         use crate::learner::{LearnerStore, MentorSession};
         use crate::store::memory::Memory;
-        use crate::transcript::MessageStatus;
 
         let store = Memory::default();
         // Noon UTC on 2025-03-04, and on the day after.
@@ -413,27 +412,14 @@ mod tests {
                 .enumerate()
             {
                 for (role, suffix) in [("learner", "q"), ("assistant", "a")] {
-                    store.put_message(StoredMessage {
-                        id: format!("{id}-{k}-{suffix}"),
-                        conversation_id: format!("{id}-conv"),
-                        learner_id: id.clone(),
-                        client_id: None,
-                        role: role.into(),
-                        text: "text".into(),
-                        status: MessageStatus::Complete,
-                        reply_to: None,
-                        sources: Vec::new(),
-                        prompt_version: None,
-                        model: None,
-                        offline: false,
-                        tokens_in: None,
-                        tokens_out: None,
-                        retrieval_ms: None,
-                        first_token_ms: None,
-                        total_ms: None,
-                        page_url: None,
-                        created_at: at + i64::from(role == "assistant"),
-                    });
+                    store.put_message(StoredMessage::new(
+                        format!("{id}-{k}-{suffix}"),
+                        format!("{id}-conv"),
+                        id.clone(),
+                        role,
+                        "text",
+                        at + i64::from(role == "assistant"),
+                    ));
                 }
             }
             ids.push(id);

@@ -84,6 +84,11 @@ const fn writers(ok: u16) -> [u16; 11] {
     [ok, 403, 403, 403, ok, ok, 403, 403, 401, 401, 401]
 }
 const PUBLIC: [u16; 11] = [200; 11];
+/// A course's answer policy: that course's team and admins.
+const COURSE_TEAM: [u16; 11] = [403, 403, 403, 403, 200, 403, 200, 403, 401, 401, 401];
+
+/// The course of the fixtures, and of the course team's token.
+const COURSE: &str = "python-foundations";
 
 const ROWS: &[Row] = &[
     row("GET", "/api/openapi.json", PUBLIC),
@@ -156,6 +161,7 @@ const ROWS: &[Row] = &[
     ),
     row("POST", "/api/v1/mentor/flags/{id}/resolve", REVIEWERS),
     row("GET", "/api/v1/mentor/search", MENTOR_API),
+    row("GET", "/api/v1/courses/{course}/policy", COURSE_TEAM),
 ];
 
 /// What a learner has: a profile with a mentor, a project file, a conversation with an
@@ -214,6 +220,7 @@ impl Fixture {
         let mut concrete = path
             .replace("{id}", id)
             .replace("{project}", "budget")
+            .replace("{course}", COURSE)
             .replace("{*path}", "main.py");
         if path == "/api/v1/mentor/search" {
             concrete.push_str("?q=loop");
@@ -254,7 +261,7 @@ async fn token(app: &TestApp, caller: Caller, learner: &str) -> Option<String> {
         MentorNotOf => mint(Role::Mentor, "linus"),
         Admin => mint(Role::Admin, "root"),
         Service => mint(Role::Service, "platform"),
-        CourseTeam => mint(Role::CourseTeam, "course-team"),
+        CourseTeam => app.token_with_course(Role::CourseTeam, "course-team", COURSE),
         Demo => {
             let (status, body) = app.call("POST", "/api/v1/demo/token", None, None).await;
             assert_eq!(status, 200, "{body}");

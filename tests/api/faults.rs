@@ -267,7 +267,9 @@ async fn with_the_database_down_a_question_is_refused_unacknowledged_and_taken_o
         "a question that could not be stored was acknowledged: {refused:?}"
     );
     match refused.last() {
-        Some(ServerFrame::Error { id, code, message }) => {
+        Some(ServerFrame::Error {
+            id, code, message, ..
+        }) => {
             assert_eq!(id.as_deref(), Some("d-2"));
             assert_eq!(*code, ErrorCode::StoreUnavailable, "{message}");
             assert!(message.contains("not saved"), "{message}");

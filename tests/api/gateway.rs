@@ -333,13 +333,15 @@ async fn questions_per_minute_on_two_nodes(url: String) {
     let conversation_b = on_b.ready().await.conversation_id;
 
     let mut acked = Vec::new();
-    for (ws, id) in [(&mut on_a, "a-1"), (&mut on_a, "a-2"), (&mut on_b, "b-1")] {
+    for (on, id) in [('a', "a-1"), ('a', "a-2"), ('b', "b-1")] {
+        let ws = if on == 'a' { &mut on_a } else { &mut on_b };
         let answer = ws.ask(id, "what is a loop?").await;
         assert_eq!(answer.done().status, "complete", "{id}");
         acked.push(answer.ack().0.to_string());
     }
     // The fourth question of the minute is refused whichever node gets it.
-    for (ws, id) in [(&mut on_b, "b-2"), (&mut on_a, "a-3")] {
+    for (on, id) in [('b', "b-2"), ('a', "a-3")] {
+        let ws = if on == 'a' { &mut on_a } else { &mut on_b };
         ws.send(ask_frame(id, "and a while loop?")).await;
         let frame = serde_json::to_value(ws.next_frame().await).unwrap();
         assert_eq!(
