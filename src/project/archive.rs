@@ -482,7 +482,10 @@ mod tests {
             }
 
             #[test]
-            fn no_entry_name_escapes_the_project(names in prop::collection::vec(entry_name(), 1..5)) {
+            fn no_entry_name_escapes_the_project(mut names in prop::collection::vec(entry_name(), 1..5)) {
+                // A zip writer refuses a name twice; the reader's duplicates have their own test.
+                names.sort();
+                names.dedup();
                 let entries: Vec<(&str, Vec<u8>)> =
                     names.iter().map(|n| (n.as_str(), b"x = 1\n".to_vec())).collect();
                 for bytes in [zip_of(&entries), tar_of(&entries)] {

@@ -196,6 +196,10 @@ pub fn normalise_path(raw: &str) -> Result<String, ProjectError> {
     if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
         return refuse("it starts with a drive letter; give a path relative to the project");
     }
+    if unified.contains(':') {
+        // Not a file name on every system (Windows refuses it, and reads `x:` as a drive).
+        return refuse("it contains `:`, which a file name may not hold");
+    }
     if unified.ends_with('/') {
         return refuse("it names a folder, not a file");
     }

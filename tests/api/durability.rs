@@ -152,7 +152,8 @@ async fn a_conversation_comes_back_page_by_page_with_every_message_exactly_once(
         .collect();
     assert_eq!(paged, every);
 
-    // Backwards from the newest: `before` gives the messages just before the cursor.
+    // Backwards: `before` a cursor gives the messages just before the one it points at (the
+    // last of the first page, every[3]).
     let (status, body) = app
         .call(
             "GET",
@@ -174,7 +175,7 @@ async fn a_conversation_comes_back_page_by_page_with_every_message_exactly_once(
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         ids(body["messages"].as_array().unwrap()),
-        every[2..4].to_vec()
+        every[1..3].to_vec()
     );
 }
 
@@ -235,10 +236,13 @@ async fn orphan_answer(database_url: &str, learner: &str) -> (String, String) {
     use companion::transcript::{NewQuestion, TranscriptStore};
 
     let store = Store::connect(database_url, 2).await.unwrap();
-    let conversation = format!("conv-orphan-{learner}");
+    // Ids as the service makes them: the socket takes only a UUID for a conversation, and v7
+    // ids order the question before its answer within the same millisecond.
+    let conversation = uuid::Uuid::new_v4().to_string();
+    let question = uuid::Uuid::now_v7().to_string();
     store
         .insert_question(&NewQuestion {
-            id: format!("q-orphan-{learner}"),
+            id: question.clone(),
             conversation_id: conversation.clone(),
             learner_id: learner.into(),
             course_id: None,
@@ -248,11 +252,11 @@ async fn orphan_answer(database_url: &str, learner: &str) -> (String, String) {
         })
         .await
         .unwrap();
-    let answer = format!("a-orphan-{learner}");
+    let answer = uuid::Uuid::now_v7().to_string();
     store
         .start_answer(
             &answer,
-            &format!("q-orphan-{learner}"),
+            &question,
             &conversation,
             learner,
             "node-gone",

@@ -64,7 +64,13 @@ async fn a_client_that_stops_reading_does_not_freeze_its_answer_nor_delay_anothe
     let script = long_answer();
     let expected = script.chunks.concat();
     let llm = FakeLlm::start(script).await;
-    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
+    let app = spawn_app_with(|s| {
+        use_fake_llm(s, &llm);
+        // The answer is far longer than any real one (to fill the socket's buffers); the cap
+        // on an answer's tokens, which would cut it, is not what this test is about.
+        s.llm.as_mut().unwrap().max_answer_tokens = 50_000_000;
+    })
+    .await;
 
     // A raw client: reads `ready`, sends `ask`, and never reads again.
     let token = app.learner_token("sloth");

@@ -488,12 +488,14 @@ fn refused_frame(id: Option<String>, refused: Refused) -> ServerFrame {
     ServerFrame::refused(id, code, refused.message, Some(refused.retry_after))
 }
 
+/// The database could not be read or written for a frame's checks: like a question that cannot
+/// be stored, the frame is refused as not saved, with the code a client retries on.
 fn quota_unavailable(id: Option<String>, error: &crate::store::StoreError) -> ServerFrame {
     tracing::error!(error = %ErrorChain(error), "cannot read or count a learner's quota");
     ServerFrame::error(
         id,
-        ErrorCode::Internal,
-        "cannot check your quota right now; try again",
+        ErrorCode::StoreUnavailable,
+        "not saved: the service cannot reach its database; try again in a moment",
     )
 }
 
