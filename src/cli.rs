@@ -226,7 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )?);
             }
             for dir in &set {
-                sets.push(crate::eval::EvalSet::from_dir(dir)?);
+                sets.extend(crate::eval::EvalSet::from_dir(dir)?);
             }
             if sets.is_empty() {
                 sets.push(crate::eval::EvalSet::from_parts(

@@ -52,19 +52,37 @@ impl EvalSet {
         })
     }
 
-    /// A set folder holding `corpus/` and `questions.jsonl`, named after the folder.
-    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+    /// The sets of a folder holding `corpus/`, `questions.jsonl` and any other question files
+    /// (`*.jsonl`) over the same corpus: the first is named after the folder, the others
+    /// `folder/stem`.
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Vec<Self>> {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| dir.display().to_string());
-        let questions = dir.join(SET_QUESTIONS);
+        let main = dir.join(SET_QUESTIONS);
         anyhow::ensure!(
-            questions.is_file(),
+            main.is_file(),
             "set {name}: {} is missing (a set folder holds {SET_CORPUS}/ and {SET_QUESTIONS})",
-            questions.display()
+            main.display()
         );
-        Self::from_parts(&name, &dir.join(SET_CORPUS), &questions)
+        let corpus = dir.join(SET_CORPUS);
+        let mut sets = vec![Self::from_parts(&name, &corpus, &main)?];
+        let mut others: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list the set folder {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && *p != main)
+            .collect();
+        others.sort();
+        for path in others {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            sets.push(Self::from_parts(&format!("{name}/{stem}"), &corpus, &path)?);
+        }
+        Ok(sets)
     }
 
     /// Every set folder directly under `root` (those holding a questions file), sorted by name.
@@ -77,7 +95,11 @@ impl EvalSet {
             .filter(|p| p.join(SET_QUESTIONS).is_file())
             .collect();
         dirs.sort();
-        dirs.iter().map(|d| Self::from_dir(d)).collect()
+        let mut sets = Vec::new();
+        for dir in dirs {
+            sets.extend(Self::from_dir(&dir)?);
+        }
+        Ok(sets)
     }
 }
 
@@ -95,7 +117,6 @@ pub struct ModeReport {
     /// Questions whose expected files were not in the top 10.
     pub misses: Vec<String>,
     /// The 1-based rank of the first expected file, per question id (`None`: not in the top 10).
-    #[serde(skip)]
     pub ranks: Vec<(String, Option<usize>)>,
 }
 
@@ -177,7 +198,9 @@ pub async fn retrieval(settings: &Settings, set: &EvalSet) -> anyhow::Result<Ret
         Arc::new(crate::retrieval::edge_store::EdgeStore::new(
             work.path().join("index"),
         )),
-        cached.clone().map(|c| c as Arc<dyn crate::retrieval::embed::DenseEmbedder>),
+        cached
+            .clone()
+            .map(|c| c as Arc<dyn crate::retrieval::embed::DenseEmbedder>),
         eval_settings.retrieval.mode,
         eval_settings.retrieval.candidates,
     );
@@ -327,12 +350,12 @@ pub fn render_table(reports: &[RetrievalReport]) -> String {
     }
     out.push('\n');
     out.push_str(
-        "set                mode      questions  recall@1  recall@5  recall@10    MRR   p50 ms   p99 ms\n",
+        "set                        mode      questions  recall@1  recall@5  recall@10    MRR   p50 ms   p99 ms\n",
     );
     for r in reports {
         for m in &r.modes {
             out.push_str(&format!(
-                "{:<18} {:<9} {:>9}  {:>8.3}  {:>8.3}  {:>9.3}  {:>5.3}  {:>7.2}  {:>7.2}\n",
+                "{:<26} {:<9} {:>9}  {:>8.3}  {:>8.3}  {:>9.3}  {:>5.3}  {:>7.2}  {:>7.2}\n",
                 r.set,
                 m.mode,
                 m.questions,
@@ -346,7 +369,7 @@ pub fn render_table(reports: &[RetrievalReport]) -> String {
         }
         for (mode, reason) in &r.unavailable {
             out.push_str(&format!(
-                "{:<18} {:<9} unavailable: {reason}\n",
+                "{:<26} {:<9} unavailable: {reason}\n",
                 r.set,
                 format!("{mode:?}").to_lowercase()
             ));
@@ -369,7 +392,8 @@ mod tests {
 
     #[test]
     fn a_malformed_line_is_named_by_file_and_line() {
-        let text = "{\"id\": \"a\", \"question\": \"q\", \"expected_files\": [\"x.md\"]}\n\nnot json\n";
+        let text =
+            "{\"id\": \"a\", \"question\": \"q\", \"expected_files\": [\"x.md\"]}\n\nnot json\n";
         let err = parse_questions(text, "set/questions.jsonl").unwrap_err();
         assert!(
             err.to_string().contains("set/questions.jsonl line 3"),
@@ -409,7 +433,13 @@ mod tests {
         let err = EvalSet::from_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is not a folder"), "{err}");
         std::fs::create_dir(dir.path().join(SET_CORPUS)).unwrap();
-        assert_eq!(EvalSet::from_dir(dir.path()).unwrap().questions.len(), 1);
+        assert_eq!(EvalSet::from_dir(dir.path()).unwrap()[0].questions.len(), 1);
+        std::fs::write(dir.path().join("pasted.jsonl"), "{\"id\": 1}").unwrap();
+        let err = format!("{:#}", EvalSet::from_dir(dir.path()).unwrap_err());
+        assert!(
+            err.contains("pasted.jsonl line 1: not a question object"),
+            "{err}"
+        );
     }
 
     #[test]

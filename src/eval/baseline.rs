@@ -50,7 +50,10 @@ impl Baseline {
                 overlap_tokens: 0,
             };
             for c in chunk::chunk(&doc, sizes) {
-                texts.push((c.source.clone(), format!("{}\n{}", c.heading_path.join(" "), c.text)));
+                texts.push((
+                    c.source.clone(),
+                    format!("{}\n{}", c.heading_path.join(" "), c.text),
+                ));
             }
         }
         Ok(Self::from_texts(texts))
@@ -118,7 +121,10 @@ mod tests {
         let index = Baseline::from_texts(vec![
             ("a.md".into(), "loops repeat the body of a loop".into()),
             ("b.md".into(), "a dictionary maps keys to values".into()),
-            ("c.md".into(), "the body of a function runs when called".into()),
+            (
+                "c.md".into(),
+                "the body of a function runs when called".into(),
+            ),
         ]);
         assert_eq!(index.search("what maps keys?", 3), vec!["b.md"]);
         assert_eq!(index.search("loop body", 3)[0], "a.md");
