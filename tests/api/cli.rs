@@ -199,7 +199,12 @@ fn eval_retrieval_without_arguments_scores_every_shipped_set() {
         .iter()
         .map(|r| r["set"].as_str().unwrap())
         .collect();
-    for set in ["sample-course", "python-novice", "python-novice/pasted", "cours-python-fr"] {
+    for set in [
+        "sample-course",
+        "python-novice",
+        "python-novice/pasted",
+        "cours-python-fr",
+    ] {
         assert!(sets.contains(&set), "{set} missing from {sets:?}");
     }
 }
