@@ -1,5 +1,5 @@
 //! The command line: each subcommand is one library call.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -77,16 +77,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum EvalCommand {
-    /// recall@1/5/10, MRR and latency for bm25, dense and hybrid retrieval.
+    /// recall@1/5/10, MRR and latency for bm25, dense and hybrid retrieval and a plain BM25
+    /// baseline, a row per set and mode. Without --set or --content: the sample course's set
+    /// and every set folder under tests/eval.
     Retrieval {
         #[command(flatten)]
         common: Common,
-        /// Content folder to index into a fresh, temporary index.
+        /// A set folder holding corpus/ and questions.jsonl (repeatable).
         #[arg(long)]
-        content: PathBuf,
+        set: Vec<PathBuf>,
+        /// Content folder to index into a fresh, temporary index (with --questions).
+        #[arg(long, requires = "questions")]
+        content: Option<PathBuf>,
         /// JSON Lines: {"id", "question", "expected_files": [paths relative to --content]}.
-        #[arg(long)]
-        questions: PathBuf,
+        #[arg(long, requires = "content")]
+        questions: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -206,6 +211,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             what:
                 EvalCommand::Retrieval {
                     common,
+                    set,
                     content,
                     questions,
                     json,
@@ -213,18 +219,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_tracing();
             let settings = load(&common, None)?;
-            let questions = crate::eval::read_questions(&questions)?;
-            anyhow::ensure!(
-                content.is_dir(),
-                "--content {} is not a folder",
-                content.display()
-            );
-            let report =
-                runtime.block_on(crate::eval::retrieval(&settings, &content, &questions))?;
+            let mut sets = Vec::new();
+            if let (Some(content), Some(questions)) = (&content, &questions) {
+                sets.push(crate::eval::EvalSet::from_parts(
+                    "given", content, questions,
+                )?);
+            }
+            for dir in &set {
+                sets.extend(crate::eval::EvalSet::from_dir(dir)?);
+            }
+            if sets.is_empty() {
+                sets.push(crate::eval::EvalSet::from_parts(
+                    "sample-course",
+                    Path::new("course-content"),
+                    Path::new("tests/eval/retrieval-questions.jsonl"),
+                )?);
+                sets.extend(crate::eval::EvalSet::discover(Path::new("tests/eval"))?);
+            }
+            let reports = runtime.block_on(crate::eval::retrieval_sets(&settings, &sets))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                println!("{}", serde_json::to_string_pretty(&reports)?);
             } else {
-                print!("{}", crate::eval::render_table(&report));
+                print!("{}", crate::eval::render_table(&reports));
             }
             Ok(())
         }

@@ -175,7 +175,9 @@ pub async fn ingest(
 }
 
 /// Markdown and text files below `dir`, hidden ones excluded, in a stable order.
-fn content_files(dir: &Path) -> Vec<PathBuf> {
+/// The indexable files under `dir` (Markdown and text; hidden files and reference solutions
+/// left out), sorted.
+pub(crate) fn content_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .follow_links(false)
         .into_iter()

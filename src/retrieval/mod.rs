@@ -4,11 +4,14 @@ pub mod chunk;
 pub mod document;
 pub mod edge_store;
 pub mod embed;
+pub mod fusion;
 pub mod ingest;
 pub mod minilm;
 pub mod openai_embed;
 pub mod qdrant_store;
+pub mod query;
 pub mod store;
+pub mod terms;
 
 use std::sync::Arc;
 
@@ -53,6 +56,7 @@ pub struct Retriever {
     dense: Option<Arc<dyn DenseEmbedder>>,
     mode: RetrievalMode,
     candidates: usize,
+    fusion: fusion::FusionWeights,
 }
 
 impl Retriever {
@@ -74,7 +78,18 @@ impl Retriever {
             dense,
             mode,
             candidates,
+            fusion: fusion::FusionWeights::default(),
         }
+    }
+
+    /// How hybrid search weighs BM25 against the dense embedder.
+    pub fn with_fusion(mut self, fusion: fusion::FusionWeights) -> Self {
+        self.fusion = fusion;
+        self
+    }
+
+    pub fn fusion(&self) -> fusion::FusionWeights {
+        self.fusion
     }
 
     pub fn schema(&self) -> IndexSchema {
@@ -86,8 +101,8 @@ impl Retriever {
     /// A name for what produced the vectors; the index is rebuilt when it changes.
     pub fn embedder_id(&self) -> String {
         match &self.dense {
-            Some(d) => format!("bm25+{}", d.id()),
-            None => "bm25".to_string(),
+            Some(d) => format!("{}+{}", self.bm25.id(), d.id()),
+            None => self.bm25.id(),
         }
     }
 
@@ -128,25 +143,39 @@ impl Retriever {
         let wants_dense = matches!(mode, RetrievalMode::Dense | RetrievalMode::Hybrid);
         let wants_sparse = matches!(mode, RetrievalMode::Bm25 | RetrievalMode::Hybrid);
         let dense = match (&self.dense, wants_dense) {
-            (Some(embedder), true) => Some(embedder.embed_query(question).await?),
+            (Some(embedder), true) => {
+                Some(embedder.embed_query(&query::dense_text(question)).await?)
+            }
             (None, true) if mode == RetrievalMode::Dense => {
                 return Err(RetrievalError::NoDenseEmbedder(mode));
             }
             _ => None,
         };
         let sparse = wants_sparse.then(|| self.bm25.embed_query(question));
-        let hits = self
-            .store
-            .search(SearchQuery {
+        // Extra hits so that collapsing sections still leaves `limit`.
+        let wanted = limit * 3;
+        let query =
+            |dense: Option<Vec<f32>>, sparse: Option<store::SparseVec>, limit: usize| SearchQuery {
                 dense,
                 sparse,
                 course: scope.course.clone(),
                 learner: scope.learner.clone(),
-                candidates: self.candidates.max(limit * 3),
-                // Extra hits so that collapsing sections still leaves `limit`.
-                limit: limit * 3,
-            })
-            .await?;
+                candidates: limit,
+                limit,
+            };
+        let hits = match (sparse, dense) {
+            (Some(sparse), Some(dense)) => {
+                let candidates = self.candidates.max(wanted);
+                let (sparse_hits, dense_hits) = tokio::try_join!(
+                    self.store.search(query(None, Some(sparse), candidates)),
+                    self.store.search(query(Some(dense), None, candidates)),
+                )?;
+                let mut fused = fusion::fuse(sparse_hits, dense_hits, self.fusion);
+                fused.truncate(wanted);
+                fused
+            }
+            (sparse, dense) => self.store.search(query(dense, sparse, wanted)).await?,
+        };
         Ok(collapse_sections(hits, limit))
     }
 }

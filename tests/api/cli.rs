@@ -162,9 +162,11 @@ fn eval_retrieval_prints_recall_and_mrr_per_mode() {
     let questions = repo_root().join("tests/eval/retrieval-questions.jsonl");
     let (ok, stdout, stderr) = eval_retrieval(data.path(), &questions, &["--json"]);
     assert!(ok, "{stderr}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let reports: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let report = &reports[0];
     let modes = report["modes"].as_array().unwrap();
     assert_eq!(modes[0]["mode"], "bm25");
+    assert_eq!(modes.last().unwrap()["mode"], "baseline");
     let n = modes[0]["questions"].as_u64().unwrap();
     assert!(n >= 60, "{n} questions");
     let r1 = modes[0]["recall_at_1"].as_f64().unwrap();
@@ -179,6 +181,44 @@ fn eval_retrieval_prints_recall_and_mrr_per_mode() {
         2,
         "{stdout}"
     );
+}
+
+#[test]
+fn eval_retrieval_without_arguments_scores_every_shipped_set() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = companion(
+        &["eval", "retrieval", "--json"],
+        data.path(),
+        &[("COMPANION__EMBEDDING__PROVIDER", "none")],
+    );
+    assert!(ok, "{stderr}");
+    let reports: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let sets: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["set"].as_str().unwrap())
+        .collect();
+    for set in [
+        "sample-course",
+        "python-novice",
+        "python-novice/pasted",
+        "cours-python-fr",
+    ] {
+        assert!(sets.contains(&set), "{set} missing from {sets:?}");
+    }
+}
+
+#[test]
+fn eval_retrieval_refuses_a_set_folder_without_questions() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = companion(
+        &["eval", "retrieval", "--set", data.path().to_str().unwrap()],
+        data.path(),
+        &[("COMPANION__EMBEDDING__PROVIDER", "none")],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("questions.jsonl is missing"), "{stderr}");
 }
 
 #[test]
