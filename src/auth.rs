@@ -332,7 +332,13 @@ mod tests {
             .unwrap();
         assert!(capped.verify(&short).is_ok());
         let long = keys()
-            .mint(&claims_for(Role::Admin, "root", None, None, 10 * 365 * 86_400))
+            .mint(&claims_for(
+                Role::Admin,
+                "root",
+                None,
+                None,
+                10 * 365 * 86_400,
+            ))
             .unwrap();
         let err = capped.verify(&long).unwrap_err().to_string();
         assert!(err.contains("lifetime"), "{err}");

@@ -1117,11 +1117,9 @@ fn validate_sockets(raw: RawSockets) -> Result<SocketSettings, ConfigError> {
     let mut allowed_origins = Vec::new();
     for origin in raw.allowed_origins {
         let trimmed = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-        let valid = trimmed
-            .split_once("://")
-            .is_some_and(|(scheme, host)| {
-                matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
-            });
+        let valid = trimmed.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+        });
         if !valid {
             return Err(invalid(
                 "sockets.allowed_origins",
@@ -1313,7 +1311,10 @@ mod tests {
         ] {
             assert!(!debug.contains(secret), "{secret} in {debug}");
         }
-        assert!(debug.contains("postgres://***@db.internal/companion"), "{debug}");
+        assert!(
+            debug.contains("postgres://***@db.internal/companion"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -1349,7 +1350,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("demo.enabled") && err.contains("0.0.0.0:8080"), "{err}");
+        assert!(
+            err.contains("demo.enabled") && err.contains("0.0.0.0:8080"),
+            "{err}"
+        );
         for allowed in [
             "[server]\nlisten = \"0.0.0.0:8080\"\n[demo]\nallow_public = true",
             "[server]\nlisten = \"0.0.0.0:8080\"\n[demo]\nenabled = false",

@@ -96,13 +96,15 @@ impl Application {
         ));
         // One pool behind every handle: the turn's and the digest's seams, and the review.
         let store = Arc::new(store);
-        let projects = Arc::new(crate::project::Projects::new(
-            store.clone(),
-            retriever.clone(),
-            settings.projects.clone(),
-            settings.content.dir.clone(),
-        )
-        .with_max_projects(settings.quotas.projects_per_learner));
+        let projects = Arc::new(
+            crate::project::Projects::new(
+                store.clone(),
+                retriever.clone(),
+                settings.projects.clone(),
+                settings.content.dir.clone(),
+            )
+            .with_max_projects(settings.quotas.projects_per_learner),
+        );
         let state = AppState {
             chat: ChatDeps {
                 store: store.clone(),
@@ -231,8 +233,8 @@ impl Application {
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-                .await
+            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+            .await
         });
         state.shutdown.cancelled().await;
         tracing::info!("shutting down: letting answers in flight finish");

@@ -4,9 +4,9 @@
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
+use super::access::can_read_learner;
 use super::extract::{Json, Query};
 use super::{ApiError, AppState, ErrorBody};
-use super::access::can_read_learner;
 use crate::auth::Claims;
 use crate::review::{Cursor, PageAt};
 use crate::transcript::{Conversation, StoredMessage};
@@ -107,7 +107,11 @@ pub async fn conversation(
         .ok_or_else(not_found)?;
     // Who may read it follows the learner's rules (the learner, their mentor, an admin, the
     // platform), whatever the caller's id; a foreign conversation looks like a missing one.
-    let profile = state.chat.learners.learner(&conversation.learner_id).await?;
+    let profile = state
+        .chat
+        .learners
+        .learner(&conversation.learner_id)
+        .await?;
     if !can_read_learner(&claims, &conversation.learner_id, profile.as_ref()) {
         return Err(not_found());
     }

@@ -20,8 +20,8 @@ pub mod quota;
 pub mod security;
 pub mod ws;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::handler::Handler;
@@ -85,12 +85,15 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(api)
         .with_state(state)
-        .layer(axum::middleware::map_response(move |response: axum::response::Response| {
-            let headers = headers.clone();
-            async move { headers.apply(response) }
-        }))
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| {
+                let headers = headers.clone();
+                async move { headers.apply(response) }
+            },
+        ))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(security::span_without_query),
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(security::span_without_query),
         )
 }
 

@@ -86,9 +86,16 @@ impl Quotas {
         bytes: u64,
     ) -> Result<(), ApiError> {
         let limit = self.settings.upload_bytes_per_day;
-        take(store, learner, Kind::UploadBytes, bytes, limit, "bytes of uploads")
-            .await?
-            .map_err(ApiError::from)
+        take(
+            store,
+            learner,
+            Kind::UploadBytes,
+            bytes,
+            limit,
+            "bytes of uploads",
+        )
+        .await?
+        .map_err(ApiError::from)
     }
 }
 
@@ -295,10 +302,18 @@ mod tests {
         let quotas = quotas(2, 1);
         let ada = quotas.git_clone("ada").unwrap();
         let error = quotas.git_clone("ada").err().unwrap();
-        assert!(error.to_string().contains("learner ada already has 1 git imports running"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("learner ada already has 1 git imports running"),
+            "{error}"
+        );
         let _bob = quotas.git_clone("bob").unwrap();
         let error = quotas.git_clone("cy").err().unwrap();
-        assert!(error.to_string().contains("2 git imports are running"), "{error}");
+        assert!(
+            error.to_string().contains("2 git imports are running"),
+            "{error}"
+        );
         drop(ada);
         assert!(quotas.git_clone("cy").is_ok());
         assert!(quotas.git_clone("ada").is_ok());
@@ -332,10 +347,25 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_recorded_after_use_and_checked_before_the_next_question() {
         let (_dir, store) = temp_store().await;
-        assert!(check(&store, "a", Kind::Tokens, 100, "tokens").await.unwrap().is_ok());
+        assert!(
+            check(&store, "a", Kind::Tokens, 100, "tokens")
+                .await
+                .unwrap()
+                .is_ok()
+        );
         record(&store, "a", Kind::Tokens, 150).await.unwrap();
-        assert!(check(&store, "a", Kind::Tokens, 100, "tokens").await.unwrap().is_err());
-        assert!(check(&store, "a", Kind::Tokens, 0, "tokens").await.unwrap().is_ok());
+        assert!(
+            check(&store, "a", Kind::Tokens, 100, "tokens")
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            check(&store, "a", Kind::Tokens, 0, "tokens")
+                .await
+                .unwrap()
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -344,12 +374,27 @@ mod tests {
         let one = store.take_stream_slot("a", "t1", 2, 60_000).await.unwrap();
         let two = store.take_stream_slot("a", "t2", 2, 60_000).await.unwrap();
         assert_eq!((one, two), (Some(0), Some(1)));
-        assert_eq!(store.take_stream_slot("a", "t3", 2, 60_000).await.unwrap(), None);
-        assert_eq!(store.take_stream_slot("b", "t4", 2, 60_000).await.unwrap(), Some(0));
+        assert_eq!(
+            store.take_stream_slot("a", "t3", 2, 60_000).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.take_stream_slot("b", "t4", 2, 60_000).await.unwrap(),
+            Some(0)
+        );
         store.release_stream_slot("a", 0, "t1").await.unwrap();
-        assert_eq!(store.take_stream_slot("a", "t3", 2, 60_000).await.unwrap(), Some(0));
+        assert_eq!(
+            store.take_stream_slot("a", "t3", 2, 60_000).await.unwrap(),
+            Some(0)
+        );
         // An expired lease (a node that died) frees its slot.
-        assert_eq!(store.take_stream_slot("c", "t5", 1, -1).await.unwrap(), Some(0));
-        assert_eq!(store.take_stream_slot("c", "t6", 1, 60_000).await.unwrap(), Some(0));
+        assert_eq!(
+            store.take_stream_slot("c", "t5", 1, -1).await.unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            store.take_stream_slot("c", "t6", 1, 60_000).await.unwrap(),
+            Some(0)
+        );
     }
 }

@@ -112,7 +112,9 @@ mod tests {
     fn every_response_gets_the_policy_and_a_handlers_own_value_is_kept() {
         let headers = SecurityHeaders::new("'none'");
         let response = headers.apply(Response::new(axum::body::Body::empty()));
-        let csp = response.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = response.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert_eq!(response.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(response.headers()[X_FRAME_OPTIONS], "DENY");

@@ -424,7 +424,9 @@ mod tests {
                 && !path.starts_with('/')
                 && !path.contains('\\')
                 && !path.as_bytes().get(1).is_some_and(|b| *b == b':')
-                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+                && path
+                    .split('/')
+                    .all(|part| !part.is_empty() && part != "." && part != "..")
         }
 
         /// Names built from the pieces that try to escape: `..`, `/`, `\`, drive letters.

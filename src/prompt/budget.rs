@@ -908,7 +908,10 @@ mod tests {
     fn a_huge_system_prompt_counts_against_the_window_and_leaves_room_for_the_question() {
         let question = "How do I stop a while loop?";
         // A 60 KB page title quoted in the system prompt, unchecked.
-        let system = format!("You are Companion. The page is \"{}\".", "title ".repeat(10_000));
+        let system = format!(
+            "You are Companion. The page is \"{}\".",
+            "title ".repeat(10_000)
+        );
         for window in [500, 1000, 3000] {
             let b = budget(window);
             let prompt = assemble(b, &Context::new(&system, question));

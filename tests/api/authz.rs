@@ -298,7 +298,9 @@ async fn every_caller_gets_the_expected_status_from_every_route() {
     assert!(missing.is_empty(), "routes without a row: {missing:?}");
     for row in ROWS {
         assert!(
-            routes.iter().any(|(m, p)| m == row.method && *p == row.path),
+            routes
+                .iter()
+                .any(|(m, p)| m == row.method && *p == row.path),
             "a row for no route: {} {}",
             row.method,
             row.path
@@ -339,7 +341,12 @@ async fn every_caller_gets_the_expected_status_from_every_route() {
             }
         }
     }
-    assert!(wrong.is_empty(), "{} cells wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 /// The status of a WebSocket upgrade with `query`: 101 when it opened.
@@ -369,7 +376,9 @@ async fn every_caller_gets_the_expected_answer_from_the_socket_actions_on_a_lear
         }
         let (status, ws) = upgrade_status(&app, &query).await;
         if status != expected {
-            wrong.push(format!("resume as {caller:?}: {status}, expected {expected}"));
+            wrong.push(format!(
+                "resume as {caller:?}: {status}, expected {expected}"
+            ));
         }
         if let Some(mut ws) = ws {
             ws.ready().await;
@@ -398,7 +407,9 @@ async fn every_caller_gets_the_expected_answer_from_the_socket_actions_on_a_lear
             other => panic!("expected feedback_saved or error, got {other:?}"),
         };
         if saved != rated {
-            wrong.push(format!("feedback as {caller:?}: saved {saved}, expected {rated}"));
+            wrong.push(format!(
+                "feedback as {caller:?}: saved {saved}, expected {rated}"
+            ));
         }
         ws.close().await;
     }

@@ -254,13 +254,7 @@ async fn orphan_answer(database_url: &str, learner: &str) -> (String, String) {
         .unwrap();
     let answer = uuid::Uuid::now_v7().to_string();
     store
-        .start_answer(
-            &answer,
-            &question,
-            &conversation,
-            learner,
-            "node-gone",
-        )
+        .start_answer(&answer, &question, &conversation, learner, "node-gone")
         .await
         .unwrap();
     store

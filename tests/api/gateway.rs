@@ -131,7 +131,8 @@ async fn a_client_that_stops_reading_does_not_freeze_its_answer_nor_delay_anothe
     .await
     .expect("an answer row exists");
     assert_eq!(
-        stored["status"], "complete",
+        stored["status"],
+        "complete",
         "the answer of a client that stopped reading is still {} after 90 s with {} of {} bytes",
         stored["status"],
         stored["text"].as_str().map_or(0, str::len),
@@ -183,7 +184,10 @@ async fn a_token_that_expires_on_an_open_socket_closes_it_with_a_clear_error() {
         (Some("error"), Some("token_expired")),
         "{frame}"
     );
-    assert!(frame["message"].as_str().unwrap().contains("token expired"), "{frame}");
+    assert!(
+        frame["message"].as_str().unwrap().contains("token expired"),
+        "{frame}"
+    );
     assert!(ws.closed_within(Duration::from_secs(10)).await);
 }
 
@@ -206,7 +210,11 @@ async fn an_erased_learner_cannot_keep_chatting_nor_bring_the_profile_back_by_re
     ws.send(ask_frame("q-2", "and a while loop?")).await;
     let frame = serde_json::to_value(ws.next_frame().await).unwrap();
     assert_eq!(
-        (frame["type"].as_str(), frame["id"].as_str(), frame["code"].as_str()),
+        (
+            frame["type"].as_str(),
+            frame["id"].as_str(),
+            frame["code"].as_str()
+        ),
         (Some("error"), Some("q-2"), Some("learner_erased")),
         "{frame}"
     );
@@ -238,7 +246,11 @@ async fn a_learner_past_the_connection_cap_is_refused_until_a_socket_closes() {
         open.push(ws);
     }
     let refused = WsClient::try_connect(app.addr, &query, &[]).await.err();
-    assert_eq!(refused, Some(429), "a sixth socket of one learner is refused");
+    assert_eq!(
+        refused,
+        Some(429),
+        "a sixth socket of one learner is refused"
+    );
     // Another learner is not affected.
     let mut bob = app.connect(&app.learner_token("bob")).await;
     bob.ready().await;
@@ -351,7 +363,11 @@ async fn questions_per_minute_on_two_nodes(url: String) {
         ws.send(ask_frame(id, "and a while loop?")).await;
         let frame = serde_json::to_value(ws.next_frame().await).unwrap();
         assert_eq!(
-            (frame["type"].as_str(), frame["id"].as_str(), frame["code"].as_str()),
+            (
+                frame["type"].as_str(),
+                frame["id"].as_str(),
+                frame["code"].as_str()
+            ),
             (Some("error"), Some(id), Some("rate_limited")),
             "{frame}"
         );

@@ -8,13 +8,13 @@ mod cli;
 mod crash;
 mod durability;
 mod faults;
-mod guard;
 mod gateway;
+mod guard;
 mod helpers;
 mod learner_context;
 mod mentor;
 mod openapi;
-mod trust;
-mod quotas;
 #[path = "../common/pg.rs"]
 mod pg;
+mod quotas;
+mod trust;

@@ -55,10 +55,16 @@ async fn a_learner_past_the_tokens_of_the_day_is_refused_until_tomorrow_and_keep
     let (frame, retry_after) = refused(&mut ws, "quota_exceeded").await;
     assert_eq!(frame["id"], "q-2");
     assert!(
-        frame["message"].as_str().unwrap().contains("300 tokens per day"),
+        frame["message"]
+            .as_str()
+            .unwrap()
+            .contains("300 tokens per day"),
         "{frame}"
     );
-    assert!(retry_after.is_some_and(|s| (1..=86_400).contains(&s)), "{frame}");
+    assert!(
+        retry_after.is_some_and(|s| (1..=86_400).contains(&s)),
+        "{frame}"
+    );
     assert_eq!(
         stored_questions(&app, &token, &conversation).await,
         vec![first.ack().0.to_string()]
@@ -84,14 +90,15 @@ async fn a_learner_with_every_stream_slot_busy_is_refused_another_answer_until_o
     let conversation_2 = second.ready().await.conversation_id;
 
     first.send(ask_frame("q-1", "what is a loop?")).await;
-    first
-        .until(|f| matches!(f, ServerFrame::Ack { .. }))
-        .await;
+    first.until(|f| matches!(f, ServerFrame::Ack { .. })).await;
     second.send(ask_frame("q-2", "what is a list?")).await;
     let (frame, _) = refused(&mut second, "quota_exceeded").await;
     assert_eq!(frame["id"], "q-2");
     assert!(
-        frame["message"].as_str().unwrap().contains("already streaming"),
+        frame["message"]
+            .as_str()
+            .unwrap()
+            .contains("already streaming"),
         "{frame}"
     );
 
@@ -100,13 +107,18 @@ async fn a_learner_with_every_stream_slot_busy_is_refused_another_answer_until_o
     // The slot is free again: the other socket may ask.
     let again = second.ask("q-3", "what is a list?").await;
     assert_eq!(again.done().status, "complete");
-    assert_eq!(stored_questions(&app, &token, &conversation_1).await.len(), 1);
-    assert_eq!(stored_questions(&app, &token, &conversation_2).await.len(), 1);
+    assert_eq!(
+        stored_questions(&app, &token, &conversation_1).await.len(),
+        1
+    );
+    assert_eq!(
+        stored_questions(&app, &token, &conversation_2).await.len(),
+        1
+    );
 }
 
 #[tokio::test]
-async fn attachments_ratings_and_mentor_requests_past_their_rates_are_refused_with_retry_after()
-{
+async fn attachments_ratings_and_mentor_requests_past_their_rates_are_refused_with_retry_after() {
     let app = spawn_app_with(|s| {
         s.quotas.attaches_per_minute = 2;
         s.quotas.feedback_per_minute = 1;
@@ -132,7 +144,10 @@ async fn attachments_ratings_and_mentor_requests_past_their_rates_are_refused_wi
     ws.send(snippet(2)).await;
     let (frame, retry_after) = refused(&mut ws, "rate_limited").await;
     assert_eq!(frame["id"], "a-2");
-    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)), "{frame}");
+    assert!(
+        retry_after.is_some_and(|s| (1..=60).contains(&s)),
+        "{frame}"
+    );
 
     // The two attachments accepted go with the next question.
     let answer = ws.ask("q-1", "what does my code do?").await;
@@ -168,10 +183,16 @@ async fn attachments_ratings_and_mentor_requests_past_their_rates_are_refused_wi
     .await;
     let (frame, retry_after) = refused(&mut ws, "rate_limited").await;
     assert!(
-        frame["message"].as_str().unwrap().contains("1 mentor requests per hour"),
+        frame["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 mentor requests per hour"),
         "{frame}"
     );
-    assert!(retry_after.is_some_and(|s| (1..=3600).contains(&s)), "{frame}");
+    assert!(
+        retry_after.is_some_and(|s| (1..=3600).contains(&s)),
+        "{frame}"
+    );
 }
 
 #[tokio::test]
@@ -281,5 +302,8 @@ async fn projects_and_upload_bytes_per_learner_are_capped_with_a_429() {
         .await;
     assert_eq!(status, 200, "{body}");
     let text = body.to_string();
-    assert!(text.contains("a.py") && text.contains("b.py") && !text.contains("c.py"), "{body}");
+    assert!(
+        text.contains("a.py") && text.contains("b.py") && !text.contains("c.py"),
+        "{body}"
+    );
 }

@@ -146,7 +146,10 @@ async fn a_page_title_carrying_a_new_school_rule_does_not_reach_the_system_messa
     let system = system_message(&llm);
     for line in system.lines() {
         assert!(
-            !line.trim_start().to_lowercase().starts_with("new school rule"),
+            !line
+                .trim_start()
+                .to_lowercase()
+                .starts_with("new school rule"),
             "an instruction line from the title: {line:?}\n{system}"
         );
     }
@@ -172,7 +175,11 @@ async fn a_60_kb_page_title_is_cut_and_the_prompt_fits_the_window() {
     let answer = ws.collect_answer().await;
     assert_eq!(answer.done().status, "complete", "{:?}", answer.frames);
     let system = system_message(&llm);
-    assert!(system.len() < 10_000, "system message of {} bytes", system.len());
+    assert!(
+        system.len() < 10_000,
+        "system message of {} bytes",
+        system.len()
+    );
     let budget = Budget::new(window, reserve, "fake-model");
     let requests = llm.requests();
     let tokens: usize = requests[0]["messages"]
@@ -296,7 +303,8 @@ async fn the_data_dir_and_the_database_are_private_to_the_service_user() {
     })
     .await;
     let data_dir = app.settings().data_dir.clone();
-    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data_dir), 0o700, "{}", data_dir.display());
     let database = data_dir.join("transcripts.db");
     assert_eq!(mode(&database), 0o600, "{}", database.display());

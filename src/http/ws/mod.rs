@@ -582,8 +582,15 @@ async fn admit_ask(
         }
     };
     let limit = u64::from(state.limits.asks_per_minute);
-    if let Some(frame) = take_quota(state, session, some_id(), Kind::Questions, limit, "questions")
-        .await
+    if let Some(frame) = take_quota(
+        state,
+        session,
+        some_id(),
+        Kind::Questions,
+        limit,
+        "questions",
+    )
+    .await
     {
         release_slot(state, learner, slot).await;
         return Err(Box::new(frame));
@@ -692,8 +699,15 @@ async fn attach(
         Err(error) => return quota_unavailable(id, &error),
     }
     let limit = u64::from(state.quotas.settings.attaches_per_minute);
-    if let Some(frame) =
-        take_quota(state, session, id.clone(), Kind::Attaches, limit, "attachments").await
+    if let Some(frame) = take_quota(
+        state,
+        session,
+        id.clone(),
+        Kind::Attaches,
+        limit,
+        "attachments",
+    )
+    .await
     {
         return frame;
     }
@@ -710,7 +724,11 @@ async fn attach(
             } => ServerFrame::refused(id, ErrorCode::QuotaExceeded, message, retry_after),
             other => {
                 tracing::error!(error = ?other, "cannot count an attachment's bytes");
-                ServerFrame::error(id, ErrorCode::Internal, "cannot check your quota right now; try again")
+                ServerFrame::error(
+                    id,
+                    ErrorCode::Internal,
+                    "cannot check your quota right now; try again",
+                )
             }
         };
     }
@@ -758,8 +776,15 @@ async fn request_mentor(state: &AppState, session: &Session, text: Option<String
         );
     }
     let limit = u64::from(state.quotas.settings.mentor_requests_per_hour);
-    if let Some(frame) =
-        take_quota(state, session, None, Kind::MentorRequests, limit, "mentor requests").await
+    if let Some(frame) = take_quota(
+        state,
+        session,
+        None,
+        Kind::MentorRequests,
+        limit,
+        "mentor requests",
+    )
+    .await
     {
         return frame;
     }
@@ -790,12 +815,7 @@ async fn request_mentor(state: &AppState, session: &Session, text: Option<String
     }
 }
 
-fn check_ask(
-    state: &AppState,
-    id: &str,
-    text: &str,
-    busy: bool,
-) -> Result<(), Box<ServerFrame>> {
+fn check_ask(state: &AppState, id: &str, text: &str, busy: bool) -> Result<(), Box<ServerFrame>> {
     let err =
         |code, message: String| Box::new(ServerFrame::error(Some(id.to_string()), code, message));
     if id.is_empty() || id.chars().count() > 100 {
@@ -911,7 +931,8 @@ async fn run_turn(
     if let Ok(summary) = &result {
         let tokens = summary.tokens_in.max(0) + summary.tokens_out.max(0);
         if !summary.replayed
-            && let Err(error) = quota::record(&state.review, &learner, Kind::Tokens, tokens as u64).await
+            && let Err(error) =
+                quota::record(&state.review, &learner, Kind::Tokens, tokens as u64).await
         {
             tracing::warn!(error = %ErrorChain(&error), "cannot count the tokens of an answer");
         }

@@ -140,7 +140,10 @@ mod tests {
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let ada = sockets.admit("ada", home).unwrap();
         let error = sockets.admit("ada", other).err().unwrap();
-        assert!(error.contains("learner \"ada\" has 1 sockets open"), "{error}");
+        assert!(
+            error.contains("learner \"ada\" has 1 sockets open"),
+            "{error}"
+        );
         let _bob = sockets.admit("bob", home).unwrap();
         let error = sockets.admit("cy", home).err().unwrap();
         assert!(error.contains("address 10.0.0.1 has 2"), "{error}");
@@ -157,12 +160,32 @@ mod tests {
         let allowed = vec!["https://school.example".to_string()];
         let host = Some("companion.example:8080");
         assert!(origin_allowed(None, host, &[]));
-        assert!(origin_allowed(Some("http://companion.example:8080"), host, &[]));
-        assert!(origin_allowed(Some("https://Companion.example:8080/"), host, &[]));
+        assert!(origin_allowed(
+            Some("http://companion.example:8080"),
+            host,
+            &[]
+        ));
+        assert!(origin_allowed(
+            Some("https://Companion.example:8080/"),
+            host,
+            &[]
+        ));
         assert!(!origin_allowed(Some("https://evil.example"), host, &[]));
         assert!(!origin_allowed(Some("null"), host, &[]));
-        assert!(!origin_allowed(Some("https://companion.example:8080.evil"), host, &[]));
-        assert!(origin_allowed(Some("https://school.example"), host, &allowed));
-        assert!(!origin_allowed(Some("https://school.example.evil"), host, &allowed));
+        assert!(!origin_allowed(
+            Some("https://companion.example:8080.evil"),
+            host,
+            &[]
+        ));
+        assert!(origin_allowed(
+            Some("https://school.example"),
+            host,
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            Some("https://school.example.evil"),
+            host,
+            &allowed
+        ));
     }
 }

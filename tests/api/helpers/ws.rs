@@ -255,10 +255,8 @@ impl Answer {
             .iter()
             .filter_map(|f| match f {
                 ServerFrame::Error {
-                id, code, message, ..
-            } => {
-                    Some((id.as_deref(), *code, message.as_str()))
-                }
+                    id, code, message, ..
+                } => Some((id.as_deref(), *code, message.as_str())),
                 _ => None,
             })
             .collect()
