@@ -1,6 +1,7 @@
 //! Evaluations a course team runs: retrieval quality (recall@k, MRR, latency) per mode over a
-//! question set, on a fresh index of a content folder; and the output guard against leaks
-//! ([`guard`]).
+//! question set, on a fresh index of a content folder; the output guard against leaks
+//! ([`guard`]); and the flag rules on labelled learner messages ([`flags`]).
+pub mod flags;
 pub mod guard;
 
 use std::collections::HashSet;

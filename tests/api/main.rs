@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod durability;
 mod faults;
+mod flags;
 mod guard;
 mod gateway;
 mod helpers;
