@@ -297,7 +297,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing();
             let mut params = crate::review::intent::Params::default();
             for assignment in &assignments {
-                params.set(assignment).map_err(|e| anyhow::anyhow!("--param {e}"))?;
+                params
+                    .set(assignment)
+                    .map_err(|e| anyhow::anyhow!("--param {e}"))?;
             }
             let reader = if rules_only {
                 crate::eval::flags::Reader::Rules

@@ -66,8 +66,13 @@ pub fn read_cases(path: &Path) -> anyhow::Result<Vec<Case>> {
         if line.trim().is_empty() {
             continue;
         }
-        let case: Case = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not a labelled message", path.display(), idx + 1))?;
+        let case: Case = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{} line {}: not a labelled message",
+                path.display(),
+                idx + 1
+            )
+        })?;
         if let Some(kind) = case.kinds.iter().find(|k| !KINDS.contains(k)) {
             anyhow::bail!(
                 "{} line {}: kind {:?} is not read from a message's words",
@@ -121,7 +126,11 @@ impl Reader {
                     "keyword rules{} + a head trained on {} examples ({}thresholds {:?})",
                     if p.rules { "" } else { " off" },
                     intents.examples().len(),
-                    if p.segments { "each sentence too, " } else { "" },
+                    if p.segments {
+                        "each sentence too, "
+                    } else {
+                        ""
+                    },
                     p.thresholds
                 )
             }
@@ -453,7 +462,11 @@ pub fn render(report: &FlagsReport) -> String {
                 if kinds.is_empty() {
                     "ordinary".to_string()
                 } else {
-                    kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join("+")
+                    kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join("+")
                 }
             };
             out.push_str(&format!(

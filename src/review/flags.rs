@@ -615,12 +615,17 @@ impl Flagger {
         }
         // A request repeated while the earlier one is open joins it (the mentor sees one flag),
         // unless it says something new or is more urgent.
-        let open = self.store.flags(learner_id, true).await?.into_iter().find(|f| {
-            f.kind == FlagKind::HumanRequested
-                && f.conversation_id.as_deref() == Some(conversation_id)
-                && (text.is_none() || f.reason == reason)
-                && (urgent.is_none() || f.severity == Severity::Urgent)
-        });
+        let open = self
+            .store
+            .flags(learner_id, true)
+            .await?
+            .into_iter()
+            .find(|f| {
+                f.kind == FlagKind::HumanRequested
+                    && f.conversation_id.as_deref() == Some(conversation_id)
+                    && (text.is_none() || f.reason == reason)
+                    && (urgent.is_none() || f.severity == Severity::Urgent)
+            });
         if let Some(flag) = open {
             return Ok(flag);
         }

@@ -340,9 +340,8 @@ impl Head {
                 head.biases[k] = -10.0;
                 continue;
             }
-            let positive_weight =
-                ((ys.len() - positives) as f32 / positives as f32)
-                    .clamp(1.0, params.max_positive_weight.max(1.0));
+            let positive_weight = ((ys.len() - positives) as f32 / positives as f32)
+                .clamp(1.0, params.max_positive_weight.max(1.0));
             let mut gradient = vec![0.0f32; dim + LEXICAL_DIM];
             for _ in 0..params.epochs {
                 gradient.iter_mut().for_each(|g| *g = 0.0);
@@ -462,7 +461,11 @@ impl Intents {
                 .collect();
             let head = Head::train(&xs, &labels, &self.params);
             let kept: Vec<Features> = train.iter().map(|&i| bank.features[i].clone()).collect();
-            for (i, slot) in read.iter_mut().enumerate().filter(|(i, _)| i % folds == fold) {
+            for (i, slot) in read
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| i % folds == fold)
+            {
                 let text = &self.examples[i].text;
                 let units = self.units(text).await?;
                 *slot = self.decide_with(text, &units, &head, &kept, &train);
@@ -636,7 +639,10 @@ mod tests {
         vec![
             example(&[Discouraged], "thinking about quitting the course"),
             example(&[Discouraged], "quitting this course soon i think"),
-            example(&[Discouraged], "i am quitting, this course is hopeless for me"),
+            example(
+                &[Discouraged],
+                "i am quitting, this course is hopeless for me",
+            ),
             example(&[Discouraged], "ready to quit everything about this course"),
             example(&[HumanRequested], "let me talk to my mentor"),
             example(&[HumanRequested], "i want to talk to a human mentor"),
@@ -749,7 +755,10 @@ mod tests {
         let b = lexical("abandonne");
         let norm: f32 = a.iter().map(|(_, v)| v * v).sum();
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
-        let shared = a.iter().filter(|(i, _)| b.iter().any(|(j, _)| i == j)).count();
+        let shared = a
+            .iter()
+            .filter(|(i, _)| b.iter().any(|(j, _)| i == j))
+            .count();
         assert!(shared * 2 > a.len(), "{shared} of {}", a.len());
         assert!(lexical("  ?! ").is_empty());
     }

@@ -102,7 +102,11 @@ async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
             ("distress", 4, "urgent"),
         ] {
             let flag = of_kind(&flags, kind)[0];
-            assert_eq!(flag["message_id"], asked[idx].question_id.as_str(), "{flag}");
+            assert_eq!(
+                flag["message_id"],
+                asked[idx].question_id.as_str(),
+                "{flag}"
+            );
             assert_eq!(flag["severity"], severity, "{flag}");
             let score = flag["score"].as_f64().unwrap();
             assert!(score > 0.0 && score <= 1.0, "{flag}");
@@ -115,8 +119,11 @@ async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
 
     // Saying it again joins the open flag: one flag, two messages, and the week's trend shows
     // both.
-    app.ask("ana", &["i think i am going to quit, this course is not for me"])
-        .await;
+    app.ask(
+        "ana",
+        &["i think i am going to quit, this course is not for me"],
+    )
+    .await;
     let flags = app
         .wait_flags("ana", |f| {
             of_kind(f, "discouraged")
