@@ -114,6 +114,33 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Precision and recall per kind and language of the flags read in learners' messages,
+    /// ordinary messages flagged, work per message. Exits non-zero below the targets.
+    Flags {
+        #[command(flatten)]
+        common: Common,
+        /// JSON Lines: {"id", "lang", "kinds": ["human_requested"|"discouraged"|"distress"], "text"}.
+        #[arg(long, default_value = "tests/eval/flags/messages.jsonl")]
+        set: PathBuf,
+        /// The keyword rules alone (the figures before the classifier).
+        #[arg(long)]
+        rules_only: bool,
+        /// Score the example bank on itself instead of the set, each example read by a head
+        /// trained without its fold, in this many folds (how the parameters are chosen).
+        #[arg(long)]
+        cross_validate: Option<usize>,
+        /// An example bank instead of the built-in one ({"kinds", "lang", "text"} lines).
+        #[arg(long)]
+        examples: Option<PathBuf>,
+        /// A classifier parameter, `name=value` (repeatable): a kind's threshold
+        /// (`discouraged=0.6`), `rules`, `segments`, `epochs`, `learning_rate`, `l2`,
+        /// `max_positive_weight`, `lexical_weight`.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +294,57 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(
                 failures.is_empty(),
                 "the output guard misses its targets: {}",
+                failures.join("; ")
+            );
+            Ok(())
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Flags {
+                    common,
+                    set,
+                    rules_only,
+                    cross_validate,
+                    examples,
+                    params: assignments,
+                    json,
+                },
+        } => {
+            init_tracing();
+            let mut params = crate::review::intent::Params::default();
+            for assignment in &assignments {
+                params
+                    .set(assignment)
+                    .map_err(|e| anyhow::anyhow!("--param {e}"))?;
+            }
+            let reader = if rules_only {
+                crate::eval::flags::Reader::Rules
+            } else {
+                let settings = load(&common, None)?;
+                crate::eval::flags::Reader::from_settings(&settings, examples.as_deref(), params)?
+            };
+            let (name, cases) = if let Some(folds) = cross_validate {
+                let name = format!("the example bank ({folds}-fold cross-validation)");
+                (name, crate::eval::flags::bank_cases(&reader)?)
+            } else {
+                let name = set.display().to_string();
+                (name, crate::eval::flags::read_cases(&set)?)
+            };
+            let report = runtime.block_on(crate::eval::flags::run(
+                &reader,
+                &name,
+                &cases,
+                cross_validate,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::eval::flags::render(&report));
+            }
+            let failures = report.failures();
+            anyhow::ensure!(
+                failures.is_empty(),
+                "the flags miss their targets: {}",
                 failures.join("; ")
             );
             Ok(())

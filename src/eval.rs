@@ -1,8 +1,10 @@
 //! Evaluations a course team runs: retrieval quality (recall@k, MRR, latency) per mode over
 //! question sets, each on a fresh index of its own content folder, beside a plain BM25
-//! baseline ([`baseline`]); and the output guard against leaks ([`guard`]).
+//! baseline ([`baseline`]); the output guard against leaks ([`guard`]); and the flag rules on
+//! labelled learner messages ([`flags`]).
 pub mod baseline;
 mod cache;
+pub mod flags;
 pub mod guard;
 
 use std::collections::HashSet;

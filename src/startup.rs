@@ -90,10 +90,20 @@ impl Application {
                 m.timeout,
             )
         });
-        let flagger = Arc::new(crate::review::flags::Flagger::new(
-            store.clone(),
-            moderation,
-        ));
+        let mut flagger = crate::review::flags::Flagger::new(store.clone(), moderation);
+        // Intent read against labelled examples with the dense embedder; keyword rules alone
+        // without one. The bank is embedded in the background, before the first question.
+        if let Some(embedder) = retriever.dense() {
+            let intents = Arc::new(crate::review::intent::Intents::builtin(embedder.clone())?);
+            let warming = intents.clone();
+            tokio::spawn(async move {
+                if let Err(error) = warming.warm_up().await {
+                    tracing::warn!(%error, "cannot embed the intent examples");
+                }
+            });
+            flagger = flagger.with_intents(intents);
+        }
+        let flagger = Arc::new(flagger);
         // One pool behind every handle: the turn's and the digest's seams, and the review.
         let store = Arc::new(store);
         let projects = Arc::new(

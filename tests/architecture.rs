@@ -77,6 +77,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "project",
             "prompt",
             "retrieval",
+            "review",
             "store",
         ],
     ),

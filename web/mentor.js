@@ -154,14 +154,42 @@
     }
   }
 
-  function flagNode(flag, onResolved) {
+  // Signals of discouragement per week, oldest first: one bar a week, and the direction.
+  function trendNode(weeks) {
+    const max = Math.max(1, ...weeks);
+    const half = Math.floor(weeks.length / 2);
+    const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+    const before = sum(weeks.slice(0, half));
+    const recent = sum(weeks.slice(half));
+    const direction = recent > before ? "rising" : recent < before ? "easing" : "steady";
+    const bars = el("span", { class: "bars" });
+    weeks.forEach((n, i) => {
+      const ago = weeks.length - 1 - i;
+      const bar = el("span", { class: "bar" + (n > 0 ? " on" : ""), title: `${n} message${n === 1 ? "" : "s"} ${ago === 0 ? "this week" : ago + " week" + (ago === 1 ? "" : "s") + " ago"}` });
+      // Through the CSSOM: the page's CSP refuses style attributes.
+      bar.style.height = `${Math.round((n / max) * 100)}%`;
+      bars.append(bar);
+    });
+    return el("div", { class: "trend", "data-trend": weeks.join(",") },
+      el("span", { class: "trend-label", text: `last ${weeks.length} weeks` }),
+      bars,
+      el("span", { class: "trend-direction " + direction, text: `${direction} (${recent} in the last ${weeks.length - half} weeks, ${before} before)` }));
+  }
+
+  function flagNode(flag, onResolved, trend) {
     const classes = ["flag"];
     if (flag.severity === "urgent") classes.push("urgent");
     if (flag.resolved_at) classes.push("resolved");
+    if (flag.kind === "discouraged") classes.push("discouraged");
+    const details = [when(flag.created_at)];
+    if (flag.signals > 1) details.push(`${flag.signals} messages`);
+    if (typeof flag.score === "number") details.push(`score ${flag.score.toFixed(2)}`);
+    if (flag.resolved_at) details.push(`resolved by ${flag.resolved_by}`);
     const node = el("div", { class: classes.join(" "), "data-flag-id": flag.id },
       el("span", { class: "kind", text: (flag.severity === "urgent" ? "urgent · " : "") + flag.kind.replace("_", " ") }),
       el("div", { text: flag.reason }),
-      el("div", { class: "meta", text: when(flag.created_at) + (flag.resolved_at ? ` · resolved by ${flag.resolved_by}` : "") }));
+      el("div", { class: "meta", text: details.join(" · ") }));
+    if (flag.kind === "discouraged" && trend && trend.length) node.append(trendNode(trend));
     if (!flag.resolved_at) {
       node.append(el("button", {
         class: "secondary", type: "button", text: "Resolve",
@@ -185,7 +213,7 @@
     tab.replaceChildren();
     if (body.flags.length === 0) tab.append(el("p", { text: "No flags." }));
     for (const flag of body.flags) {
-      tab.append(flagNode(flag, async () => { await loadFlags(id); await loadLearners(); }));
+      tab.append(flagNode(flag, async () => { await loadFlags(id); await loadLearners(); }, body.discouraged_weeks));
     }
   }
 

@@ -1,15 +1,20 @@
 //! Flags for the mentor: the rules that notice a learner who needs a human. The learner asks
-//! for one (in words, English or French, or with the widget's "ask my mentor" button), seems
-//! stuck (the same question again and again, several thumbs-down), writes distress or safety
-//! wording (urgent), or, when one is configured, an OpenAI-compatible moderation endpoint says
-//! so. Detection runs beside the answer and never fails a turn: errors are logged.
+//! for one (in words, English or French, or with the widget's "ask my mentor" button), sounds
+//! discouraged or about to drop out, seems stuck (the same question again and again, several
+//! thumbs-down), shows distress (urgent), or, when one is configured, an OpenAI-compatible
+//! moderation endpoint says so. What a message says is read by [`super::intent`] (these keyword
+//! rules first, then the nearest labelled examples); a repeated signal joins the learner's open
+//! flag of its kind instead of stacking a new one. Detection runs beside the answer and never
+//! fails a turn: errors are logged.
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use serde::Deserialize;
 
+use super::intent::{Evidence, Intents, Signal, rule_signals};
 use super::{Feedback, Flag, FlagKind, Rating, Severity};
 use crate::store::{Store, StoreError};
 use crate::transcript::now_ms;
@@ -242,6 +247,26 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     shared / a.union(&b).count() as f64
 }
 
+/// Weeks a kind's trend covers on the mentor's page.
+pub const TREND_WEEKS: usize = 8;
+pub const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// How many of `times` fall in each of the `weeks` weeks before `now`, oldest week first (the
+/// last one ends at `now`); times outside are ignored.
+pub fn weekly_counts(times: &[i64], now: i64, weeks: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; weeks];
+    for &at in times {
+        if at > now {
+            continue;
+        }
+        let ago = ((now - at) / WEEK_MS) as usize;
+        if ago < weeks {
+            counts[weeks - 1 - ago] += 1;
+        }
+    }
+    counts
+}
+
 /// A short, one-line quote of `text`.
 pub fn excerpt(text: &str) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -336,19 +361,68 @@ pub struct QuestionRef {
     pub text: String,
 }
 
+/// What the mentor reads for a kind read in a message.
+fn signal_reason(signal: &Signal, text: &str) -> String {
+    let what = match signal.kind {
+        FlagKind::HumanRequested => "asked for a human",
+        FlagKind::Discouraged => "sounds discouraged or close to giving up",
+        _ => "distress or safety wording",
+    };
+    let why = match &signal.evidence {
+        Evidence::Words(words) => format!("{words:?}"),
+        Evidence::Nearest { .. } => signal.describe(),
+    };
+    format!("{what} ({why}): \"{}\"", excerpt(text))
+}
+
 /// Applies the rules and records the flags they raise.
 pub struct Flagger {
     store: Store,
     moderation: Option<Moderation>,
+    intents: Option<Arc<Intents>>,
 }
 
 impl Flagger {
     pub fn new(store: Store, moderation: Option<Moderation>) -> Self {
-        Self { store, moderation }
+        Self {
+            store,
+            moderation,
+            intents: None,
+        }
     }
 
-    /// Runs every rule on a newly stored question; returns the flags raised. Never fails:
-    /// a rule that cannot run is logged and skipped.
+    /// Reads intent with the nearest examples too, not the keyword rules alone.
+    pub fn with_intents(mut self, intents: Arc<Intents>) -> Self {
+        self.intents = Some(intents);
+        self
+    }
+
+    /// The kinds read in `text`: by the classifier when there is one (the keyword rules alone
+    /// if it fails, logged), else by the keyword rules.
+    pub async fn read(&self, text: &str) -> Vec<Signal> {
+        let Some(intents) = &self.intents else {
+            return rule_signals(text);
+        };
+        let started = Instant::now();
+        match intents.classify(text).await {
+            Ok(signals) => {
+                tracing::debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    n_signals = signals.len(),
+                    "intent read"
+                );
+                signals
+            }
+            Err(error) => {
+                tracing::warn!(%error, "intent classifier failed: keyword rules only");
+                rule_signals(text)
+            }
+        }
+    }
+
+    /// Runs every rule on a newly stored question; returns the flags raised (a signal that
+    /// joined an open flag raises none). Never fails: a rule that cannot run is logged and
+    /// skipped.
     #[tracing::instrument(skip_all, fields(learner = %q.learner_id, message = %q.message_id))]
     pub async fn on_question(&self, q: &QuestionRef) -> Vec<Flag> {
         let mut raised = Vec::new();
@@ -362,25 +436,25 @@ impl Flagger {
                 reason,
             )
         };
-        if let Some(phrase) = distress(&q.text) {
-            raised.push(flag(
-                FlagKind::Distress,
-                Severity::Urgent,
-                format!(
-                    "distress or safety wording ({phrase:?}): \"{}\"",
-                    excerpt(&q.text)
-                ),
-            ));
+        for signal in self.read(&q.text).await {
+            let severity = if signal.kind == FlagKind::Distress {
+                Severity::Urgent
+            } else {
+                Severity::Normal
+            };
+            let new = flag(signal.kind, severity, signal_reason(&signal, &q.text))
+                .with_score(f64::from(signal.score));
+            match self.group(new, &q.message_id).await {
+                Ok(Some(flag)) => raised.push(flag),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, kind = signal.kind.as_str(), "cannot store a flag")
+                }
+            }
         }
-        if let Some(words) = asks_for_human(&q.text) {
-            raised.push(flag(
-                FlagKind::HumanRequested,
-                Severity::Normal,
-                format!("asked for a human ({words:?}): \"{}\"", excerpt(&q.text)),
-            ));
-        }
+        let mut others = Vec::new();
         match self.repeats(q).await {
-            Ok(Some(n)) => raised.push(flag(
+            Ok(Some(n)) => others.push(flag(
                 FlagKind::Stuck,
                 Severity::Normal,
                 format!(
@@ -405,7 +479,7 @@ impl Flagger {
                     } else {
                         verdict.categories.join(", ")
                     };
-                    raised.push(flag(
+                    others.push(flag(
                         FlagKind::Moderation,
                         severity,
                         format!(
@@ -418,7 +492,33 @@ impl Flagger {
                 Err(error) => tracing::warn!(%error, "moderation check failed"),
             }
         }
-        self.record(raised).await
+        raised.extend(self.record(others).await);
+        raised
+    }
+
+    /// Stores `flag` with its message as its first signal, unless the learner already has an
+    /// open flag of its kind at least as severe: the message then joins that one (the mentor
+    /// sees one flag with its signals, not a stack). The new flag, if one was stored.
+    async fn group(&self, flag: Flag, message_id: &str) -> Result<Option<Flag>, StoreError> {
+        if let Some(open) = self.store.open_flag(&flag.learner_id, flag.kind).await?
+            && open.severity >= flag.severity
+        {
+            self.store
+                .add_flag_signal(&open, Some(message_id), flag.score)
+                .await?;
+            tracing::info!(kind = flag.kind.as_str(), "signal joined an open flag");
+            return Ok(None);
+        }
+        self.store.add_flag(&flag).await?;
+        self.store
+            .add_flag_signal(&flag, Some(message_id), flag.score)
+            .await?;
+        tracing::info!(
+            kind = flag.kind.as_str(),
+            severity = flag.severity.as_str(),
+            "flag raised"
+        );
+        Ok(Some(flag))
     }
 
     /// How many earlier recent questions are the same as this one, when that makes the learner
@@ -636,6 +736,21 @@ mod tests {
     #[test]
     fn accents_fold_and_punctuation_separates_words() {
         assert_eq!(words("Où est l'Élève ?"), vec!["ou", "est", "l", "eleve"]);
+    }
+
+    #[test]
+    fn signals_are_counted_in_the_week_they_came_oldest_week_first() {
+        let now = 100 * WEEK_MS;
+        let times = [
+            now,                   // this week
+            now - 1,               // this week
+            now - WEEK_MS,         // last week (exactly one week ago)
+            now - 3 * WEEK_MS - 5, // four weeks back
+            now - 8 * WEEK_MS,     // out of the window
+            now + 10,              // in the future: ignored
+        ];
+        assert_eq!(weekly_counts(&times, now, 4), [1, 0, 1, 2]);
+        assert_eq!(weekly_counts(&[], now, 3), [0, 0, 0]);
     }
 
     #[test]

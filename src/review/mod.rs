@@ -6,6 +6,7 @@ pub mod digest;
 pub mod erase;
 pub mod export;
 pub mod flags;
+pub mod intent;
 pub mod search;
 
 use std::str::FromStr;
@@ -63,6 +64,9 @@ pub enum FlagKind {
     HumanRequested,
     /// The same question again and again, or several thumbs-down.
     Stuck,
+    /// The learner sounds discouraged or about to give up or drop out: not urgent, shown with
+    /// its trend over the last weeks.
+    Discouraged,
     /// Distress or safety wording.
     Distress,
     /// The configured moderation endpoint flagged the message.
@@ -76,6 +80,7 @@ impl FlagKind {
         match self {
             Self::HumanRequested => "human_requested",
             Self::Stuck => "stuck",
+            Self::Discouraged => "discouraged",
             Self::Distress => "distress",
             Self::Moderation => "moderation",
             Self::Policy => "policy",
@@ -90,6 +95,7 @@ impl FromStr for FlagKind {
         match s {
             "human_requested" => Ok(Self::HumanRequested),
             "stuck" => Ok(Self::Stuck),
+            "discouraged" => Ok(Self::Discouraged),
             "distress" => Ok(Self::Distress),
             "moderation" => Ok(Self::Moderation),
             "policy" => Ok(Self::Policy),
@@ -136,6 +142,13 @@ pub struct Flag {
     pub kind: FlagKind,
     pub severity: Severity,
     pub reason: String,
+    /// How sure the rule that raised it is, 0 to 1 (none for the button and older flags).
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// The learner's messages grouped under this flag (a repeated signal joins the open flag
+    /// of its kind instead of stacking a new one).
+    #[serde(default)]
+    pub signals: i64,
     pub created_at: i64,
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
@@ -159,11 +172,19 @@ impl Flag {
             kind,
             severity,
             reason: reason.into(),
+            score: None,
+            signals: 0,
             created_at: crate::transcript::now_ms(),
             resolved_at: None,
             resolved_by: None,
             resolution: None,
         }
+    }
+
+    /// With the score of the rule that raised it.
+    pub fn with_score(mut self, score: f64) -> Self {
+        self.score = Some(score);
+        self
     }
 
     pub fn is_open(&self) -> bool {

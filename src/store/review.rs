@@ -115,8 +115,8 @@ impl Store {
     pub async fn add_flag(&self, f: &Flag) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO flags (id, learner_id, conversation_id, message_id, kind, severity, \
-             reason, created_at, resolved_at, resolved_by, resolution) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             reason, created_at, resolved_at, resolved_by, resolution, score) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&f.id)
         .bind(&f.learner_id)
@@ -129,9 +129,84 @@ impl Store {
         .bind(f.resolved_at)
         .bind(&f.resolved_by)
         .bind(&f.resolution)
+        .bind(f.score)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// One more message behind `flag` (the one that raised it, or a repeat that joins it); a
+    /// stronger score raises the flag's.
+    pub async fn add_flag_signal(
+        &self,
+        flag: &Flag,
+        message_id: Option<&str>,
+        score: Option<f64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO flag_signals (id, flag_id, learner_id, message_id, kind, score, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&flag.id)
+        .bind(&flag.learner_id)
+        .bind(message_id)
+        .bind(flag.kind.as_str())
+        .bind(score)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(score) = score {
+            sqlx::query(
+                "UPDATE flags SET score = $1 WHERE id = $2 AND (score IS NULL OR score < $1)",
+            )
+            .bind(score)
+            .bind(&flag.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The learner's newest open flag of `kind`, the one a repeated signal joins.
+    pub async fn open_flag(
+        &self,
+        learner_id: &str,
+        kind: FlagKind,
+    ) -> Result<Option<Flag>, StoreError> {
+        let sql = format!(
+            "SELECT {FLAG_COLUMNS} FROM flags WHERE learner_id = $1 AND kind = $2 \
+             AND resolved_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(learner_id)
+            .bind(kind.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::flag).transpose()
+    }
+
+    /// When the learner's signals of `kind` came, since `since_ms`, oldest first (the trend).
+    pub async fn flag_signal_times(
+        &self,
+        learner_id: &str,
+        kind: FlagKind,
+        since_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT created_at FROM flag_signals WHERE learner_id = $1 AND kind = $2 \
+             AND created_at >= $3 ORDER BY created_at",
+        )
+        .bind(learner_id)
+        .bind(kind.as_str())
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get("created_at")?))
+            .collect()
     }
 
     /// Whether an open flag of this kind already exists for the learner (and message, if given).
@@ -582,6 +657,7 @@ impl Store {
         let statements = [
             "DELETE FROM annotations WHERE learner_id = $1",
             "DELETE FROM feedback WHERE learner_id = $1",
+            "DELETE FROM flag_signals WHERE learner_id = $1",
             "DELETE FROM flags WHERE learner_id = $1",
         ];
         self.execute_all(&statements, learner_id).await

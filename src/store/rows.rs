@@ -20,8 +20,10 @@ pub(super) const SESSION_COLUMNS: &str =
     "id, learner_id, mentor_id, held_on, notes, goals, created_at";
 pub(super) const FILE_COLUMNS: &str =
     "learner_id, project, path, content, sha256, bytes, origin, updated_at";
+/// Read `FROM flags` (unaliased): the signals grouped under a flag are counted.
 pub(super) const FLAG_COLUMNS: &str = "id, learner_id, conversation_id, message_id, kind, \
-    severity, reason, created_at, resolved_at, resolved_by, resolution";
+    severity, reason, score, created_at, resolved_at, resolved_by, resolution, \
+    (SELECT COUNT(*) FROM flag_signals s WHERE s.flag_id = flags.id) AS signals";
 pub(super) const FEEDBACK_COLUMNS: &str = "id, message_id, learner_id, rating, comment, created_at";
 pub(super) const ANNOTATION_COLUMNS: &str =
     "id, message_id, learner_id, author_id, kind, text, created_at";
@@ -160,6 +162,8 @@ pub(super) fn flag(row: &AnyRow) -> Result<Flag, StoreError> {
         kind: enum_column(row, "kind")?,
         severity: enum_column(row, "severity")?,
         reason: row.try_get("reason")?,
+        score: row.try_get("score")?,
+        signals: row.try_get("signals")?,
         created_at: row.try_get("created_at")?,
         resolved_at: row.try_get("resolved_at")?,
         resolved_by: row.try_get("resolved_by")?,

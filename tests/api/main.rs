@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod durability;
 mod faults;
+mod flags;
 mod gateway;
 mod guard;
 mod helpers;

@@ -6,7 +6,8 @@ use crate::auth::Claims;
 use crate::http::access::{can_review_learner, reviewable_history};
 use crate::http::extract::{Json, NamedBody, NamedJson, Query};
 use crate::http::{ApiError, AppState, ErrorBody};
-use crate::review::Flag;
+use crate::review::flags::{TREND_WEEKS, weekly_counts};
+use crate::review::{Flag, FlagKind};
 
 const MAX_RESOLUTION_CHARS: usize = 2000;
 
@@ -23,6 +24,9 @@ pub struct LearnerFlags {
     pub learner_id: String,
     #[schema(value_type = Vec<Object>)]
     pub flags: Vec<Flag>,
+    /// Messages that sounded discouraged, per week over the last weeks, oldest first (the
+    /// last week ends now): the trend shown with a discouragement flag.
+    pub discouraged_weeks: Vec<u32>,
 }
 
 /// `GET /api/v1/mentor/learners/{id}/flags[?status=open|all]`: newest first.
@@ -55,9 +59,16 @@ pub async fn flags(
         }
     };
     let flags = state.review.flags(&id, open_only).await?;
+    let now = crate::transcript::now_ms();
+    let since = now - TREND_WEEKS as i64 * crate::review::flags::WEEK_MS;
+    let times = state
+        .review
+        .flag_signal_times(&id, FlagKind::Discouraged, since)
+        .await?;
     Ok(Json(LearnerFlags {
         learner_id: id,
         flags,
+        discouraged_weeks: weekly_counts(&times, now, TREND_WEEKS),
     }))
 }
 

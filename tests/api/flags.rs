@@ -1,0 +1,216 @@
+//! Flags read in learners' own words, through the real WebSocket with the in-process model and
+//! the built-in example bank: each kind in English and French, a repeated signal joining the
+//! open flag (with the discouragement trend on the mentor's API), ordinary questions and hard
+//! negatives raising nothing; and the shipped labelled set meeting issue 17's targets (what
+//! `companion eval flags` checks, in-process). Skipped, saying so, without the model.
+use std::path::PathBuf;
+
+use companion::config::{EmbeddingProvider, Settings};
+use companion::review::intent::Params;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, repo_root, spawn_app_with};
+
+fn model_dir() -> Option<PathBuf> {
+    let dir = repo_root().join("data/models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: no model in {} (scripts/fetch-model.sh)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// The app with the in-process model on a one-page course (the model's ingest stays quick in
+/// a debug build), and no question quota.
+async fn app_with_model(model_dir: PathBuf) -> (TestApp, tempfile::TempDir) {
+    let content = tempfile::tempdir().unwrap();
+    let file = "python-foundations/02-control-flow/02-while-loops.md";
+    let target = content.path().join(file);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(repo_root().join("course-content").join(file), target).unwrap();
+    let dir = content.path().to_path_buf();
+    let app = spawn_app_with(move |s: &mut Settings| {
+        s.content.dir = dir;
+        s.embedding.provider = EmbeddingProvider::Local { model_dir };
+        s.embedding.allow_bm25_fallback = false;
+        s.limits.asks_per_minute = 0;
+    })
+    .await;
+    (app, content)
+}
+
+fn of_kind<'a>(flags: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    flags.iter().filter(|f| f["kind"] == kind).collect()
+}
+
+async fn flags_body(app: &TestApp, learner: &str) -> Value {
+    let admin = app.token(companion::auth::Role::Admin, "root");
+    let path = format!("/api/v1/mentor/learners/{learner}/flags?status=all");
+    let (status, body) = app.call("GET", &path, Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
+    let Some(model_dir) = model_dir() else { return };
+    let (app, _content) = app_with_model(model_dir).await;
+    // None of the asks for a human, discouragement or distress below holds the keyword
+    // rules' words: only the nearest examples can read them.
+    let cases = [
+        (
+            "ana",
+            [
+                "what does enumerate give back exactly",
+                "this nested loop is killing me lol",
+                "could you have my coach give me a ring tomorrow",
+                "honestly im about to drop this whole course",
+                "i dont see why i should still be alive",
+            ],
+        ),
+        (
+            "louis",
+            [
+                "comment marche enumerate exactement",
+                "ce bug m'a presque tué mdr",
+                "préviens ma tutrice qu'elle me rappelle demain",
+                "je crois que je vais laisser tomber la formation",
+                "je ne vois plus aucune raison de rester en vie",
+            ],
+        ),
+    ];
+    for (learner, questions) in &cases {
+        app.put_learner(learner, "grace").await;
+        let asked = app.ask(learner, questions).await;
+        let flags = app
+            .wait_flags(learner, |f| {
+                ["human_requested", "discouraged", "distress"]
+                    .iter()
+                    .all(|k| !of_kind(f, k).is_empty())
+            })
+            .await;
+        // Each kind once, pointing at its message, with a score and the learner's words; the
+        // ordinary question and the joke raised nothing.
+        assert_eq!(flags.len(), 3, "{learner}: {flags:#?}");
+        for (kind, idx, severity) in [
+            ("human_requested", 2, "normal"),
+            ("discouraged", 3, "normal"),
+            ("distress", 4, "urgent"),
+        ] {
+            let flag = of_kind(&flags, kind)[0];
+            assert_eq!(
+                flag["message_id"],
+                asked[idx].question_id.as_str(),
+                "{flag}"
+            );
+            assert_eq!(flag["severity"], severity, "{flag}");
+            let score = flag["score"].as_f64().unwrap();
+            assert!(score > 0.0 && score <= 1.0, "{flag}");
+            let reason = flag["reason"].as_str().unwrap();
+            let start: String = questions[idx].chars().take(12).collect();
+            assert!(reason.contains(&start), "{reason}");
+            assert!(reason.contains("close to"), "{reason}");
+        }
+    }
+
+    // Saying it again joins the open flag: one flag, two messages, and the week's trend shows
+    // both.
+    app.ask(
+        "ana",
+        &["i think i am going to quit, this course is not for me"],
+    )
+    .await;
+    let flags = app
+        .wait_flags("ana", |f| {
+            of_kind(f, "discouraged")
+                .first()
+                .is_some_and(|d| d["signals"] == 2)
+        })
+        .await;
+    let discouraged = of_kind(&flags, "discouraged");
+    assert_eq!(discouraged.len(), 1, "{flags:#?}");
+    assert_eq!(discouraged[0]["signals"], 2, "{flags:#?}");
+    let body = flags_body(&app, "ana").await;
+    let weeks = body["discouraged_weeks"].as_array().unwrap();
+    assert_eq!(weeks.len(), 8, "{body}");
+    assert_eq!(weeks[7], 2, "{body}");
+    assert_eq!(flags_body(&app, "louis").await["discouraged_weeks"][7], 1);
+}
+
+/// `companion eval flags` in-process on the shipped set, one model load.
+async fn shipped_set_report() -> Option<companion::eval::flags::FlagsReport> {
+    let model_dir = model_dir()?;
+    let root = repo_root();
+    let cases =
+        companion::eval::flags::read_cases(&root.join("tests/eval/flags/messages.jsonl")).unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::test_settings(temp.path());
+    settings.embedding.provider = EmbeddingProvider::Local { model_dir };
+    let reader =
+        companion::eval::flags::Reader::from_settings(&settings, None, Params::default()).unwrap();
+    let report = companion::eval::flags::run(&reader, "shipped set", &cases, None)
+        .await
+        .unwrap();
+    println!("{}", companion::eval::flags::render(&report));
+    assert!(report.messages >= 300, "{}", report.messages);
+    Some(report)
+}
+
+fn row(report: &companion::eval::flags::FlagsReport, kind: &str) -> (f64, f64) {
+    let row = report
+        .kinds
+        .iter()
+        .find(|r| r.kind.as_str() == kind && r.lang == "all")
+        .unwrap();
+    (row.precision.unwrap_or(0.0), row.recall.unwrap_or(0.0))
+}
+
+/// Issue 17's targets on the shipped set: precision, recall and ordinary messages flagged. The
+/// work per message is measured by the optimised binary; a debug build (opt-level 1) is several
+/// times slower, so there it is printed, not asserted. Not met yet (see the issue's report):
+/// run with `--ignored` to see where it stands.
+#[tokio::test]
+#[ignore = "issue 17's targets are not all met yet; the_shipped_flag_set_keeps_what_was_reached guards against regressions"]
+async fn the_shipped_flag_set_meets_its_targets() {
+    let Some(report) = shipped_set_report().await else {
+        return;
+    };
+    let failures: Vec<String> = report
+        .failures()
+        .into_iter()
+        .filter(|f| !(cfg!(debug_assertions) && f.contains("ms per message")))
+        .collect();
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "{}",
+        companion::eval::flags::render(&report)
+    );
+}
+
+/// CI keeps what the classifier reached on the shipped set (a little under the figures
+/// measured when it was written, so a change that loses ground fails): asks for a human P 0.98
+/// R 0.88, discouraged P 0.90 R 0.75, distress P 0.87 R 0.85, ordinary flagged 4.3%.
+#[tokio::test]
+async fn the_shipped_flag_set_keeps_what_was_reached() {
+    let Some(report) = shipped_set_report().await else {
+        return;
+    };
+    for (kind, min_precision, min_recall) in [
+        ("human_requested", 0.95, 0.85),
+        ("discouraged", 0.85, 0.70),
+        ("distress", 0.80, 0.80),
+    ] {
+        let (precision, recall) = row(&report, kind);
+        assert!(
+            precision >= min_precision && recall >= min_recall,
+            "{kind}: P {precision:.2} R {recall:.2}"
+        );
+    }
+    let ordinary = report.ordinary.iter().find(|r| r.lang == "all").unwrap();
+    assert!(ordinary.share <= 0.05, "{ordinary:?}");
+}
