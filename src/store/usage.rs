@@ -164,6 +164,15 @@ impl Store {
         Ok(())
     }
 
+    /// `learner` was registered again by the platform after an erasure: their tokens chat again.
+    pub async fn clear_erased(&self, learner: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM erased_learners WHERE learner_id = $1")
+            .bind(learner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// When `learner` was last erased (ms), if ever.
     pub async fn erased_at(&self, learner: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT erased_at FROM erased_learners WHERE learner_id = $1")

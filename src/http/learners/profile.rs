@@ -94,7 +94,12 @@ pub async fn put_profile(
     let profile = learners.learner(&id).await?.unwrap_or(profile);
     let status = match stored {
         Some(_) => StatusCode::OK,
-        None => StatusCode::CREATED,
+        None => {
+            // The platform creating a learner whose id was erased registers them again: the
+            // erasure's tombstone (which refuses the old tokens a socket) is lifted.
+            state.review.clear_erased(&id).await?;
+            StatusCode::CREATED
+        }
     };
     Ok((status, Json(ProfileWritten { profile })))
 }
