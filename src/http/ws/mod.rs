@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::quota::{self, Kind, Refused};
 use super::{ApiError, AppState, ErrorChain};
 use crate::auth::{Claims, Role};
-use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent};
+use crate::chat::{self, ChatError, Learner, PageRef, Stops, Turn, TurnEvent, TurnSummary};
 use crate::llm::LlmFailure;
 use crate::review::{Feedback, Rating};
 use protocol::{
@@ -905,38 +905,35 @@ async fn run_turn(
     let (events, mut events_rx) = mpsc::channel::<TurnEvent>(64);
     let forward_out = out.clone();
     let forward_id = client_id.clone();
+    let forward_state = state.clone();
+    let forward_learner = learner.clone();
     let forward = tokio::spawn(async move {
+        let mut slot = slot;
         while let Some(event) = events_rx.recv().await {
-            // A failed answer says why before its `done`: a stable code and a message of our
-            // own. The model's error text may name internal hosts or echo a key: it stays in
-            // the log (chat logged it).
-            if let TurnEvent::Done(summary) = &event
-                && let Some(failure) = summary.failure
-            {
-                let (code, message) = llm_failure_frame(failure);
-                let frame = ServerFrame::error(Some(forward_id.clone()), code, message);
-                forward_out.push(frame);
-            }
-            if matches!(event, TurnEvent::Done(_)) {
+            if let TurnEvent::Done(summary) = &event {
+                // Counted and freed before `done` goes out: a learner who asks again as soon
+                // as it arrives meets today's tokens with this answer's in, and a free slot.
+                settle(&forward_state, &forward_learner, summary, slot.take()).await;
+                // A failed answer says why before its `done`: a stable code and a message of
+                // our own. The model's error text may name internal hosts or echo a key: it
+                // stays in the log (chat logged it).
+                if let Some(failure) = summary.failure {
+                    let (code, message) = llm_failure_frame(failure);
+                    let frame = ServerFrame::error(Some(forward_id.clone()), code, message);
+                    forward_out.push(frame);
+                }
                 done.store(true, Ordering::Release);
             }
             // Never waits on the client: the answer is read, stored and checkpointed whatever
             // the socket does.
             forward_out.push(frame_of(&forward_id, event));
         }
+        slot
     });
     let result = chat::answer(&state.chat, turn, events, stops).await;
-    let _ = forward.await;
+    // A turn that ended without `done` (an error) still frees its slot.
+    let slot = forward.await.unwrap_or_default();
     release_slot(&state, &learner, slot).await;
-    if let Ok(summary) = &result {
-        let tokens = summary.tokens_in.max(0) + summary.tokens_out.max(0);
-        if !summary.replayed
-            && let Err(error) =
-                quota::record(&state.review, &learner, Kind::Tokens, tokens as u64).await
-        {
-            tracing::warn!(error = %ErrorChain(&error), "cannot count the tokens of an answer");
-        }
-    }
     let error = match result {
         Ok(_) => None,
         Err(ChatError::DuplicateInFlight) => Some((
@@ -961,6 +958,18 @@ async fn run_turn(
     };
     if let Some((code, message)) = error {
         out.push(ServerFrame::error(Some(client_id), code, message));
+    }
+}
+
+/// An answer's end in the quotas: its tokens counted (a replay counts nothing) and its stream
+/// slot freed.
+async fn settle(state: &AppState, learner: &str, summary: &TurnSummary, slot: Option<StreamSlot>) {
+    release_slot(state, learner, slot).await;
+    let tokens = summary.tokens_in.max(0) + summary.tokens_out.max(0);
+    if !summary.replayed
+        && let Err(error) = quota::record(&state.review, learner, Kind::Tokens, tokens as u64).await
+    {
+        tracing::warn!(error = %ErrorChain(&error), "cannot count the tokens of an answer");
     }
 }
 
