@@ -302,6 +302,26 @@ pub struct Policies {
     courses: RwLock<HashMap<String, Arc<CoursePolicies>>>,
     /// Each file's last good policy, kept when a reload finds the file broken.
     last_good: RwLock<HashMap<PathBuf, Arc<Policy>>>,
+    /// What each course folder held when it was last read: a reload that finds the same
+    /// files, sizes and times keeps that course's policies without reading or fingerprinting.
+    stamps: RwLock<HashMap<String, Stamp>>,
+}
+
+/// Every file below a course folder (the private solution folders included): path, size and
+/// modification time, in walk order.
+type Stamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn stamp(course_dir: &Path) -> Stamp {
+    walkdir::WalkDir::new(course_dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.into_path(), meta.len(), meta.modified().ok()))
+        })
+        .collect()
 }
 
 impl Policies {
@@ -352,6 +372,18 @@ impl Policies {
             if course.starts_with('.') || !course_dir.is_dir() {
                 continue;
             }
+            let stamp = stamp(&course_dir);
+            let unchanged = self.stamps.read().expect("policy lock").get(&course) == Some(&stamp);
+            if unchanged
+                && let Some(policies) = self.courses.read().expect("policy lock").get(&course)
+            {
+                courses.insert(course, policies.clone());
+                continue;
+            }
+            self.stamps
+                .write()
+                .expect("policy lock")
+                .insert(course.clone(), stamp);
             let course_code = course_code(&course_dir);
             let base = course_code.as_deref();
             let mut policies = CoursePolicies::default();
@@ -431,6 +463,32 @@ mod tests {
         let course_only = policies.course("py").effective(None);
         assert_eq!(course_only.answer, AnswerMode::Explain);
         assert!(course_only.references.is_empty());
+    }
+
+    #[test]
+    fn a_reload_keeps_an_unchanged_course_as_it_was_and_reads_an_edited_one_again() {
+        let dir = course_dir();
+        let policies = Policies::load(dir.path()).unwrap();
+        let before = policies.course("py");
+
+        assert!(policies.reload().is_empty());
+        let unchanged = policies.course("py");
+        assert!(
+            Arc::ptr_eq(&before, &unchanged),
+            "re-read though nothing changed"
+        );
+
+        std::fs::write(
+            dir.path().join("py/policy.toml"),
+            "answer = \"solutions\"\nforbidden = [\"answer_key\", \"grade\"]\n",
+        )
+        .unwrap();
+        assert!(policies.reload().is_empty());
+        let edited = policies.course("py");
+        assert!(!Arc::ptr_eq(&before, &edited));
+        let course_only = edited.effective(None);
+        assert_eq!(course_only.answer, AnswerMode::Solutions);
+        assert_eq!(course_only.forbidden, vec!["answer_key", "grade"]);
     }
 
     #[test]
