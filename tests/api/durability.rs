@@ -265,8 +265,12 @@ async fn orphan_answer(database_url: &str, learner: &str) -> (String, String) {
     (conversation, answer)
 }
 
-#[tokio::test]
-async fn an_answer_orphaned_by_a_dead_node_is_marked_interrupted_by_a_live_nodes_sweeper() {
+/// A node on a SQLite file of its own folder, with the given orphan detection; the folder and
+/// the database's URL (for a second, dying "node" to write to) come back with it.
+async fn node_on_sqlite(
+    stale_after: Duration,
+    sweep_every: Duration,
+) -> (tempfile::TempDir, String, TestApp) {
     let shared = tempfile::tempdir().unwrap();
     let url = format!(
         "sqlite://{}?mode=rwc",
@@ -275,10 +279,17 @@ async fn an_answer_orphaned_by_a_dead_node_is_marked_interrupted_by_a_live_nodes
     let node_url = url.clone();
     let app = spawn_app_with(|settings| {
         settings.database.url = node_url;
-        settings.transcripts.stale_after = Duration::from_secs(2);
-        settings.transcripts.sweep_every = Duration::from_millis(200);
+        settings.transcripts.stale_after = stale_after;
+        settings.transcripts.sweep_every = sweep_every;
     })
     .await;
+    (shared, url, app)
+}
+
+#[tokio::test]
+async fn an_answer_orphaned_by_a_dead_node_is_marked_interrupted_by_a_live_nodes_sweeper() {
+    let (_shared, url, app) =
+        node_on_sqlite(Duration::from_secs(2), Duration::from_millis(200)).await;
     // Left by a node that dies while this one runs: start-up saw nothing to do.
     let (conversation, _answer) = orphan_answer(&url, "ada").await;
     let token = app.learner_token("ada");
@@ -301,19 +312,9 @@ async fn an_answer_orphaned_by_a_dead_node_is_marked_interrupted_by_a_live_nodes
 
 #[tokio::test]
 async fn a_resent_question_whose_answer_was_orphaned_is_replayed_as_interrupted_at_once() {
-    let shared = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        shared.path().join("shared.db").display()
-    );
-    let node_url = url.clone();
-    let app = spawn_app_with(|settings| {
-        settings.database.url = node_url;
-        settings.transcripts.stale_after = Duration::from_secs(1);
-        // No sweep in the test's time: the resend itself finds the answer orphaned.
-        settings.transcripts.sweep_every = Duration::from_secs(3600);
-    })
-    .await;
+    // No sweep in the test's time: the resend itself finds the answer orphaned.
+    let (_shared, url, app) =
+        node_on_sqlite(Duration::from_secs(1), Duration::from_secs(3600)).await;
     let (conversation, answer_id) = orphan_answer(&url, "ben").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let token = app.learner_token("ben");
