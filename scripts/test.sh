@@ -26,4 +26,12 @@ if [ -x /usr/bin/chromium ] && [ -d tests/browser/node_modules/playwright-core ]
 else
   echo "warning: no Chromium or Playwright; the browser test will say it skips" >&2
 fi
+# The Qdrant server backend, a three-peer cluster and two nodes on one index are tested on the
+# server binary beside the checkout; the tests start it on free loopback ports.
+qdrant="${COMPANION_TEST_QDRANT_BIN:-../shared/bin/qdrant}"
+if [ -x "$qdrant" ]; then
+  echo "Qdrant server for the server, cluster and two-node tests: $qdrant"
+else
+  echo "warning: no Qdrant server at $qdrant; the server, cluster and two-node tests will say they skip" >&2
+fi
 cargo test --all-targets --no-fail-fast -- --test-threads=4

@@ -1,4 +1,5 @@
-//! `companion bench retrieval`: ingest throughput and query latency per retrieval mode at
+//! The benchmarks: `fake_llm` and `load` (the service under many learners, issue 16) and, in
+//! this file, `companion bench retrieval`: ingest throughput and query latency per retrieval mode at
 //! growing corpus sizes, on the embedded index, printed as figures (not asserted anywhere).
 //!
 //! The corpus grows synthetically from a real content folder: each synthetic chunk is a real
@@ -11,6 +12,9 @@
 //! With the in-process model it also times the model alone: a question on each matrix kernel
 //! the CPU runs, and documents; built with `--features candle-reference`, candle's BERT beside
 //! them.
+pub mod fake_llm;
+pub mod load;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -2,6 +2,7 @@
 //! answer (or the offline reply), checkpoint and persist it. The WebSocket gateway, replays and
 //! evaluations all call [`answer`].
 pub mod attach;
+pub mod stages;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::transcript::{
     AnswerRecord, MessageStatus, NewQuestion, QuestionInsert, RetrievalStatus, SourceRef,
     StoredMessage, TranscriptStore,
 };
+use stages::{StageClock, Stages};
 
 /// How often a streaming answer is saved: at most this much text is at risk in a crash.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
@@ -135,7 +137,7 @@ pub enum TurnEvent {
     Ack { message_id: String, duplicate: bool },
     Sources(Vec<SourceRef>),
     Delta { seq: u64, text: String },
-    Done(TurnSummary),
+    Done(Box<TurnSummary>),
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -158,6 +160,8 @@ pub struct TurnSummary {
     pub failure: Option<LlmFailure>,
     /// Whether the course could be searched for this answer.
     pub retrieval: RetrievalStatus,
+    /// How long each stage took (none for a replay).
+    pub stages: Stages,
 }
 
 /// Signals that end an answer early.
@@ -177,6 +181,7 @@ pub async fn answer(
     stops: Stops,
 ) -> Result<TurnSummary, ChatError> {
     let started = Instant::now();
+    let mut clock = StageClock::start();
     let send = |event: TurnEvent| {
         let events = events.clone();
         async move {
@@ -200,6 +205,8 @@ pub async fn answer(
         return Err(ChatError::Paused(window.message(&knowledge.locale)));
     }
     let question_id = uuid::Uuid::now_v7().to_string();
+    // The learner's context read above counts in the time to the first token, not in a stage.
+    clock.lap();
     let inserted = deps
         .store
         .insert_question(&NewQuestion {
@@ -213,6 +220,7 @@ pub async fn answer(
         })
         .await
         .map_err(ChatError::NotStored)?;
+    clock.stages.store_question = Some(clock.lap());
     let newly_inserted = matches!(inserted, QuestionInsert::Inserted);
     let (question_id, conversation_id) = match inserted {
         // Decided by the store in the question's own transaction: nothing was stored.
@@ -265,6 +273,7 @@ pub async fn answer(
         format!("> {}\n\n", w.message(&knowledge.locale))
     });
     let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
+    clock.stages.retrieve = Some(clock.lap());
 
     let answer_id = uuid::Uuid::now_v7().to_string();
     deps.store
@@ -313,6 +322,7 @@ pub async fn answer(
                     started,
                     stops: &stops,
                     record: &mut record,
+                    clock: &mut clock,
                 },
                 &send,
             )
@@ -326,7 +336,9 @@ pub async fn answer(
     // If this fails for good, the turn ends with an error (no `done`); the row, still
     // `streaming` with no more heartbeats, goes stale and whichever node sweeps first marks it
     // interrupted, its last checkpoint kept.
+    clock.lap();
     finish_answer(deps, &answer_id, status.0, &record).await?;
+    clock.stages.store_answer = Some(clock.lap());
     if let (Some(flagger), Some(report)) = (&deps.flagger, &guard)
         && !report.withheld.is_empty()
     {
@@ -354,8 +366,9 @@ pub async fn answer(
         failure: status.1.as_ref().map(LlmError::kind),
         retrieval,
         guard,
+        stages: clock.stages,
     };
-    send(TurnEvent::Done(summary.clone())).await;
+    send(TurnEvent::Done(Box::new(summary.clone()))).await;
     Ok(summary)
 }
 
@@ -628,6 +641,7 @@ struct StreamCtx<'a> {
     started: Instant,
     stops: &'a Stops,
     record: &'a mut AnswerRecord,
+    clock: &'a mut StageClock,
 }
 
 async fn stream_answer<F, Fut>(
@@ -703,6 +717,7 @@ where
         max_tokens: deps.budget.reserved_answer,
         temperature: deps.temperature,
     };
+    ctx.clock.stages.assemble = Some(ctx.clock.lap());
     let stream = tokio::select! {
         result = llm.stream(request) => result,
         _ = ctx.stops.cancel.cancelled() => return Ok((MessageStatus::Cancelled, None, None)),
@@ -745,6 +760,8 @@ where
             Some(Ok(LlmEvent::Delta(text))) => {
                 if record.first_token_ms.is_none() {
                     record.first_token_ms = Some(ctx.started.elapsed().as_millis() as i64);
+                    ctx.clock.stages.llm_first_token = Some(ctx.clock.lap());
+                    ctx.clock.stages.first_token_after = Some(ctx.clock.since_start());
                 }
                 // What the learner may see now: prose at once, a code block once closed
                 // and checked.
@@ -785,6 +802,9 @@ where
             last_checkpoint = Instant::now();
         }
     };
+    if ctx.clock.stages.llm_first_token.is_some() {
+        ctx.clock.stages.stream = Some(ctx.clock.lap());
+    }
     // Whatever the ending, a held block is checked before it is shown or stored.
     let rest = guard.finish();
     if !rest.is_empty() {
@@ -907,8 +927,9 @@ where
         guard: stored.guard.and_then(|g| serde_json::from_value(g).ok()),
         failure: None,
         retrieval: stored.retrieval.unwrap_or(RetrievalStatus::Ok),
+        stages: Stages::default(),
     };
-    send(TurnEvent::Done(summary.clone())).await;
+    send(TurnEvent::Done(Box::new(summary.clone()))).await;
     summary
 }
 

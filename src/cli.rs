@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Role, claims_for};
 use crate::config::{Overrides, Settings};
-use crate::index::{build_retriever, index_dir, reindex_projects};
+use crate::index::{build_retriever, index_dir, reindex_projects, shared_database};
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
@@ -168,6 +168,126 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// An OpenAI-compatible model that streams a fixed answer with a set delay and token rate,
+    /// for `bench load` (point a node's `llm.base_url` at it).
+    FakeLlm {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: String,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Simulated learners over WebSockets against running nodes whose model is `bench fake-llm`.
+    Load {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        clients: ClientArgs,
+        /// Simulated learners, each on a socket of its own.
+        #[arg(long, default_value_t = 100)]
+        learners: usize,
+        /// Seconds a learner waits after an answer ends before asking again.
+        #[arg(long, default_value_t = 10.0)]
+        think_secs: f64,
+        /// Seconds of asking, after the ramp.
+        #[arg(long, default_value_t = 60.0)]
+        duration_secs: f64,
+        /// Seconds over which learners connect and ask their first question.
+        #[arg(long, default_value_t = 10.0)]
+        ramp_secs: f64,
+        /// Questions (the eval's JSON Lines).
+        #[arg(long, default_value = "tests/eval/retrieval-questions.jsonl")]
+        questions: PathBuf,
+        /// What the fake model does, as given to `bench fake-llm`.
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Idle authenticated sockets: how many a node holds and the RSS each costs it.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        clients: ClientArgs,
+        /// Sockets to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Sockets being opened at once.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct ModelArgs {
+    /// Milliseconds from the request to the first token.
+    #[arg(long, default_value_t = 300)]
+    first_token_ms: u64,
+    /// Tokens per second after the first.
+    #[arg(long, default_value_t = 40.0)]
+    tokens_per_sec: f64,
+    /// Tokens in each answer.
+    #[arg(long, default_value_t = 200)]
+    answer_tokens: usize,
+}
+
+impl ModelArgs {
+    fn model(&self) -> anyhow::Result<crate::bench::fake_llm::FakeModel> {
+        anyhow::ensure!(
+            self.tokens_per_sec > 0.0 && self.tokens_per_sec.is_finite(),
+            "--tokens-per-sec must be positive"
+        );
+        anyhow::ensure!(self.answer_tokens > 0, "--answer-tokens must be positive");
+        Ok(crate::bench::fake_llm::FakeModel {
+            first_token: std::time::Duration::from_millis(self.first_token_ms),
+            tokens_per_sec: self.tokens_per_sec,
+            answer_tokens: self.answer_tokens,
+        })
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+struct ClientArgs {
+    /// A node's base URL; repeat for several nodes (learners are spread over them in turn).
+    #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
+    servers: Vec<String>,
+    /// Each node's process id (same order as --server), for its CPU time and RSS.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Local addresses the clients bind to, in turn: `127.0.0.1`, or a range `127.0.0.1-20`
+    /// to pass one address's ephemeral ports and per-address socket cap.
+    #[arg(long, default_value = "127.0.0.1")]
+    sources: String,
+}
+
+impl ClientArgs {
+    fn sources(&self) -> anyhow::Result<Vec<std::net::IpAddr>> {
+        let bad = || {
+            anyhow::anyhow!(
+                "--sources {:?}: expected 127.0.0.1 or 127.0.0.1-20",
+                self.sources
+            )
+        };
+        let Some((first, last)) = self.sources.split_once('-') else {
+            return Ok(vec![self.sources.parse().map_err(|_| bad())?]);
+        };
+        let first: std::net::Ipv4Addr = first.parse().map_err(|_| bad())?;
+        let last: u8 = last.parse().map_err(|_| bad())?;
+        let [a, b, c, start] = first.octets();
+        anyhow::ensure!(start <= last, bad());
+        Ok((start..=last)
+            .map(|d| std::net::IpAddr::from([a, b, c, d]))
+            .collect())
+    }
+}
+
+/// Mints learner tokens with the keys of `settings` (the nodes' own secret).
+fn minter(settings: &Settings) -> anyhow::Result<crate::bench::load::Mint> {
+    let keys = crate::startup::token_keys(settings)?;
+    let ttl = settings.auth.token_ttl_secs;
+    Ok(std::sync::Arc::new(move |id: &str| {
+        keys.mint(&claims_for(Role::Learner, id, None, None, ttl))
+            .expect("a learner token signs")
+    }))
 }
 
 fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
@@ -211,7 +331,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(async {
                 let retriever = build_retriever(&settings).await?;
                 let dir = content.unwrap_or_else(|| settings.content.dir.clone());
-                let report = index_dir(&retriever, &settings, &dir, true, rebuild).await?;
+                let database = shared_database(&settings).await?;
+                let shared = database.as_ref().map(|store| (store, "companion ingest"));
+                let report = index_dir(&retriever, &settings, &dir, true, rebuild, shared).await?;
                 for (file, reason) in &report.skipped {
                     eprintln!("skipped {file}: {reason}");
                 }
@@ -392,6 +514,97 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", crate::bench::render(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchCommand::FakeLlm { listen, model },
+        } => {
+            init_tracing();
+            let model = model.model()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                println!(
+                    "fake llm on http://{}/v1: first token {} ms, {} tokens at {}/s",
+                    listener.local_addr()?,
+                    model.first_token.as_millis(),
+                    model.answer_tokens,
+                    model.tokens_per_sec
+                );
+                let served = std::sync::Arc::default();
+                tokio::select! {
+                    () = crate::bench::fake_llm::serve(listener, model, served) => {}
+                    () = shutdown_signal() => {}
+                }
+                Ok(())
+            })
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Load {
+                    common,
+                    clients,
+                    learners,
+                    think_secs,
+                    duration_secs,
+                    ramp_secs,
+                    questions,
+                    model,
+                },
+        } => {
+            let settings = load(&common, None)?;
+            let seconds = |name: &str, value: f64| {
+                anyhow::ensure!(
+                    value.is_finite() && value >= 0.0,
+                    "--{name} must be a number of seconds"
+                );
+                Ok(std::time::Duration::from_secs_f64(value))
+            };
+            anyhow::ensure!(learners > 0, "--learners must be positive");
+            let options = crate::bench::load::LoadOptions {
+                servers: clients.servers.clone(),
+                server_pids: clients.server_pids.clone(),
+                learners,
+                think: seconds("think-secs", think_secs)?,
+                duration: seconds("duration-secs", duration_secs)?,
+                ramp: seconds("ramp-secs", ramp_secs)?,
+                questions: crate::eval::read_questions(&questions)?
+                    .into_iter()
+                    .map(|q| q.question)
+                    .collect(),
+                sources: clients.sources()?,
+                model: model.model()?,
+                mint: minter(&settings)?,
+            };
+            let report = runtime.block_on(crate::bench::load::load(options))?;
+            for line in report.lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Idle {
+                    common,
+                    clients,
+                    connections,
+                    concurrency,
+                },
+        } => {
+            let settings = load(&common, None)?;
+            anyhow::ensure!(clients.servers.len() == 1, "idle: give one --server");
+            let options = crate::bench::load::IdleOptions {
+                server: clients.servers[0].clone(),
+                server_pid: clients.server_pids.first().copied(),
+                connections,
+                sources: clients.sources()?,
+                concurrency,
+                mint: minter(&settings)?,
+            };
+            for line in runtime.block_on(crate::bench::load::idle(options))? {
+                println!("{line}");
             }
             Ok(())
         }

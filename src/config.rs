@@ -108,6 +108,9 @@ struct RawIndex {
     url: String,
     api_key: String,
     collection: String,
+    shards: u32,
+    replication_factor: u32,
+    write_consistency: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,7 +459,28 @@ pub enum IndexSettings {
         url: String,
         api_key: Option<SecretString>,
         collection: String,
+        layout: CollectionLayout,
     },
+}
+
+/// How a new collection on a Qdrant server or cluster is spread: shards, the copies of each
+/// shard, and how many copies a write must reach before it is acknowledged. An existing
+/// collection keeps the layout it was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionLayout {
+    pub shards: u32,
+    pub replication_factor: u32,
+    pub write_consistency: u32,
+}
+
+impl Default for CollectionLayout {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            replication_factor: 1,
+            write_consistency: 1,
+        }
+    }
 }
 
 /// Present only when an LLM endpoint is configured.
@@ -694,10 +718,30 @@ impl Settings {
                         "must be set when index.backend is \"qdrant\"",
                     ));
                 }
+                let layout = CollectionLayout {
+                    shards: raw.index.shards,
+                    replication_factor: raw.index.replication_factor,
+                    write_consistency: raw.index.write_consistency,
+                };
+                if layout.shards == 0 {
+                    return Err(invalid("index.shards", "must be at least 1"));
+                }
+                if layout.replication_factor == 0 {
+                    return Err(invalid("index.replication_factor", "must be at least 1"));
+                }
+                if layout.write_consistency == 0
+                    || layout.write_consistency > layout.replication_factor
+                {
+                    return Err(invalid(
+                        "index.write_consistency",
+                        "must be between 1 and index.replication_factor",
+                    ));
+                }
                 IndexSettings::Qdrant {
                     url: raw.index.url,
                     api_key: non_empty(raw.index.api_key).map(SecretString::from),
                     collection: raw.index.collection,
+                    layout,
                 }
             }
             other => {
@@ -1340,6 +1384,40 @@ mod tests {
         .unwrap();
         assert_eq!(settings.auth.issuer.as_deref(), Some("platform"));
         assert_eq!(settings.auth.audience.as_deref(), Some("companion"));
+    }
+
+    #[test]
+    fn a_qdrant_cluster_layout_is_read_and_checked() {
+        let qdrant = "[index]\nbackend = \"qdrant\"\nurl = \"http://q:6334\"\n";
+        let settings = Settings::validate(
+            raw_from(&format!(
+                "{qdrant}shards = 6\nreplication_factor = 2\nwrite_consistency = 2"
+            ))
+            .unwrap(),
+            &NoEnv,
+        )
+        .unwrap();
+        let IndexSettings::Qdrant { layout, .. } = settings.index else {
+            panic!("not the qdrant backend");
+        };
+        assert_eq!(
+            layout,
+            CollectionLayout {
+                shards: 6,
+                replication_factor: 2,
+                write_consistency: 2
+            }
+        );
+        for (extra, key) in [
+            ("shards = 0", "index.shards"),
+            ("replication_factor = 0", "index.replication_factor"),
+            ("write_consistency = 3", "index.write_consistency"),
+        ] {
+            let err = Settings::validate(raw_from(&format!("{qdrant}{extra}")).unwrap(), &NoEnv)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -208,7 +208,8 @@ pub async fn retrieval(settings: &Settings, set: &EvalSet) -> anyhow::Result<Ret
     );
     let started = Instant::now();
     let report =
-        crate::index::index_dir(&retriever, &eval_settings, &set.content, false, true).await?;
+        crate::index::index_dir(&retriever, &eval_settings, &set.content, false, true, None)
+            .await?;
     let ingest_ms = started.elapsed().as_millis() as u64;
     if let Some(cached) = &cached
         && let Err(e) = cached.save()

@@ -11,7 +11,7 @@ use crate::retrieval::Retriever;
 use crate::retrieval::chunk::ChunkSizes;
 use crate::retrieval::edge_store::EdgeStore;
 use crate::retrieval::embed::{DenseEmbedder, EmbedError};
-use crate::retrieval::ingest::{IngestOptions, ingest};
+use crate::retrieval::ingest::{IngestOptions, Manifest, ingest};
 use crate::retrieval::minilm::MiniLm;
 use crate::retrieval::openai_embed::OpenAiEmbedder;
 use crate::retrieval::qdrant_store::QdrantStore;
@@ -26,13 +26,15 @@ pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
             url,
             api_key,
             collection,
+            layout,
         } => Arc::new(
             QdrantStore::new(
                 url,
                 api_key.as_ref().map(|k| k.expose_secret().to_string()),
                 collection,
             )
-            .with_context(|| format!("cannot set up the Qdrant client for {url}"))?,
+            .with_context(|| format!("cannot set up the Qdrant client for {url}"))?
+            .with_layout(*layout),
         ),
     };
     let dense = build_dense(settings)?;
@@ -100,40 +102,98 @@ pub async fn reindex_projects(settings: &Settings, retriever: &Retriever) -> any
     Ok(chunks)
 }
 
-/// Ingests the configured content folder.
+/// For a tool run beside the nodes (`companion ingest`): the database that holds a shared
+/// index's manifest and lock, when the index is a Qdrant server; `None` for an embedded one.
+pub async fn shared_database(settings: &Settings) -> anyhow::Result<Option<Store>> {
+    if !matches!(settings.index, IndexSettings::Qdrant { .. }) {
+        return Ok(None);
+    }
+    let store = Store::connect(&settings.database.url, 2)
+        .await
+        .with_context(|| "cannot open the database that records the shared index")?;
+    Ok(Some(store))
+}
+
+/// Ingests the configured content folder (see [`index_dir`] for `database`).
 pub async fn index_content(
     retriever: &Retriever,
     settings: &Settings,
     progress: bool,
+    database: Option<(&Store, &str)>,
 ) -> anyhow::Result<crate::retrieval::ingest::IngestReport> {
-    index_dir(retriever, settings, &settings.content.dir, progress, false).await
+    index_dir(
+        retriever,
+        settings,
+        &settings.content.dir,
+        progress,
+        false,
+        database,
+    )
+    .await
 }
 
 /// Ingests `dir` into `retriever`'s store (every file again when `rebuild`), with a progress
 /// bar when `progress`.
+///
+/// An embedded index keeps its manifest beside it in the data dir. A Qdrant server's collection
+/// is shared by every node: given the shared `database` (and this node's name), its manifest
+/// is kept there and the ingest holds the database's lock on the collection, so nodes starting
+/// together index once (the others wait, then find it up to date) and a node with an empty data
+/// dir never rebuilds what the others serve.
 pub async fn index_dir(
     retriever: &Retriever,
     settings: &Settings,
     dir: &std::path::Path,
     progress: bool,
     rebuild: bool,
+    database: Option<(&Store, &str)>,
 ) -> anyhow::Result<crate::retrieval::ingest::IngestReport> {
-    let manifest_path = settings.data_dir.join("index-manifest.json");
-    Ok(ingest(
-        retriever,
-        IngestOptions {
-            content_dir: dir,
-            manifest_path,
-            sizes: ChunkSizes {
-                max_tokens: settings.content.chunk_tokens,
-                overlap_tokens: settings.content.chunk_overlap_tokens,
-            },
-            max_file_bytes: settings.content.max_file_bytes,
-            progress,
-            rebuild,
+    let shared = match (&settings.index, database) {
+        (IndexSettings::Qdrant { collection, .. }, Some((store, node))) => {
+            Some((store, node, collection.as_str()))
+        }
+        _ => None,
+    };
+    let options = |manifest| IngestOptions {
+        content_dir: dir,
+        manifest,
+        sizes: ChunkSizes {
+            max_tokens: settings.content.chunk_tokens,
+            overlap_tokens: settings.content.chunk_overlap_tokens,
         },
-    )
-    .await?)
+        max_file_bytes: settings.content.max_file_bytes,
+        progress,
+        rebuild,
+    };
+    let Some((store, node, collection)) = shared else {
+        let path = settings.data_dir.join("index-manifest.json");
+        let (report, manifest) = ingest(retriever, options(Manifest::read(&path)?)).await?;
+        manifest.write(&path)?;
+        return Ok(report);
+    };
+    let lock = store
+        .lock_index(collection)
+        .await
+        .context("cannot take the shared index's lock")?;
+    let recorded = store
+        .index_manifest(collection)
+        .await
+        .context("cannot read the shared index's manifest")?;
+    let manifest = recorded
+        .as_deref()
+        .map(Manifest::from_json)
+        .unwrap_or_default();
+    let outcome = ingest(retriever, options(manifest)).await;
+    let saved = match &outcome {
+        Ok((_, manifest)) => store
+            .save_index_manifest(collection, &manifest.to_json(), node)
+            .await
+            .context("cannot record the shared index's manifest"),
+        Err(_) => Ok(()),
+    };
+    lock.release().await;
+    saved?;
+    Ok(outcome?.0)
 }
 
 #[cfg(test)]

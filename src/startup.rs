@@ -140,6 +140,7 @@ impl Application {
             frame_ancestors: settings.frame_ancestors.as_str().into(),
             pages: Arc::new(pages),
             ready: Arc::new(AtomicBool::new(false)),
+            indexed: Arc::default(),
             turns: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             turn_shutdown: CancellationToken::new(),
@@ -149,6 +150,7 @@ impl Application {
             )),
             quotas: Arc::new(http::quota::Quotas::new(settings.quotas.clone())),
             review: store,
+            metrics: Arc::default(),
         };
         Ok(Self {
             listener,
@@ -184,7 +186,12 @@ impl Application {
         let ingest_state = state.clone();
         let ingest_settings = settings.clone();
         tokio::spawn(async move {
-            match index_content(&ingest_state.chat.retriever, &ingest_settings, false).await {
+            let database = (
+                ingest_state.review.as_ref(),
+                &*ingest_state.chat.owner.node_id,
+            );
+            let retriever = &ingest_state.chat.retriever;
+            match index_content(retriever, &ingest_settings, false, Some(database)).await {
                 Ok(report) => {
                     tracing::info!(
                         indexed = report.files_indexed,
@@ -210,6 +217,7 @@ impl Application {
                             }
                         }
                     }
+                    let _ = ingest_state.indexed.set(report);
                     ingest_state.ready.store(true, Ordering::Release);
                 }
                 Err(error) => tracing::error!(%error, "indexing failed; the service stays unready"),

@@ -4,6 +4,7 @@
 //! its own that is dropped afterwards.
 use std::panic::AssertUnwindSafe;
 
+use companion::config::CollectionLayout;
 use companion::retrieval::chunk::Chunk;
 use companion::retrieval::edge_store::EdgeStore;
 use companion::retrieval::embed::Bm25;
@@ -12,6 +13,10 @@ use companion::retrieval::store::{
     Hit, IndexSchema, IndexedPoint, SearchQuery, VectorStore, point_id,
 };
 use futures::FutureExt;
+
+#[path = "common/qdrant.rs"]
+mod qdrant;
+use qdrant::{QdrantCluster, QdrantServer};
 
 const DIM: usize = 4;
 const SCHEMA: IndexSchema = IndexSchema {
@@ -554,13 +559,21 @@ async fn edge_store_suite() {
     run_suite(&store).await;
 }
 
+/// The suite on a Qdrant server: the one at `COMPANION_TEST_QDRANT_URL` when set, else one
+/// started for the test from `../shared/bin/qdrant`.
 #[tokio::test]
 async fn qdrant_server_store_suite() {
-    let Ok(url) = std::env::var("COMPANION_TEST_QDRANT_URL") else {
-        eprintln!("SKIPPED: Qdrant server store tests: COMPANION_TEST_QDRANT_URL is not set");
-        return;
+    let started;
+    let (url, api_key) = match std::env::var("COMPANION_TEST_QDRANT_URL") {
+        Ok(url) => (url, std::env::var("COMPANION_TEST_QDRANT_API_KEY").ok()),
+        Err(_) => {
+            started = QdrantServer::start("Qdrant server store tests").await;
+            let Some(server) = &started else {
+                return;
+            };
+            (server.url(), None)
+        }
     };
-    let api_key = std::env::var("COMPANION_TEST_QDRANT_API_KEY").ok();
     let collection = format!("companion_test_{}", uuid::Uuid::new_v4().simple());
     let store = QdrantStore::new(&url, api_key, &collection).unwrap();
     let outcome = AssertUnwindSafe(run_suite(&store)).catch_unwind().await;
@@ -570,4 +583,89 @@ async fn qdrant_server_store_suite() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Three peers in distributed mode, a collection of three shards with two copies each: when
+/// one peer is killed, every point is still counted and found through each peer left, and
+/// writes go on.
+#[tokio::test]
+async fn a_qdrant_cluster_keeps_answering_when_a_peer_is_lost() {
+    let Some(mut cluster) = QdrantCluster::start(3, "the Qdrant cluster test").await else {
+        return;
+    };
+    let layout = CollectionLayout {
+        shards: 3,
+        replication_factor: 2,
+        write_consistency: 1,
+    };
+    let store = |peer: &QdrantServer| {
+        QdrantStore::new(&peer.url(), None, "companion_cluster")
+            .unwrap()
+            .with_layout(layout)
+    };
+    let topics = [
+        "loops",
+        "lists",
+        "dicts",
+        "tuples",
+        "sets",
+        "strings",
+        "files",
+        "classes",
+        "modules",
+        "errors",
+        "tests",
+        "generators",
+    ];
+    let points: Vec<IndexedPoint> = topics
+        .iter()
+        .map(|topic| {
+            let text = format!("The chapter on {topic} explains {topic} with examples.");
+            let mut chunk = chunk("py", &format!("{topic}.md"), 0, &text);
+            // Titled by its topic: the suite's fixture titles every chunk "Loops".
+            chunk.title = format!("About {topic}");
+            chunk.heading_path = vec![chunk.title.clone()];
+            point(chunk, None, None)
+        })
+        .chain((0..40).map(|i| {
+            let text = format!("Learner note number {i} about recursion.");
+            point(chunk("py", "notes.md", i, &text), Some("ada"), None)
+        }))
+        .collect();
+    let total = points.len();
+    fill(&store(&cluster.peers[0]), SCHEMA, points).await;
+
+    let lost = cluster.peers.remove(2);
+    drop(lost);
+    for (n, peer) in cluster.peers.iter().enumerate() {
+        let survivor = store(peer);
+        assert_eq!(
+            survivor.count().await.unwrap(),
+            total,
+            "peer {n}: points lost with a peer"
+        );
+        for topic in topics {
+            let hits = bm25_search(&survivor, topic, Some("py"), None).await;
+            assert_eq!(
+                hits.first().map(|h| h.chunk.source.as_str()),
+                Some(format!("{topic}.md").as_str()),
+                "peer {n}, {topic}: {:?}",
+                texts(&hits)
+            );
+        }
+        let notes = bm25_search(&survivor, "recursion", Some("py"), Some("ada")).await;
+        assert_eq!(notes.len(), 10, "peer {n}: the learner's notes");
+    }
+    // Writes go on with a peer down: each shard still has a copy to take them.
+    let survivor = store(&cluster.peers[1]);
+    survivor
+        .upsert(vec![point(
+            chunk("py", "decorators.md", 0, "Decorators wrap functions."),
+            None,
+            None,
+        )])
+        .await
+        .unwrap();
+    survivor.commit().await.unwrap();
+    assert_eq!(survivor.count().await.unwrap(), total + 1);
 }

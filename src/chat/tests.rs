@@ -333,7 +333,7 @@ async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_
             },
         ]
     );
-    assert_eq!(events[4], TurnEvent::Done(summary.clone()));
+    assert_eq!(events[4], TurnEvent::Done(Box::new(summary.clone())));
     assert_eq!(events.len(), 5);
     assert_eq!(summary.status, Some(MessageStatus::Complete));
     assert_eq!(summary.model, "scripted-model");
@@ -371,7 +371,7 @@ async fn a_resent_client_id_is_replayed_and_the_model_is_called_once() {
                 seq: 0,
                 text: "Use break.".into()
             },
-            TurnEvent::Done(again.clone()),
+            TurnEvent::Done(Box::new(again.clone())),
         ]
     );
 }
@@ -389,7 +389,10 @@ async fn a_refused_request_stores_the_answer_as_failed_and_says_why() {
     assert_eq!(summary.status, Some(MessageStatus::Failed));
     let error = summary.error.clone().expect("the failure's reason");
     assert!(error.contains("connection refused"), "{error}");
-    assert_eq!(events.last(), Some(&TurnEvent::Done(summary.clone())));
+    assert_eq!(
+        events.last(),
+        Some(&TurnEvent::Done(Box::new(summary.clone())))
+    );
     let stored = stored_answer(store);
     assert_eq!(stored.status, MessageStatus::Failed);
     assert_eq!(stored.text, "");
@@ -409,7 +412,7 @@ async fn a_stream_that_breaks_keeps_the_text_so_far_as_a_failed_answer() {
 
     assert_eq!(summary.status, Some(MessageStatus::Failed));
     assert!(summary.error.as_deref().unwrap().contains("stream cut"));
-    assert_eq!(events.last(), Some(&TurnEvent::Done(summary)));
+    assert_eq!(events.last(), Some(&TurnEvent::Done(Box::new(summary))));
     let stored = stored_answer(store);
     assert_eq!(
         (stored.status, stored.text.as_str()),
@@ -475,7 +478,7 @@ async fn without_a_model_the_reply_gives_the_passages_and_the_mentors_goals() {
         })
         .collect();
     assert_eq!(streamed, stored.text);
-    assert_eq!(events.last(), Some(&TurnEvent::Done(summary)));
+    assert_eq!(events.last(), Some(&TurnEvent::Done(Box::new(summary))));
 }
 
 #[tokio::test]

@@ -220,7 +220,7 @@ pub async fn run(
             .context("cannot open the evaluation's database")?,
     );
     let retriever = crate::index::build_retriever(&settings).await?;
-    crate::index::index_content(&retriever, &settings, false).await?;
+    crate::index::index_content(&retriever, &settings, false, None).await?;
     let policies = Arc::new(Policies::load(content)?);
     let prompts = Arc::new(Prompts::builtin()?);
     let projects = Arc::new(crate::project::Projects::new(

@@ -14,6 +14,7 @@ pub mod health;
 pub mod learners;
 pub mod markdown;
 pub mod mentor;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod quota;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub frame_ancestors: Arc<str>,
     pub pages: Arc<pages::CoursePages>,
     pub ready: Arc<AtomicBool>,
+    /// What this node's ingest of the content did, once it is done (shown on `/readyz`).
+    pub indexed: Arc<std::sync::OnceLock<crate::retrieval::ingest::IngestReport>>,
     /// Answers in flight, waited for at shutdown.
     pub turns: TaskTracker,
     /// Stop taking new questions and close sockets once their answer is done.
@@ -61,6 +64,8 @@ pub struct AppState {
     pub review: Arc<crate::store::Store>,
     /// Page sizes of the conversation endpoints (and the answers' ownership settings).
     pub transcripts: crate::config::TranscriptSettings,
+    /// This node's figures, served at `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -79,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/ws", get(ws::upgrade))
         .route("/", get(pages::home))
         .route("/course/{*path}", get(pages::page))

@@ -38,17 +38,57 @@ pub struct IngestReport {
     pub elapsed_ms: u64,
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Manifest {
+/// The record of what the index holds: the content files ingested (by hash) and the
+/// embedders and chunk sizes that made them. Kept beside an embedded index (a file), or in the
+/// shared database for a Qdrant server that several nodes use.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
     /// Embedders and chunk sizes that produced the index.
     signature: String,
     files: BTreeMap<String, String>,
 }
 
+impl Manifest {
+    /// A stored manifest; one that does not parse means nothing is known (a rebuild).
+    pub fn from_json(json: &str) -> Self {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serialises")
+    }
+
+    /// The manifest file at `path` (none yet: an empty manifest).
+    pub fn read(path: &Path) -> Result<Self, IngestError> {
+        match std::fs::read_to_string(path) {
+            Ok(json) => Ok(Self::from_json(&json)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(IngestError::Manifest {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Writes the manifest file at `path` whole (a temp file renamed over it).
+    pub fn write(&self, path: &Path) -> Result<(), IngestError> {
+        let err = |e: std::io::Error| IngestError::Manifest {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.to_json()).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
 pub struct IngestOptions<'a> {
     pub content_dir: &'a Path,
-    /// Where the record of what is indexed is kept (next to the index).
-    pub manifest_path: PathBuf,
+    /// What the index holds, as the last ingest recorded it.
+    pub manifest: Manifest,
     pub sizes: ChunkSizes,
     pub max_file_bytes: u64,
     /// Draw a progress bar on stderr.
@@ -57,11 +97,12 @@ pub struct IngestOptions<'a> {
     pub rebuild: bool,
 }
 
-/// Brings the index in line with the content folder.
+/// Brings the index in line with the content folder; returns what it did and the manifest
+/// to record for the next run.
 pub async fn ingest(
     retriever: &Retriever,
     options: IngestOptions<'_>,
-) -> Result<IngestReport, IngestError> {
+) -> Result<(IngestReport, Manifest), IngestError> {
     let started = std::time::Instant::now();
     let dir = options.content_dir;
     if !dir.is_dir() {
@@ -73,7 +114,7 @@ pub async fn ingest(
         options.sizes.max_tokens,
         options.sizes.overlap_tokens
     );
-    let mut manifest = read_manifest(&options.manifest_path)?;
+    let mut manifest = options.manifest;
     let rebuild = options.rebuild || manifest.signature != signature;
     retriever
         .store()
@@ -169,9 +210,8 @@ pub async fn ingest(
     if report.files_indexed > 0 || report.files_removed > 0 || rebuild {
         retriever.store().commit().await?;
     }
-    write_manifest(&options.manifest_path, &manifest)?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    Ok((report, manifest))
 }
 
 /// Markdown and text files below `dir`, hidden ones excluded, in a stable order.
@@ -198,31 +238,6 @@ pub(crate) fn content_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn read_manifest(path: &Path) -> Result<Manifest, IngestError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-        Err(e) => Err(IngestError::Manifest {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        }),
-    }
-}
-
-fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), IngestError> {
-    let err = |e: std::io::Error| IngestError::Manifest {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-    std::fs::write(&tmp, json).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 fn draw_progress(done: usize, total: usize, current: &str) {

@@ -18,6 +18,8 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant};
 
+use crate::config::CollectionLayout;
+
 use super::store::{
     DENSE_VECTOR, Hit, INDEXED_FIELDS, IndexSchema, IndexedPoint, SPARSE_VECTOR, SearchQuery,
     StoreError, VectorStore, from_payload, payload,
@@ -34,6 +36,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct QdrantStore {
     client: Qdrant,
     collection: String,
+    layout: CollectionLayout,
 }
 
 impl QdrantStore {
@@ -51,7 +54,14 @@ impl QdrantStore {
         Ok(Self {
             client,
             collection: collection.to_string(),
+            layout: CollectionLayout::default(),
         })
+    }
+
+    /// The shards, replication and write consistency the collection is created with.
+    pub fn with_layout(mut self, layout: CollectionLayout) -> Self {
+        self.layout = layout;
+        self
     }
 
     pub fn collection(&self) -> &str {
@@ -89,8 +99,11 @@ impl QdrantStore {
             SPARSE_VECTOR,
             SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
         );
-        let mut request =
-            CreateCollectionBuilder::new(self.collection.as_str()).sparse_vectors_config(sparse);
+        let mut request = CreateCollectionBuilder::new(self.collection.as_str())
+            .sparse_vectors_config(sparse)
+            .shard_number(self.layout.shards)
+            .replication_factor(self.layout.replication_factor)
+            .write_consistency_factor(self.layout.write_consistency);
         if let Some(dim) = schema.dense_dim {
             let mut dense = VectorsConfigBuilder::default();
             dense.add_named_vector_params(

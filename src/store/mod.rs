@@ -3,12 +3,14 @@
 //! where the two dialects differ; row mapping ([`rows`]); and the one error type,
 //! [`StoreError`]. One set of portable queries goes through sqlx's `Any` driver.
 //!
-//! [`Store`] serves transcripts ([`transcripts`]), learners ([`learners`]) and the mentor's
-//! review ([`review`]). The seams that an in-memory fake stands in for in unit tests are the
+//! [`Store`] serves transcripts ([`transcripts`]), learners ([`learners`]), the mentor's
+//! review ([`review`]), and the record and lock of a shared vector index
+//! ([`index_manifest`]). The seams that an in-memory fake stands in for in unit tests are the
 //! traits the domain modules define: [`crate::transcript::TranscriptStore`] and
 //! [`crate::learner::LearnerStore`] (what `chat::answer` reads and writes), and
 //! [`crate::review::LearnerActivity`] (what the digest reads); everything else is an inherent
 //! method of [`Store`].
+mod index_manifest;
 mod learners;
 #[cfg(test)]
 pub(crate) mod memory;
@@ -17,6 +19,7 @@ mod rows;
 mod transcripts;
 mod usage;
 
+pub use index_manifest::IndexLock;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
 

@@ -184,6 +184,7 @@ async fn with_the_vector_index_down_the_answer_comes_without_sources_and_says_so
             url: format!("http://{}", index.addr),
             api_key: None,
             collection: collection.clone(),
+            layout: Default::default(),
         };
         s.retrieval.timeout = Duration::from_secs(3);
     })

@@ -14,8 +14,10 @@ mod guard;
 mod helpers;
 mod learner_context;
 mod mentor;
+mod metrics;
 mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
 mod quotas;
+mod scale;
 mod trust;

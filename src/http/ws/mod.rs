@@ -22,6 +22,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::Metrics;
 use super::quota::{self, Kind, Refused};
 use super::{ApiError, AppState, ErrorChain};
 use crate::auth::{Claims, Role};
@@ -132,6 +133,12 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
+        // tungstenite reserves 128 KiB of read buffer per socket by default: 1.3 GB for 10,000
+        // idle learners. Frames are read a few KiB at a time instead (the buffer grows for a
+        // large frame, up to the frame limit), and each frame is written out as it is sent.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_frame.max(MIN_WRITE_BUFFER_BYTES))
         .on_upgrade(move |socket| {
             session(
                 socket,
@@ -166,6 +173,11 @@ struct Session {
     _permit: SocketPermit,
 }
 
+/// The read buffer a socket starts with (see `upgrade`).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// What a socket may hold of frames it could not write yet before it is closed.
+const MIN_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
 /// Attachments waiting for the next question on a connection; older ones make room.
 const MAX_PENDING_ATTACHMENTS: usize = 3;
 
@@ -186,10 +198,14 @@ struct Outbox {
     frames: mpsc::Sender<ServerFrame>,
     drop: CancellationToken,
     learner: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Outbox {
     fn push(&self, frame: ServerFrame) {
+        if let ServerFrame::Error { code, .. } = &frame {
+            self.metrics.error_frame(*code);
+        }
         match self.frames.try_send(frame) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
@@ -229,6 +245,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
         frames,
         drop: CancellationToken::new(),
         learner: session.learner.id.clone(),
+        metrics: state.metrics.clone(),
     };
     let heard = Arc::new(Heard {
         began: Instant::now(),
@@ -392,6 +409,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                 page,
                 course,
             } => {
+                let received = Instant::now();
                 if let Err(error) = check_ask(&state, &id, &text, in_flight.is_some()) {
                     out.push(*error);
                     continue;
@@ -443,7 +461,10 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     stops,
                     out.clone(),
                     done.clone(),
-                    slot,
+                    Admitted {
+                        slot,
+                        in_: received.elapsed(),
+                    },
                 ));
                 in_flight = Some(InFlight {
                     client_id: id,
@@ -891,6 +912,12 @@ fn check_ask_context(
     Ok(())
 }
 
+/// An ask let through: its stream slot, and how long its checks and quotas took.
+struct Admitted {
+    slot: Option<StreamSlot>,
+    in_: Duration,
+}
+
 /// Runs `chat::answer` and turns its events into frames.
 async fn run_turn(
     state: AppState,
@@ -898,8 +925,13 @@ async fn run_turn(
     stops: Stops,
     out: Outbox,
     done: Arc<AtomicBool>,
-    slot: Option<StreamSlot>,
+    admitted: Admitted,
 ) {
+    let _streaming = state.metrics.streaming();
+    let Admitted {
+        slot,
+        in_: admission,
+    } = admitted;
     let client_id = turn.client_id.clone();
     let learner = turn.learner.id.clone();
     let (events, mut events_rx) = mpsc::channel::<TurnEvent>(64);
@@ -911,6 +943,9 @@ async fn run_turn(
         let mut slot = slot;
         while let Some(event) = events_rx.recv().await {
             if let TurnEvent::Done(summary) = &event {
+                forward_state
+                    .metrics
+                    .observe_turn(&summary.stages, admission);
                 // Counted and freed before `done` goes out: a learner who asks again as soon
                 // as it arrives meets today's tokens with this answer's in, and a free slot.
                 settle(&forward_state, &forward_learner, summary, slot.take()).await;

@@ -6,6 +6,7 @@ mod app;
 mod fake_llm;
 mod fault_proxy;
 mod process;
+#[path = "../../common/qdrant.rs"]
 mod qdrant;
 mod ws;
 
@@ -19,7 +20,7 @@ pub use app::{Asked, TestApp, spawn_app, spawn_app_with, test_settings, today, u
 pub use fake_llm::{Behaviour, FakeLlm, FakeScript};
 pub use fault_proxy::FaultProxy;
 pub use process::SpawnedApp;
-pub use qdrant::QdrantServer;
+pub use qdrant::{QdrantCluster, QdrantServer};
 pub use ws::{Answer, WsClient, ask_frame};
 
 pub const SECRET: &str = "test-secret-for-companion-at-least-32-bytes";
