@@ -2,8 +2,6 @@
 //! prometheus-client: each stage of a turn as a histogram, what the service added before the
 //! model's first token, `error` frames counted by code, and gauges of the sockets open and the
 //! answers streaming.
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -37,11 +35,8 @@ pub struct Metrics {
     added: Histogram,
     errors: Family<CodeLabel, Counter>,
     sockets: Gauge,
+    /// Kept by [`Streaming`] guards.
     streaming: Gauge,
-    /// The gauge's value, kept by [`Streaming`] guards.
-    streaming_now: AtomicI64,
-    /// Encoding needs the registry alone; scrapes are rare.
-    encode_lock: Mutex<()>,
 }
 
 /// Seconds from 0.1 ms to about 100 s, a quarter apart: fine enough for a p99 read off them.
@@ -88,8 +83,6 @@ impl Default for Metrics {
             errors,
             sockets,
             streaming,
-            streaming_now: AtomicI64::new(0),
-            encode_lock: Mutex::new(()),
         }
     }
 }
@@ -99,7 +92,7 @@ pub struct Streaming<'a>(&'a Metrics);
 
 impl Drop for Streaming<'_> {
     fn drop(&mut self) {
-        self.0.streaming_now.fetch_sub(1, Ordering::Relaxed);
+        self.0.streaming.dec();
     }
 }
 
@@ -138,16 +131,13 @@ impl Metrics {
 
     /// An answer streaming from now until the guard is dropped.
     pub fn streaming(&self) -> Streaming<'_> {
-        self.streaming_now.fetch_add(1, Ordering::Relaxed);
+        self.streaming.inc();
         Streaming(self)
     }
 
     /// The text format, with the gauges read now (`sockets` open on this node).
     pub fn encode(&self, sockets: usize) -> String {
-        let _one_at_a_time = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.sockets.set(i64::try_from(sockets).unwrap_or(i64::MAX));
-        self.streaming
-            .set(self.streaming_now.load(Ordering::Relaxed));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

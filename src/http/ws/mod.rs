@@ -463,7 +463,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     done.clone(),
                     Admitted {
                         slot,
-                        in_: received.elapsed(),
+                        admission: received.elapsed(),
                     },
                 ));
                 in_flight = Some(InFlight {
@@ -915,7 +915,7 @@ fn check_ask_context(
 /// An ask let through: its stream slot, and how long its checks and quotas took.
 struct Admitted {
     slot: Option<StreamSlot>,
-    in_: Duration,
+    admission: Duration,
 }
 
 /// Runs `chat::answer` and turns its events into frames.
@@ -928,10 +928,7 @@ async fn run_turn(
     admitted: Admitted,
 ) {
     let _streaming = state.metrics.streaming();
-    let Admitted {
-        slot,
-        in_: admission,
-    } = admitted;
+    let Admitted { slot, admission } = admitted;
     let client_id = turn.client_id.clone();
     let learner = turn.learner.id.clone();
     let (events, mut events_rx) = mpsc::channel::<TurnEvent>(64);
