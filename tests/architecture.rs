@@ -32,7 +32,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "transcript",
         ],
     ),
-    ("store", &["config", "learner", "review", "transcript"]),
+    // `prompt`: the studio's versions and experiments are prompt data the store reads and
+    // writes (migration 0011); `prompt` itself names no storage.
+    (
+        "store",
+        &["config", "learner", "prompt", "review", "transcript"],
+    ),
     (
         "project",
         &[

@@ -54,6 +54,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
             snippet: "A while loop…".into(),
         }],
         prompt_version: Some("system-v1".into()),
+        prompt_experiment: None,
         model: Some("m".into()),
         offline: true,
         tokens_in: Some(10),

@@ -1,7 +1,13 @@
 //! Prompts: the versioned templates in `prompts/` and the token-budgeted assembly of what the
 //! model receives (system prompt; then, as delimited data, the learner's profile, the mentor's
 //! plan, the project brief, the learner's files, course passages; the history; the question).
+//! A course may use other versions of the templates than the shipped ones ([`versions`]), or
+//! split its learners between versions ([`experiment`]).
 pub mod budget;
+pub mod experiment;
+pub mod versions;
+
+use std::sync::Arc;
 
 use minijinja::Environment;
 use serde::Serialize;
@@ -10,6 +16,7 @@ pub use budget::{
     AssembledPrompt, Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan,
     PartBudgets, Snippet, assemble,
 };
+pub use versions::TemplateName;
 
 const SYSTEM_TEMPLATE: &str = include_str!("../../prompts/system.md");
 const OFFLINE_TEMPLATE: &str = include_str!("../../prompts/offline.md");
@@ -18,12 +25,111 @@ const OFFLINE_TEMPLATE: &str = include_str!("../../prompts/offline.md");
 pub enum PromptError {
     #[error("prompt template {name}: {reason}")]
     Template { name: &'static str, reason: String },
+    #[error("prompt template {name}, line {line}: {reason}")]
+    Syntax {
+        name: &'static str,
+        line: usize,
+        reason: String,
+    },
 }
 
-/// The compiled templates and the version of the system prompt.
-pub struct Prompts {
+/// One compiled template and the id of the version it was compiled from (a stored version's,
+/// or the shipped default's `default:<name>@<sha>`).
+pub struct Template {
+    name: TemplateName,
+    version: String,
     env: Environment<'static>,
-    system_version: String,
+}
+
+impl Template {
+    /// Compiles `text` (front matter, if any, left out) as the `name` template of `version`.
+    pub fn compile(name: TemplateName, version: &str, text: &str) -> Result<Self, PromptError> {
+        let mut env = Environment::new();
+        env.add_template_owned(
+            name.as_str(),
+            versions::strip_front_matter(text).to_string(),
+        )
+        .map_err(|e| PromptError::Syntax {
+            name: name.as_str(),
+            line: e.line().unwrap_or(1),
+            reason: e.detail().unwrap_or("invalid template").to_string(),
+        })?;
+        Ok(Self {
+            name,
+            version: version.to_string(),
+            env,
+        })
+    }
+
+    /// The shipped default of `name`.
+    pub fn shipped(name: TemplateName) -> Result<Self, PromptError> {
+        Self::compile(name, &name.default_version_id(), name.shipped())
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn name(&self) -> TemplateName {
+        self.name
+    }
+
+    /// The variables the template reads (top-level names).
+    pub fn undeclared_variables(&self) -> std::collections::HashSet<String> {
+        self.env
+            .get_template(self.name.as_str())
+            .map(|t| t.undeclared_variables(false))
+            .unwrap_or_default()
+    }
+
+    /// This template as a system prompt. Every value goes in as one short line
+    /// ([`system_value`]): whatever a page title, a course or a name holds, it cannot add a
+    /// line of instructions.
+    pub fn render_system(&self, context: &SystemContext<'_>) -> Result<String, PromptError> {
+        let primary = context.locale.split(['-', '_']).next().unwrap_or("en");
+        let page_title = context
+            .page_title
+            .map(|t| system_value(t, MAX_PAGE_TITLE_CHARS))
+            .filter(|t| !t.is_empty());
+        self.render(minijinja::context! {
+            learner_name => system_value(context.learner_name, MAX_SYSTEM_VALUE_CHARS),
+            course => system_value(context.course, MAX_SYSTEM_VALUE_CHARS),
+            page_title => page_title,
+            locale => system_value(context.locale, 35),
+            language => language_name(context.locale),
+            french => primary.eq_ignore_ascii_case("fr"),
+            answer_policy => context.answer_policy,
+        })
+    }
+
+    pub fn render_offline(&self, reply: &OfflineReply) -> Result<String, PromptError> {
+        self.render(reply)
+    }
+
+    fn render(&self, context: impl Serialize) -> Result<String, PromptError> {
+        let name = self.name.as_str();
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| PromptError::Template {
+                name,
+                reason: e.to_string(),
+            })?;
+        template
+            .render(minijinja::Value::from(minijinja::value::Serde(&context)))
+            .map(|s| s.trim().to_string())
+            .map_err(|e| PromptError::Template {
+                name,
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// The templates one turn uses: the system prompt and the offline reply, each of some version.
+#[derive(Clone)]
+pub struct Prompts {
+    system: Arc<Template>,
+    offline: Arc<Template>,
 }
 
 /// What the system prompt may mention.
@@ -85,71 +191,40 @@ pub struct OfflineReply {
 }
 
 impl Prompts {
-    /// Loads the templates shipped with the binary.
+    /// The templates shipped with the binary.
     pub fn builtin() -> Result<Self, PromptError> {
-        let (version, system) = split_version(SYSTEM_TEMPLATE);
-        let mut env = Environment::new();
-        env.add_template_owned("system", system.to_string())
-            .map_err(|e| PromptError::Template {
-                name: "system",
-                reason: e.to_string(),
-            })?;
-        env.add_template("offline", OFFLINE_TEMPLATE)
-            .map_err(|e| PromptError::Template {
-                name: "offline",
-                reason: e.to_string(),
-            })?;
         Ok(Self {
-            env,
-            system_version: version,
+            system: Arc::new(Template::shipped(TemplateName::System)?),
+            offline: Arc::new(Template::shipped(TemplateName::Offline)?),
         })
     }
 
-    pub fn system_version(&self) -> &str {
-        &self.system_version
+    /// These templates with `template` in place of the one of its name.
+    pub fn with(&self, template: Arc<Template>) -> Self {
+        let mut prompts = self.clone();
+        match template.name() {
+            TemplateName::System => prompts.system = template,
+            TemplateName::Offline => prompts.offline = template,
+        }
+        prompts
     }
 
-    /// The system prompt. Every value goes in as one short line ([`system_value`]): whatever a
-    /// page title, a course or a name holds, it cannot add a line of instructions.
+    /// The id of the system prompt's version.
+    pub fn system_version(&self) -> &str {
+        self.system.version()
+    }
+
+    /// The id of the offline reply's version.
+    pub fn offline_version(&self) -> &str {
+        self.offline.version()
+    }
+
     pub fn render_system(&self, context: &SystemContext<'_>) -> Result<String, PromptError> {
-        let primary = context.locale.split(['-', '_']).next().unwrap_or("en");
-        let page_title = context
-            .page_title
-            .map(|t| system_value(t, MAX_PAGE_TITLE_CHARS))
-            .filter(|t| !t.is_empty());
-        self.render(
-            "system",
-            minijinja::context! {
-                learner_name => system_value(context.learner_name, MAX_SYSTEM_VALUE_CHARS),
-                course => system_value(context.course, MAX_SYSTEM_VALUE_CHARS),
-                page_title => page_title,
-                locale => system_value(context.locale, 35),
-                language => language_name(context.locale),
-                french => primary.eq_ignore_ascii_case("fr"),
-                answer_policy => context.answer_policy,
-            },
-        )
+        self.system.render_system(context)
     }
 
     pub fn render_offline(&self, reply: &OfflineReply) -> Result<String, PromptError> {
-        self.render("offline", reply)
-    }
-
-    fn render(&self, name: &'static str, context: impl Serialize) -> Result<String, PromptError> {
-        let template = self
-            .env
-            .get_template(name)
-            .map_err(|e| PromptError::Template {
-                name,
-                reason: e.to_string(),
-            })?;
-        template
-            .render(minijinja::Value::from(minijinja::value::Serde(&context)))
-            .map(|s| s.trim().to_string())
-            .map_err(|e| PromptError::Template {
-                name,
-                reason: e.to_string(),
-            })
+        self.offline.render_offline(reply)
     }
 }
 
@@ -192,21 +267,6 @@ fn is_format(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
-/// Splits `version: "..."` front matter from a template.
-fn split_version(source: &str) -> (String, &str) {
-    if let Some(rest) = source.strip_prefix("---\n")
-        && let Some(end) = rest.find("\n---\n")
-    {
-        let version = rest[..end]
-            .lines()
-            .find_map(|l| l.strip_prefix("version:"))
-            .map(|v| v.trim().trim_matches('"').to_string())
-            .unwrap_or_else(|| "unversioned".to_string());
-        return (version, &rest[end + 5..]);
-    }
-    ("unversioned".to_string(), source)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +274,10 @@ mod tests {
     #[test]
     fn the_builtin_system_prompt_has_a_version_and_renders_the_learner() {
         let prompts = Prompts::builtin().unwrap();
-        assert_eq!(prompts.system_version(), "system-v3");
+        assert_eq!(
+            prompts.system_version(),
+            TemplateName::System.default_version_id()
+        );
         let text = prompts
             .render_system(&SystemContext {
                 learner_name: "Ada",

@@ -4,22 +4,25 @@
 //! [`StoreError`]. One set of portable queries goes through sqlx's `Any` driver.
 //!
 //! [`Store`] serves transcripts ([`transcripts`]), learners ([`learners`]), the mentor's
-//! review ([`review`]), and the record and lock of a shared vector index
-//! ([`index_manifest`]). The seams that an in-memory fake stands in for in unit tests are the
-//! traits the domain modules define: [`crate::transcript::TranscriptStore`] and
-//! [`crate::learner::LearnerStore`] (what `chat::answer` reads and writes), and
-//! [`crate::review::LearnerActivity`] (what the digest reads); everything else is an inherent
-//! method of [`Store`].
+//! review ([`review`]), the prompt studio's versions, labels and experiments ([`prompts`]), and
+//! the record and lock of a shared vector index ([`index_manifest`]). The seams that an
+//! in-memory fake stands in for in unit tests are the traits the domain modules define:
+//! [`crate::transcript::TranscriptStore`] and [`crate::learner::LearnerStore`] (what
+//! `chat::answer` reads and writes), and [`crate::review::LearnerActivity`] (what the digest
+//! reads); everything else is an inherent method of [`Store`].
 mod index_manifest;
 mod learners;
 #[cfg(test)]
 pub(crate) mod memory;
+mod prompts;
 mod review;
 mod rows;
 mod transcripts;
 mod usage;
 
 pub use index_manifest::IndexLock;
+pub use prompts::{LivePromptRows, RolledBack, Saved};
+
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
 

@@ -265,7 +265,7 @@ impl TranscriptStore for Store {
             "UPDATE messages SET text = $1, status = $2, sources = $3, prompt_version = $4, \
              model = $5, offline = $6, tokens_in = $7, tokens_out = $8, retrieval_ms = $9, \
              first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13, \
-             guard = $14, retrieval = $15, failure = $16 WHERE id = $17",
+             guard = $14, retrieval = $15, failure = $16, prompt_experiment = $17 WHERE id = $18",
         )
         .bind(&r.text)
         .bind(status.as_str())
@@ -283,6 +283,7 @@ impl TranscriptStore for Store {
         .bind(r.guard.as_ref().map(rows::to_json))
         .bind(r.retrieval.map(|s| s.as_str()))
         .bind(&r.failure)
+        .bind(&r.prompt_experiment)
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -122,6 +122,8 @@ pub struct AnswerRecord {
     pub text: String,
     pub sources: Vec<SourceRef>,
     pub prompt_version: Option<String>,
+    /// The A/B experiment the answer was written under, whose arm is `prompt_version`.
+    pub prompt_experiment: Option<String>,
     pub model: Option<String>,
     pub offline: bool,
     pub tokens_in: Option<i64>,
