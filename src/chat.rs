@@ -2,6 +2,7 @@
 //! answer (or the offline reply), checkpoint and persist it. The WebSocket gateway, replays and
 //! evaluations all call [`answer`].
 pub mod attach;
+pub mod prompt_choice;
 pub mod stages;
 
 use std::sync::Arc;
@@ -66,7 +67,10 @@ pub struct ChatDeps {
     pub flagger: Option<Arc<crate::review::flags::Flagger>>,
     pub retriever: Retriever,
     pub llm: Option<Arc<dyn Llm>>,
+    /// The shipped templates.
     pub prompts: Arc<Prompts>,
+    /// The courses' own prompt versions and experiments; `None` uses the shipped ones only.
+    pub studio: Option<Arc<prompt_choice::LivePrompts>>,
     /// Learners' project files (private snippets) and the course's project briefs.
     pub projects: Arc<crate::project::Projects>,
     pub budget: Budget,
@@ -275,6 +279,22 @@ pub async fn answer(
     let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
     clock.stages.retrieve = Some(clock.lap());
 
+    let chosen = match &deps.studio {
+        Some(live) => {
+            live.choose(knowledge.course.as_deref(), &turn.learner.id)
+                .await
+        }
+        None => prompt_choice::Chosen {
+            prompts: deps.prompts.as_ref().clone(),
+            experiment: None,
+        },
+    };
+    // The exact version the answer is written from: the system prompt's, or without a model
+    // the offline reply's.
+    let prompt_version = match &deps.llm {
+        Some(_) => chosen.prompts.system_version(),
+        None => chosen.prompts.offline_version(),
+    };
     let answer_id = uuid::Uuid::now_v7().to_string();
     deps.store
         .start_answer(
@@ -287,7 +307,8 @@ pub async fn answer(
         .await?;
     let mut record = AnswerRecord {
         sources: passages.iter().map(source_ref).collect(),
-        prompt_version: Some(deps.prompts.system_version().to_string()),
+        prompt_version: Some(prompt_version.to_string()),
+        prompt_experiment: chosen.experiment.clone(),
         retrieval_ms: Some(retrieval_ms),
         retrieval: Some(retrieval),
         ..Default::default()
@@ -295,13 +316,14 @@ pub async fn answer(
     let status = match &deps.llm {
         None => {
             let material = Material {
+                prompts: &chosen.prompts,
                 knowledge: &knowledge,
                 passages: &passages,
                 snippets: &snippets,
                 policy: &policy,
                 notice: notice.as_deref(),
             };
-            offline_answer(deps, material, &mut record, &send).await?
+            offline_answer(material, &mut record, &send).await?
         }
         Some(llm) => {
             let history = history(deps, &conversation_id, &question_id).await?;
@@ -311,6 +333,7 @@ pub async fn answer(
                 &turn,
                 &history,
                 Material {
+                    prompts: &chosen.prompts,
                     knowledge: &knowledge,
                     passages: &passages,
                     snippets: &snippets,
@@ -415,7 +438,6 @@ async fn finish_answer(
 /// The honest reply when no model is configured: the course passages retrieval found, the
 /// learner's own files that match the question, and what the mentor asked at the last session.
 async fn offline_answer<F, Fut>(
-    deps: &ChatDeps,
     material: Material<'_>,
     record: &mut AnswerRecord,
     send: &F,
@@ -450,7 +472,7 @@ where
         .as_ref()
         .map(|plan| plan.goals.clone())
         .unwrap_or_default();
-    let reply = deps.prompts.render_offline(&OfflineReply {
+    let reply = material.prompts.render_offline(&OfflineReply {
         passages,
         files,
         goals,
@@ -628,6 +650,8 @@ async fn retrieve(
 
 /// What the prompt is built from besides the turn and the history.
 struct Material<'a> {
+    /// The versions of the templates this turn uses.
+    prompts: &'a Prompts,
     knowledge: &'a Knowledge,
     passages: &'a [Passage],
     snippets: &'a [Snippet],
@@ -658,7 +682,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let knowledge = material.knowledge;
-    let system = deps.prompts.render_system(&SystemContext {
+    let system = material.prompts.render_system(&SystemContext {
         learner_name: &turn.learner.name,
         course: knowledge.course.as_deref().unwrap_or("your course"),
         page_title: turn.page.title.as_deref(),

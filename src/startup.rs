@@ -122,6 +122,10 @@ impl Application {
                 flagger: Some(flagger),
                 retriever,
                 llm,
+                studio: Some(Arc::new(crate::chat::prompt_choice::LivePrompts::new(
+                    store.clone(),
+                    prompts.clone(),
+                ))),
                 prompts: Arc::new(prompts),
                 projects,
                 budget: budget(&settings),

@@ -184,6 +184,7 @@ async fn setup(llm: Option<Arc<dyn Llm>>, store: Arc<Memory>) -> Setup {
         dir.path().to_path_buf(),
     );
     let deps = ChatDeps {
+        studio: None,
         store: store.clone(),
         learners: store.clone(),
         flagger: None,
@@ -449,7 +450,7 @@ async fn without_a_model_the_reply_gives_the_passages_and_the_mentors_goals() {
     assert_eq!(stored.model.as_deref(), Some("offline"));
     assert_eq!(
         stored.prompt_version.as_deref(),
-        Some(deps.prompts.system_version())
+        Some(deps.prompts.offline_version())
     );
     assert!(
         stored.text.contains("The AI model is not available"),

@@ -245,6 +245,7 @@ pub async fn run(
             written: written.clone(),
         });
         let deps = ChatDeps {
+            studio: None,
             store: store.clone(),
             learners: store.clone(),
             flagger: None,

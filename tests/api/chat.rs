@@ -76,7 +76,10 @@ async fn a_question_streams_a_cited_answer_from_the_llm_and_both_messages_are_st
     assert_eq!(answer["text"], text);
     assert_eq!(answer["status"], "complete");
     assert_eq!(answer["model"], "fake-model");
-    assert_eq!(answer["prompt_version"], "system-v3");
+    assert_eq!(
+        answer["prompt_version"],
+        companion::prompt::TemplateName::System.default_version_id()
+    );
     assert_eq!(answer["tokens_in"], 321);
     assert_eq!(answer["reply_to"], messages[0]["id"]);
     assert_eq!(answer["id"], done.message_id);

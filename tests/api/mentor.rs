@@ -686,7 +686,11 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
         !answer["sources"].as_array().unwrap().is_empty(),
         "{answer}"
     );
-    assert_eq!(answer["prompt_version"], "system-v3");
+    // An offline answer: written from the shipped offline template.
+    assert_eq!(
+        answer["prompt_version"],
+        companion::prompt::TemplateName::Offline.default_version_id()
+    );
 
     for (body, wanted) in [
         (json!({"kind": "praise", "text": "x"}), "annotation body"),
@@ -741,11 +745,8 @@ async fn the_export_is_complete_paginated_and_bounded() {
     assert_eq!(messages.len(), 6);
     assert!(body["next_cursor"].is_null());
     assert_eq!(body["profile"]["mentor_id"], "grace");
-    assert!(
-        messages
-            .iter()
-            .any(|m| m["role"] == "assistant" && m["prompt_version"] == "system-v3")
-    );
+    assert!(messages.iter().any(|m| m["role"] == "assistant"
+        && m["prompt_version"] == companion::prompt::TemplateName::Offline.default_version_id()));
 
     // Page by page, one message at a time: every message once, in order.
     let mut seen = Vec::new();
