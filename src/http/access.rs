@@ -64,6 +64,16 @@ pub fn can_read_course_policy(claims: &Claims, course: &str) -> bool {
     }
 }
 
+/// Who may read and change a course's prompt versions, labels and experiments: its team and
+/// admins; `*` (every course) admins only.
+pub fn can_manage_course_prompts(claims: &Claims, course: &str) -> bool {
+    match claims.role {
+        Role::Admin => true,
+        Role::CourseTeam => course != "*" && claims.course.as_deref() == Some(course),
+        _ => false,
+    }
+}
+
 /// The refusal a demo visitor gets for storing files.
 pub fn demo_cannot_store_files() -> ApiError {
     ApiError::Forbidden(

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::learner::validate::InvalidInput;
 use crate::project::ProjectError;
+use crate::prompt::versions::VersionError;
 use crate::review::digest::DigestError;
 use crate::review::erase::EraseError;
 use crate::review::search::QueryError;
@@ -57,6 +58,10 @@ pub enum ApiError {
     Erase(#[from] EraseError),
     #[error("a blocking task did not finish")]
     Task(#[from] tokio::task::JoinError),
+    /// A prompt version, label or experiment refused: an unknown template or version 404, a
+    /// template or split that breaks a rule 422, another editor's save first 409.
+    #[error(transparent)]
+    Version(#[from] VersionError),
     /// Over a quota or a rate (429); `retry_after` seconds when waiting helps.
     #[error("{message}")]
     TooMany {
@@ -115,6 +120,19 @@ impl ApiError {
             },
             Self::Store(_) | Self::Digest(_) | Self::Erase(_) | Self::Task(_) => INTERNAL,
             Self::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::Version(error) => match error {
+                VersionError::UnknownTemplate(_) | VersionError::NotFound(_) => {
+                    (StatusCode::NOT_FOUND, "not_found")
+                }
+                VersionError::StaleParent { .. } | VersionError::Conflict(_) => {
+                    (StatusCode::CONFLICT, "conflict")
+                }
+                VersionError::Syntax { .. }
+                | VersionError::UnknownVariables { .. }
+                | VersionError::Render(_)
+                | VersionError::OverBudget { .. }
+                | VersionError::Invalid(_) => UNPROCESSABLE,
+            },
         }
     }
 }
@@ -159,12 +177,33 @@ pub mod refusals {
         description = "A binary file or a repository that cannot be cloned"
     )]
     pub struct Unusable(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 404,
+        description = "No such prompt template, version or experiment"
+    )]
+    pub struct NoSuchPrompt(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 409,
+        description = "Another version was saved on the same parent, or an experiment is already running: nothing was written"
+    )]
+    pub struct Conflict(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 422,
+        description = "A template with a syntax error, an undocumented variable or over the token budget; a split that does not add up to 100"
+    )]
+    pub struct InvalidPrompt(#[allow(dead_code)] ErrorBody);
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, for programs: `unauthorized`, `forbidden`, `not_found`, `bad_request`,
-    /// `unavailable`, `too_large`, `unprocessable`, `too_many_requests`, `internal`.
+    /// `unavailable`, `too_large`, `unprocessable`, `conflict`, `too_many_requests`, `internal`.
     pub code: &'static str,
     /// For people: what failed and with what input; "internal error" for a 500.
     pub message: String,

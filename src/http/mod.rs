@@ -1,6 +1,7 @@
 //! HTTP: the router and shared state; a file or folder per resource (zero2prod's `routes/`):
 //! every `/api/v1/learners/{id}...` route in [`learners`], the mentor's API in [`mentor`], the
-//! WebSocket in [`ws`]. Who may do what is [`access`], who is calling and what they sent is
+//! WebSocket in [`ws`], the course teams' prompt studio in [`studio`]. Who may do what is
+//! [`access`], who is calling and what they sent is
 //! [`extract`], every failure is one [`ApiError`]. Only this module knows axum, status codes and
 //! wire JSON; the rules live in the domain modules.
 pub mod access;
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod pages;
 pub mod quota;
 pub mod security;
+pub mod studio;
 pub mod ws;
 
 use std::sync::Arc;
@@ -122,6 +124,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
     ];
     routes.extend(learners::routes());
     routes.extend(mentor::routes());
+    routes.extend(studio::routes());
     routes
 }
 

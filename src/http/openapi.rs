@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::extract::Json;
-use super::{conversations, courses, demo, learners, mentor};
+use super::{conversations, courses, demo, learners, mentor, studio};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,13 +43,22 @@ use super::{conversations, courses, demo, learners, mentor};
         mentor::flags::flags,
         mentor::flags::resolve,
         mentor::search::search,
+        studio::versions::overview,
+        studio::versions::save,
+        studio::versions::version,
+        studio::labels::move_label,
+        studio::labels::roll_back,
+        studio::experiments::list,
+        studio::experiments::start,
+        studio::experiments::stop,
+        studio::experiments::promote,
     ),
     modifiers(&BearerToken),
     security(("bearer" = [])),
     tags(
         (name = "learners", description = "Every `/api/v1/learners/{id}...` route"),
         (name = "mentor", description = "The mentor's review"),
-        (name = "courses", description = "What course teams read: the answer policies"),
+        (name = "courses", description = "What course teams read and manage: the answer policies, prompt versions, labels and A/B experiments"),
         (name = "chat", description = "Conversations and the demo"),
     )
 )]

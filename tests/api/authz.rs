@@ -10,6 +10,7 @@
 //! refused for its content after the access check).
 use companion::auth::{Role, TokenKeys, claims_for};
 use companion::http::ws::protocol::{ClientFrame, ServerFrame};
+use companion::prompt::TemplateName;
 use companion::review::Rating;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -87,6 +88,10 @@ const PUBLIC: [u16; 11] = [200; 11];
 /// A course's answer policy: that course's team and admins.
 const COURSE_TEAM: [u16; 11] = [403, 403, 403, 403, 200, 403, 200, 403, 401, 401, 401];
 
+/// A course's prompt versions, written: that course's team and admins.
+const PROMPT_WRITERS_201: [u16; 11] = [403, 403, 403, 403, 201, 403, 201, 403, 401, 401, 401];
+const NO_SUCH_EXPERIMENT: [u16; 11] = [403, 403, 403, 403, 404, 403, 404, 403, 401, 401, 401];
+
 /// The course of the fixtures, and of the course team's token.
 const COURSE: &str = "python-foundations";
 
@@ -162,6 +167,47 @@ const ROWS: &[Row] = &[
     row("POST", "/api/v1/mentor/flags/{id}/resolve", REVIEWERS),
     row("GET", "/api/v1/mentor/search", MENTOR_API),
     row("GET", "/api/v1/courses/{course}/policy", COURSE_TEAM),
+    row("GET", "/api/v1/courses/{course}/prompts", COURSE_TEAM),
+    row(
+        "POST",
+        "/api/v1/courses/{course}/prompts/{template}/versions",
+        PROMPT_WRITERS_201,
+    ),
+    // The shipped default's id: every course may read it.
+    row(
+        "GET",
+        "/api/v1/courses/{course}/prompts/{template}/versions/{version}",
+        COURSE_TEAM,
+    ),
+    row(
+        "PUT",
+        "/api/v1/courses/{course}/prompts/{template}/labels/{label}",
+        COURSE_TEAM,
+    ),
+    // Back to a named version (the shipped default).
+    row(
+        "POST",
+        "/api/v1/courses/{course}/prompts/{template}/labels/{label}/rollback",
+        COURSE_TEAM,
+    ),
+    row("GET", "/api/v1/courses/{course}/experiments", COURSE_TEAM),
+    // A split of 60 + 30: refused for its content (422) once access is granted.
+    row(
+        "POST",
+        "/api/v1/courses/{course}/experiments",
+        [403, 403, 403, 403, 422, 403, 422, 403, 401, 401, 401],
+    ),
+    // No such experiment (the learner's id stands for one): 404 once access is granted.
+    row(
+        "POST",
+        "/api/v1/courses/{course}/experiments/{id}/stop",
+        NO_SUCH_EXPERIMENT,
+    ),
+    row(
+        "POST",
+        "/api/v1/courses/{course}/experiments/{id}/promote",
+        NO_SUCH_EXPERIMENT,
+    ),
 ];
 
 /// What a learner has: a profile with a mentor, a project file, a conversation with an
@@ -221,7 +267,10 @@ impl Fixture {
             .replace("{id}", id)
             .replace("{project}", "budget")
             .replace("{course}", COURSE)
-            .replace("{*path}", "main.py");
+            .replace("{*path}", "main.py")
+            .replace("{template}", "system")
+            .replace("{label}", "candidate")
+            .replace("{version}", &TemplateName::System.default_version_id());
         if path == "/api/v1/mentor/search" {
             concrete.push_str("?q=loop");
         }
@@ -247,6 +296,21 @@ fn body(method: &str, path: &str) -> Option<(Vec<u8>, bool)> {
             json(json!({"kind": "comment", "text": "good question"}))
         }
         ("POST", "/api/v1/mentor/flags/{id}/resolve") => json(json!({"note": "talked"})),
+        ("POST", "/api/v1/courses/{course}/prompts/{template}/versions") => {
+            json(json!({"text": "You help {{ learner_name }}.", "message": "shorter"}))
+        }
+        ("PUT", "/api/v1/courses/{course}/prompts/{template}/labels/{label}")
+        | ("POST", "/api/v1/courses/{course}/prompts/{template}/labels/{label}/rollback")
+        | ("POST", "/api/v1/courses/{course}/experiments/{id}/promote") => {
+            json(json!({"version": TemplateName::System.default_version_id()}))
+        }
+        ("POST", "/api/v1/courses/{course}/experiments") => json(json!({
+            "template": "system",
+            "arms": [
+                {"version": TemplateName::System.default_version_id(), "percent": 60},
+                {"version": "another", "percent": 30},
+            ],
+        })),
         _ => None,
     }
 }
@@ -307,14 +371,15 @@ async fn every_caller_gets_the_expected_status_from_every_route() {
         );
     }
 
-    // Reads share one learner; a call that changes something gets a fresh one per cell.
+    // Reads share one learner; a call that changes a learner's data gets a fresh one per cell.
     let shared = Fixture::create(&app, "ada").await;
     let mut wrong = Vec::new();
     let mut n = 0;
     for row in ROWS {
         for (caller, expected) in CALLERS.iter().zip(row.expect) {
             let fresh;
-            let fixture = if row.method == "GET" {
+            // A course's routes change nothing of a learner's: the shared one serves.
+            let fixture = if row.method == "GET" || row.path.starts_with("/api/v1/courses/") {
                 &shared
             } else {
                 n += 1;

@@ -20,4 +20,5 @@ mod openapi;
 mod pg;
 mod quotas;
 mod scale;
+mod studio;
 mod trust;

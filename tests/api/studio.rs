@@ -1,0 +1,566 @@
+//! The prompt studio (issue 13): a course team saves a system prompt, labels it production,
+//! the next answer's request to the model carries it and the stored answer names it; a
+//! rollback restores the old text; two nodes on one PostgreSQL both switch; bad versions,
+//! labels and splits are refused with nothing changed; an A/B experiment keeps each learner
+//! on one arm and counts each arm's answers.
+use std::time::{Duration, Instant};
+
+use companion::auth::Role;
+use companion::http::ws::protocol::ClientFrame;
+use companion::prompt::TemplateName;
+use companion::prompt::experiment::{Arm, assign};
+use companion::review::Rating;
+use serde_json::{Value, json};
+
+use crate::helpers::{FakeLlm, FakeScript, TestApp, spawn_app_with, use_fake_llm};
+use crate::pg;
+
+const COURSE: &str = "python-foundations";
+const MARKER: &str = "STUDIO-MARKER-7";
+
+/// A system prompt a course team might write, using only documented variables.
+fn new_system_prompt() -> String {
+    format!(
+        "You are the {MARKER} tutor of {{{{ learner_name }}}} on {{{{ course }}}}.\n\
+         Answer in {{{{ language }}}}. Cite the passages like [1].\n\
+         {{% if answer_policy %}}Policy: {{{{ answer_policy }}}}{{% endif %}}\n"
+    )
+}
+
+async fn node(llm: &FakeLlm, database_url: Option<&str>) -> TestApp {
+    let url = database_url.map(str::to_string);
+    spawn_app_with(|settings| {
+        use_fake_llm(settings, llm);
+        if let Some(url) = url {
+            settings.database.url = url;
+        }
+    })
+    .await
+}
+
+fn team(app: &TestApp) -> String {
+    app.token_with_course(Role::CourseTeam, "course-team", COURSE)
+}
+
+fn prompts_path(rest: &str) -> String {
+    format!("/api/v1/courses/{COURSE}/prompts{rest}")
+}
+
+/// Asks one question as `learner`; the system message the model got and the stored answer's
+/// prompt version.
+async fn ask(app: &TestApp, llm: &FakeLlm, learner: &str) -> (String, String) {
+    let before = llm.requests().len();
+    let asked = app.ask(learner, &["How do I stop a while loop?"]).await;
+    let requests = llm.requests();
+    assert_eq!(requests.len(), before + 1, "one request to the model");
+    let system = requests[before]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (
+        system,
+        stored_version(app, learner, &asked[0].conversation_id, &asked[0].answer_id).await,
+    )
+}
+
+async fn stored_version(app: &TestApp, learner: &str, conversation: &str, answer: &str) -> String {
+    let (status, body) = app
+        .conversation(&app.learner_token(learner), conversation)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let message = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == answer)
+        .unwrap_or_else(|| panic!("answer {answer} in {body}"));
+    message["prompt_version"].as_str().unwrap().to_string()
+}
+
+async fn save(app: &TestApp, token: &str, text: &str, parent: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"text": text, "message": "a sharper voice"});
+    if let Some(parent) = parent {
+        body["parent"] = json!(parent);
+    }
+    app.call(
+        "POST",
+        &prompts_path("/system/versions"),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_course_team_promotes_a_new_system_prompt_and_a_rollback_restores_the_old_one() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = node(&llm, None).await;
+    app.put_learner("ada", "grace").await;
+    let token = team(&app);
+    let default_id = TemplateName::System.default_version_id();
+
+    let (system, version) = ask(&app, &llm, "ada").await;
+    assert!(system.starts_with("You are Companion"), "{system}");
+    assert_eq!(version, default_id);
+
+    let (status, saved) = save(&app, &token, &new_system_prompt(), None).await;
+    assert_eq!(status, 201, "{saved}");
+    let new_id = saved["id"].as_str().unwrap().to_string();
+    assert_eq!(saved["author"], "course-team");
+    // Saved is not live: the label decides.
+    let (system, version) = ask(&app, &llm, "ada").await;
+    assert!(!system.contains(MARKER), "{system}");
+    assert_eq!(version, default_id);
+
+    let (status, moved) = app
+        .call(
+            "PUT",
+            &prompts_path("/system/labels/production"),
+            Some(&token),
+            Some(json!({"version": new_id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["from"], Value::Null);
+    assert_eq!(moved["to"], new_id.as_str());
+
+    let (system, version) = ask(&app, &llm, "ada").await;
+    assert!(system.contains(MARKER), "{system}");
+    assert!(system.contains("ada name"), "{system}");
+    assert!(!system.contains("You are Companion"), "{system}");
+    assert_eq!(version, new_id);
+
+    let (status, back) = app
+        .call(
+            "POST",
+            &prompts_path("/system/labels/production/rollback"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["from"], new_id.as_str());
+    assert_eq!(back["to"], Value::Null);
+
+    let (system, version) = ask(&app, &llm, "ada").await;
+    assert!(system.starts_with("You are Companion"), "{system}");
+    assert!(!system.contains(MARKER), "{system}");
+    assert_eq!(version, default_id);
+
+    // Nothing left to roll back: a clear 409, the label untouched.
+    let (status, body) = app
+        .call(
+            "POST",
+            &prompts_path("/system/labels/production/rollback"),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    assert_eq!(status, 200, "{overview}");
+    let system = &overview["templates"][0];
+    assert_eq!(system["template"], "system");
+    assert_eq!(system["head"], new_id.as_str());
+    assert_eq!(system["labels"], json!([]));
+    assert_eq!(system["default_version"], default_id.as_str());
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgresql_both_switch_and_both_roll_back() {
+    let Some(url) = pg::fresh_schema_url("studio", "the two-node prompt studio test").await else {
+        return;
+    };
+    let (llm_a, llm_b) = (
+        FakeLlm::start(FakeScript::default()).await,
+        FakeLlm::start(FakeScript::default()).await,
+    );
+    let node_a = node(&llm_a, Some(&url)).await;
+    let node_b = node(&llm_b, Some(&url)).await;
+    node_a.put_learner("ada", "grace").await;
+    let token = team(&node_a);
+    // Node B has answered (and read the versions) before the change.
+    let (system, _) = ask(&node_b, &llm_b, "ada").await;
+    assert!(!system.contains(MARKER));
+
+    let (status, saved) = save(&node_a, &token, &new_system_prompt(), None).await;
+    assert_eq!(status, 201, "{saved}");
+    let new_id = saved["id"].as_str().unwrap().to_string();
+    let (status, body) = node_a
+        .call(
+            "PUT",
+            &prompts_path("/system/labels/production"),
+            Some(&token),
+            Some(json!({"version": new_id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    for (name, app, llm) in [("A", &node_a, &llm_a), ("B", &node_b, &llm_b)] {
+        let (system, version) = ask(app, llm, "ada").await;
+        assert!(system.contains(MARKER), "node {name}: {system}");
+        assert_eq!(version, new_id, "node {name}");
+    }
+
+    // Rolled back through node B: node A's next answer is on the old text again.
+    let started = Instant::now();
+    let (status, body) = node_b
+        .call(
+            "POST",
+            &prompts_path("/system/labels/production/rollback"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (name, app, llm) in [("A", &node_a, &llm_a), ("B", &node_b, &llm_b)] {
+        let (system, version) = ask(app, llm, "ada").await;
+        assert!(
+            system.starts_with("You are Companion"),
+            "node {name}: {system}"
+        );
+        assert_eq!(version, TemplateName::System.default_version_id());
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // An experiment started through node A splits node B's learners, and its figures are
+    // counted in PostgreSQL.
+    let default_id = TemplateName::System.default_version_id();
+    let arms = json!([{"version": default_id, "percent": 30}, {"version": new_id, "percent": 70}]);
+    let (status, experiment) = node_a
+        .call(
+            "POST",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            Some(json!({"template": "system", "arms": arms})),
+        )
+        .await;
+    assert_eq!(status, 201, "{experiment}");
+    let id = experiment["id"].as_str().unwrap();
+    let arms = [
+        Arm {
+            version: default_id.clone(),
+            percent: 30,
+        },
+        Arm {
+            version: new_id.clone(),
+            percent: 70,
+        },
+    ];
+    for n in 0..4 {
+        let learner = format!("pg-learner-{n}");
+        node_a.put_learner(&learner, "grace").await;
+        let (_, version) = ask(&node_b, &llm_b, &learner).await;
+        assert_eq!(version, assign(id, &learner, &arms).unwrap().version);
+    }
+    let (status, list) = node_a
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let answers: u64 = list[0]["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["answers"].as_u64().unwrap())
+        .sum();
+    assert_eq!(answers, 4, "{list}");
+}
+
+#[tokio::test]
+async fn bad_versions_labels_and_splits_are_refused_and_nothing_changes() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = node(&llm, None).await;
+    let token = team(&app);
+    let call = |method: &'static str, path: String, body: Value| {
+        let token = token.clone();
+        let app = &app;
+        async move { app.call(method, &path, Some(&token), Some(body)).await }
+    };
+
+    // Syntax error: the line is named.
+    let (status, body) = save(
+        &app,
+        &token,
+        "Hello {{ learner_name }}\n{% if french %}\n",
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "unprocessable");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("line"),
+        "{body}"
+    );
+    // A variable the header does not document.
+    let (status, body) = save(&app, &token, "Hello {{ learner_email }}", None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("learner_email"),
+        "{body}"
+    );
+    // Past the token budget.
+    let long = format!(
+        "{{{{ learner_name }}}} {}",
+        "Always be kind and precise. ".repeat(3_000)
+    );
+    let (status, body) = save(&app, &token, &long, None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens"),
+        "{body}"
+    );
+    // An unknown template, another course, a learner.
+    let (status, body) = call(
+        "POST",
+        prompts_path("/digest-v9/versions"),
+        json!({"text": "x", "message": "m"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = app
+        .call(
+            "POST",
+            "/api/v1/courses/web-basics/prompts/system/versions",
+            Some(&token),
+            Some(json!({"text": "Hi {{ learner_name }}", "message": "m"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = app
+        .call(
+            "GET",
+            &prompts_path(""),
+            Some(&app.learner_token("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = app
+        .call("GET", "/api/v1/courses/*/prompts", Some(&token), None)
+        .await;
+    assert_eq!(
+        status, 403,
+        "a course team cannot change every course: {body}"
+    );
+
+    // Two editors on the same parent: the second is told, nothing is overwritten.
+    let (status, first) = save(&app, &token, "First {{ learner_name }}", None).await;
+    assert_eq!(status, 201, "{first}");
+    let first = first["id"].as_str().unwrap().to_string();
+    let (status, second) = save(&app, &token, "Second {{ learner_name }}", Some(&first)).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(second["parent"], first.as_str());
+    let second = second["id"].as_str().unwrap().to_string();
+    let (status, body) = save(&app, &token, "Third {{ learner_name }}", Some(&first)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&second),
+        "{body}"
+    );
+    let (_, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    let versions = overview["templates"][0]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{overview}");
+    assert_eq!(overview["templates"][0]["head"], second.as_str());
+    let (status, text) = app
+        .call(
+            "GET",
+            &prompts_path(&format!("/system/versions/{first}")),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text["text"], "First {{ learner_name }}");
+
+    // Labels: an unknown version, a bad name; the live version is untouched.
+    let (status, body) = call(
+        "PUT",
+        prompts_path("/system/labels/production"),
+        json!({"version": "no-such-version"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = call(
+        "PUT",
+        prompts_path("/system/labels/Prod%20uction"),
+        json!({"version": first}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    // An offline version cannot be the system prompt's label.
+    let (status, body) = call(
+        "PUT",
+        prompts_path("/offline/labels/production"),
+        json!({"version": first}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // Splits that do not add up to 100.
+    for arms in [
+        json!([{"version": first, "percent": 50}, {"version": second, "percent": 40}]),
+        json!([{"version": first, "percent": 100}]),
+        json!([{"version": first, "percent": 50}, {"version": first, "percent": 50}]),
+    ] {
+        let (status, body) = call(
+            "POST",
+            format!("/api/v1/courses/{COURSE}/experiments"),
+            json!({"template": "system", "arms": arms}),
+        )
+        .await;
+        assert_eq!(status, 422, "{arms}: {body}");
+    }
+    let (_, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    assert_eq!(overview["templates"][0]["labels"], json!([]), "{overview}");
+    let (_, experiments) = app
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(experiments, json!([]));
+    app.put_learner("ada", "grace").await;
+    let (system, version) = ask(&app, &llm, "ada").await;
+    assert!(system.starts_with("You are Companion"), "{system}");
+    assert_eq!(version, TemplateName::System.default_version_id());
+}
+
+#[tokio::test]
+async fn an_experiment_keeps_each_learner_on_one_arm_and_counts_each_arm() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = node(&llm, None).await;
+    let token = team(&app);
+    let default_id = TemplateName::System.default_version_id();
+    let (status, saved) = save(&app, &token, &new_system_prompt(), None).await;
+    assert_eq!(status, 201, "{saved}");
+    let new_id = saved["id"].as_str().unwrap().to_string();
+    let (status, experiment) = app
+        .call(
+            "POST",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            Some(json!({"template": "system", "arms": [
+                {"version": default_id, "percent": 50},
+                {"version": new_id, "percent": 50},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{experiment}");
+    let id = experiment["id"].as_str().unwrap().to_string();
+    assert_eq!(experiment["running"], true);
+    // A second one on the same template is refused while this one runs.
+    let (status, body) = app
+        .call(
+            "POST",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            Some(json!({"template": "system", "arms": [
+                {"version": default_id, "percent": 90},
+                {"version": new_id, "percent": 10},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    let arms = [
+        Arm {
+            version: default_id.clone(),
+            percent: 50,
+        },
+        Arm {
+            version: new_id.clone(),
+            percent: 50,
+        },
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let mut first_answer = None;
+    for n in 0..6 {
+        let learner = format!("learner-{n}");
+        app.put_learner(&learner, "grace").await;
+        let expected = assign(&id, &learner, &arms).unwrap();
+        for _ in 0..2 {
+            let (system, version) = ask(&app, &llm, &learner).await;
+            assert_eq!(version, expected.version, "{learner}");
+            assert_eq!(
+                system.contains(MARKER),
+                version == new_id,
+                "{learner}: {system}"
+            );
+        }
+        seen.insert(expected.version.clone());
+        if first_answer.is_none() {
+            first_answer = Some(learner);
+        }
+    }
+    // A thumbs up from the first learner on their last answer.
+    let learner = first_answer.unwrap();
+    let mut ws = app.connect(&app.learner_token(&learner)).await;
+    ws.ready().await;
+    let answer = ws.ask("rate-me", "And a for loop?").await;
+    let answer_id = answer.done().message_id;
+    ws.send(ClientFrame::Feedback {
+        message_id: answer_id,
+        rating: Rating::Up,
+        comment: Some("clear".into()),
+    })
+    .await;
+    ws.next_frame().await;
+    ws.close().await;
+
+    let (status, list) = app
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let stats = list[0]["stats"].as_array().unwrap();
+    let answers: u64 = stats.iter().map(|s| s["answers"].as_u64().unwrap()).sum();
+    assert_eq!(answers, 13, "{list}");
+    let ups: u64 = stats.iter().map(|s| s["thumbs_up"].as_u64().unwrap()).sum();
+    assert_eq!(ups, 1, "{list}");
+    let rated = stats.iter().find(|s| s["thumbs_up"] == 1).unwrap();
+    assert_eq!(rated["comments"], 1);
+    assert_eq!(rated["thumbs_up_rate"], 1.0);
+    assert!(
+        rated["thumbs_up_interval"][0].as_f64().unwrap() < 1.0,
+        "{rated}"
+    );
+    assert!(
+        rated["mean_answer_chars"].as_f64().unwrap() > 10.0,
+        "{rated}"
+    );
+
+    // Promote the new version: the experiment stops and production points at it.
+    let (status, promoted) = app
+        .call(
+            "POST",
+            &format!("/api/v1/courses/{COURSE}/experiments/{id}/promote"),
+            Some(&token),
+            Some(json!({"version": new_id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{promoted}");
+    assert_eq!(promoted["running"], false);
+    for n in 0..6 {
+        let (system, version) = ask(&app, &llm, &format!("learner-{n}")).await;
+        assert!(system.contains(MARKER), "{system}");
+        assert_eq!(version, new_id);
+    }
+    assert!(!seen.is_empty());
+}
