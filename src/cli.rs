@@ -141,6 +141,27 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A system prompt against the prompt eval cases, side by side with a baseline, through
+    /// the real answering path: the configured model, else a deterministic fake that follows
+    /// the prompt's plain instructions. Exits non-zero when the candidate regresses.
+    Prompts {
+        #[command(flatten)]
+        common: Common,
+        /// A template file, or a stored version id (read from the configured database).
+        #[arg(long)]
+        candidate: String,
+        /// The same; `default` is the shipped system prompt.
+        #[arg(long, default_value = "default")]
+        baseline: String,
+        /// A folder of `*.yaml` case lists.
+        #[arg(long, default_value = "prompts/evals")]
+        set: PathBuf,
+        #[arg(long, default_value = "course-content")]
+        content: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -468,6 +489,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 failures.is_empty(),
                 "the flags miss their targets: {}",
                 failures.join("; ")
+            );
+            Ok(())
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Prompts {
+                    common,
+                    candidate,
+                    baseline,
+                    set,
+                    content,
+                    json,
+                },
+        } => {
+            init_tracing();
+            let settings = load(&common, None)?;
+            let report = runtime.block_on(crate::eval::prompts::compare(
+                &settings, &candidate, &baseline, &set, &content,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::eval::prompts::render(&report));
+            }
+            let regressions = report.regressions();
+            anyhow::ensure!(
+                regressions.is_empty(),
+                "the candidate regresses on {}",
+                regressions.join(", ")
             );
             Ok(())
         }

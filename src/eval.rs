@@ -1,11 +1,13 @@
 //! Evaluations a course team runs: retrieval quality (recall@k, MRR, latency) per mode over
 //! question sets, each on a fresh index of its own content folder, beside a plain BM25
-//! baseline ([`baseline`]); the output guard against leaks ([`guard`]); and the flag rules on
-//! labelled learner messages ([`flags`]).
+//! baseline ([`baseline`]); the output guard against leaks ([`guard`]); the flag rules on
+//! labelled learner messages ([`flags`]); and a candidate system prompt against a baseline on
+//! the prompt eval cases ([`prompts`]).
 pub mod baseline;
 mod cache;
 pub mod flags;
 pub mod guard;
+pub mod prompts;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
