@@ -584,11 +584,13 @@ pub fn render(report: &PromptEvalReport) -> String {
         .unwrap_or(4)
         .max(8);
     let mut out = format!("model: {}\n", report.model);
-    out.push_str(&format!(
-        "{:<id_width$}  {:<width$}  {}\n",
-        "case",
+    let (baseline, candidate) = (
         format!("baseline: {}", report.baseline),
-        format!("candidate: {}", report.candidate)
+        format!("candidate: {}", report.candidate),
+    );
+    out.push_str(&format!(
+        "{:<id_width$}  {baseline:<width$}  {candidate}\n",
+        "case"
     ));
     for case in &report.cases {
         out.push_str(&format!(
@@ -601,11 +603,13 @@ pub fn render(report: &PromptEvalReport) -> String {
     let passed =
         |f: fn(&CaseReport) -> &Verdict| report.cases.iter().filter(|c| f(c).passed()).count();
     let n = report.cases.len();
-    out.push_str(&format!(
-        "{:<id_width$}  {:<width$}  {}\n",
-        "passed",
+    let (baseline, candidate) = (
         format!("{}/{n}", passed(|c| &c.baseline)),
-        format!("{}/{n}", passed(|c| &c.candidate))
+        format!("{}/{n}", passed(|c| &c.candidate)),
+    );
+    out.push_str(&format!(
+        "{:<id_width$}  {baseline:<width$}  {candidate}\n",
+        "passed"
     ));
     let regressions = report.regressions();
     if regressions.is_empty() {

@@ -34,8 +34,11 @@ pub struct LivePromptRows {
     pub generation: i64,
     /// (course, template, version id, stored text: `None` for a shipped default's id)
     pub production: Vec<(String, TemplateName, String, Option<String>)>,
-    pub experiments: Vec<(Experiment, Vec<(String, Option<String>)>)>,
+    pub experiments: Vec<(Experiment, ArmTexts)>,
 }
+
+/// Each arm's version id and its stored text (`None` for a shipped default's id).
+pub type ArmTexts = Vec<(String, Option<String>)>;
 
 /// The most versions a listing returns, newest first.
 const LIST_LIMIT: i64 = 200;
