@@ -84,6 +84,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "retrieval",
             "review",
             "store",
+            "transcript",
         ],
     ),
     ("bench", &["config", "eval", "index", "retrieval"]),
