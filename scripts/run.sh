@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 if ! scripts/fetch-model.sh data/models/all-MiniLM-L6-v2; then
   echo "warning: could not fetch the embedding model; serving with BM25 only" >&2
 fi
+if ! scripts/fetch-widget-libs.sh; then
+  echo "warning: could not fetch the widget's libraries; answers are shown as plain text" >&2
+fi
 # The model lives in the checkout, whatever --data-dir says.
 export COMPANION__EMBEDDING__MODEL_DIR="${COMPANION__EMBEDDING__MODEL_DIR:-$PWD/data/models/all-MiniLM-L6-v2}"
 # No --quiet: the first build compiles every dependency (about 20 minutes on two cores) and

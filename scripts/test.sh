@@ -21,6 +21,8 @@ fi
 if command -v npm >/dev/null; then
   (cd tests/browser && npm ci --no-audit --no-fund) || echo "warning: npm ci failed in tests/browser" >&2
 fi
+# The widget's rendering libraries (markdown-it, DOMPurify, highlight.js, KaTeX), pinned.
+scripts/fetch-widget-libs.sh || echo "warning: no widget libraries; the widget browser test will fail" >&2
 if [ -x /usr/bin/chromium ] && [ -d tests/browser/node_modules/playwright-core ]; then
   export COMPANION_REQUIRE_BROWSER=1
 else

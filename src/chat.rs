@@ -3,6 +3,7 @@
 //! evaluations all call [`answer`].
 pub mod attach;
 pub mod prompt_choice;
+pub mod resume;
 pub mod stages;
 
 use std::sync::Arc;
@@ -133,6 +134,9 @@ pub struct Turn {
     pub course: Option<String>,
     /// Files and snippets the learner attached in the chat for this question.
     pub attachments: Vec<Attachment>,
+    /// A question already stored whose answer was `interrupted` (its node stopped) is answered
+    /// again rather than replayed as interrupted: a `resume` of an orphaned answer.
+    pub answer_interrupted_again: bool,
 }
 
 /// What happens during a turn, in order: `Ack`, `Sources`, `Delta`*, `Done`.
@@ -240,6 +244,12 @@ pub async fn answer(
             })
             .await;
             match wait_for_answer(deps, &message_id).await? {
+                Some(stored)
+                    if turn.answer_interrupted_again
+                        && stored.status == MessageStatus::Interrupted =>
+                {
+                    (message_id, conversation_id)
+                }
                 Some(stored) => return Ok(replay(stored, &send).await),
                 // The question was stored but never answered (a crash in between): answer now.
                 None => (message_id, conversation_id),
@@ -480,7 +490,10 @@ where
     let text = format!("{}{reply}", material.notice.unwrap_or_default());
     send(TurnEvent::Sources(record.sources.clone())).await;
     // Sent paragraph by paragraph so clients exercise the same streaming path.
+    let mut end = 0;
     for (seq, part) in text.split_inclusive("\n\n").enumerate() {
+        end += part.len();
+        record.delta_ends.push(end);
         send(TurnEvent::Delta {
             seq: seq as u64,
             text: part.to_string(),
@@ -713,6 +726,7 @@ where
     let mut seq = 0u64;
     if let Some(notice) = material.notice {
         record.text.push_str(notice);
+        record.delta_ends.push(record.text.len());
         send(TurnEvent::Delta {
             seq,
             text: notice.to_string(),
@@ -792,6 +806,8 @@ where
                 let shown = guard.push(&text);
                 if !shown.is_empty() {
                     record.text.push_str(&shown);
+                    // Where each delta ends is stored with the text: `resume` cuts it there.
+                    record.delta_ends.push(record.text.len());
                     send(TurnEvent::Delta { seq, text: shown }).await;
                     seq += 1;
                 }
@@ -810,7 +826,7 @@ where
             // next checkpoint (a second later) tries again with all the text so far.
             match deps
                 .store
-                .checkpoint_answer(ctx.answer_id, &record.text)
+                .checkpoint_answer(ctx.answer_id, &record.text, &record.delta_ends)
                 .await
             {
                 Ok(()) => {
@@ -833,6 +849,7 @@ where
     let rest = guard.finish();
     if !rest.is_empty() {
         record.text.push_str(&rest);
+        record.delta_ends.push(record.text.len());
         send(TurnEvent::Delta { seq, text: rest }).await;
     }
     let report = guard.report();
@@ -936,7 +953,14 @@ where
         })
         .await;
     }
-    let summary = TurnSummary {
+    let summary = replayed_summary(stored);
+    send(TurnEvent::Done(Box::new(summary.clone()))).await;
+    summary
+}
+
+/// The summary `done` carries for an answer read back from the store.
+fn replayed_summary(stored: StoredMessage) -> TurnSummary {
+    TurnSummary {
         message_id: stored.id,
         status: Some(stored.status),
         offline: stored.offline,
@@ -952,9 +976,7 @@ where
         failure: None,
         retrieval: stored.retrieval.unwrap_or(RetrievalStatus::Ok),
         stages: Stages::default(),
-    };
-    send(TurnEvent::Done(Box::new(summary.clone()))).await;
-    summary
+    }
 }
 
 /// The policy as the system prompt states it to the model.

@@ -60,6 +60,7 @@ struct RawServer {
     data_dir: PathBuf,
     shutdown_grace_secs: u64,
     frame_ancestors: String,
+    widget_libs_dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +250,9 @@ pub struct Settings {
     /// The `frame-ancestors` of every response's `Content-Security-Policy`: who may frame the
     /// pages (`'none'`, or the course platform's origin).
     pub frame_ancestors: String,
+    /// Where the chat widget's bundled rendering libraries are (`libs.js`, made by
+    /// `scripts/fetch-widget-libs.sh`); served at `/widget/libs.js`.
+    pub widget_libs_dir: PathBuf,
     pub auth: AuthSettings,
     pub content: ContentSettings,
     pub retrieval: RetrievalSettings,
@@ -866,6 +870,11 @@ impl Settings {
             listen,
             shutdown_grace: std::time::Duration::from_secs(raw.server.shutdown_grace_secs),
             frame_ancestors,
+            widget_libs_dir: if raw.server.widget_libs_dir.as_os_str().is_empty() {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/web/widget-libs/dist"))
+            } else {
+                raw.server.widget_libs_dir
+            },
             auth,
             content: ContentSettings {
                 dir: raw.content.dir,

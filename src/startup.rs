@@ -155,6 +155,8 @@ impl Application {
             quotas: Arc::new(http::quota::Quotas::new(settings.quotas.clone())),
             review: store,
             metrics: Arc::default(),
+            retention: settings.retention.keep_for,
+            widget_libs: Arc::new(http::widget::WidgetLibs::load(&settings.widget_libs_dir)),
         };
         Ok(Self {
             listener,

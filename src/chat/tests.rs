@@ -224,6 +224,7 @@ fn turn(client_id: &str) -> Turn {
         page: PageRef::default(),
         course: Some("python".into()),
         attachments: Vec::new(),
+        answer_interrupted_again: false,
     }
 }
 

@@ -306,6 +306,7 @@ async fn play(
         page: PageRef::default(),
         course: None,
         attachments: Vec::new(),
+        answer_interrupted_again: false,
     };
     let collect = tokio::spawn(async move {
         let mut arrived = Vec::new();

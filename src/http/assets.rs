@@ -1,5 +1,6 @@
 //! The front end's static files (`web/`), compiled into the binary so it runs from any
-//! directory: one table, one handler. Each answer carries its content type and an `ETag`
+//! directory: one table, one handler. `/widget.js` is the files of `web/widget/` in one
+//! function scope (nothing of theirs becomes a global of the host page but the element). Each answer carries its content type and an `ETag`
 //! (the content's hash) with `Cache-Control: no-cache`, so a browser revalidates and gets a
 //! `304` until the binary changes.
 use std::sync::LazyLock;
@@ -23,16 +24,42 @@ pub struct Asset {
     pub body: &'static str,
 }
 
+/// The `<companion-chat>` element: `web/widget/*.js` in one function scope, which also knows
+/// where the script was loaded from (the default `server`).
+const WIDGET_JS: &str = concat!(
+    "/* Companion chat widget: <companion-chat>. See the README and docs/protocol.md. */\n",
+    "(() => {\n'use strict';\n",
+    "const SCRIPT_ORIGIN = (() => {\n",
+    "  try { return new URL('.', document.currentScript.src).href.replace(/\\/$/, ''); }\n",
+    "  catch { return null; }\n",
+    "})();\n",
+    include_str!("../../web/widget/dom.js"),
+    include_str!("../../web/widget/i18n.js"),
+    include_str!("../../web/widget/render.js"),
+    include_str!("../../web/widget/element.js"),
+    "})();\n",
+);
+
 pub const ASSETS: &[Asset] = &[
     Asset {
-        url: "/static/chat.js",
+        url: "/widget.js",
         content_type: JS,
-        body: include_str!("../../web/chat.js"),
+        body: WIDGET_JS,
     },
     Asset {
-        url: "/static/chat.css",
+        url: "/widget.css",
         content_type: CSS,
-        body: include_str!("../../web/chat.css"),
+        body: include_str!("../../web/widget/widget.css"),
+    },
+    Asset {
+        url: "/static/demo.js",
+        content_type: JS,
+        body: include_str!("../../web/demo.js"),
+    },
+    Asset {
+        url: "/static/site.css",
+        content_type: CSS,
+        body: include_str!("../../web/site.css"),
     },
     Asset {
         url: "/mentor",

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod learners;
 pub mod markdown;
+pub mod me;
 pub mod mentor;
 pub mod metrics;
 pub mod openapi;
@@ -21,6 +22,7 @@ pub mod pages;
 pub mod quota;
 pub mod security;
 pub mod studio;
+pub mod widget;
 pub mod ws;
 
 use std::sync::Arc;
@@ -68,6 +70,10 @@ pub struct AppState {
     pub transcripts: crate::config::TranscriptSettings,
     /// This node's figures, served at `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Conversations untouched this long are purged (`retention.days`); `None`: kept.
+    pub retention: Option<std::time::Duration>,
+    /// The chat widget's rendering libraries, read at start-up ([`widget`]).
+    pub widget_libs: Arc<widget::WidgetLibs>,
 }
 
 impl AppState {
@@ -83,6 +89,9 @@ pub fn router(state: AppState) -> Router {
             router.route(route.path, route.handler)
         });
     let headers = security::SecurityHeaders::new(&state.frame_ancestors);
+    // A course site that embeds the widget (`sockets.allowed_origins`) reads the learner's
+    // history and transparency panel from another origin.
+    let api = api.layer(security::cors(&state.sockets.settings.allowed_origins));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -91,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::home))
         .route("/course/{*path}", get(pages::page))
         .merge(assets::routes())
+        .merge(widget::routes())
         .merge(api)
         .with_state(state)
         .layer(axum::middleware::map_response(
@@ -121,6 +131,8 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/api/v1/courses/{course}/policy",
             courses::policy,
         ),
+        ApiRoute::new(Method::GET, "/api/v1/me/conversations", me::conversations),
+        ApiRoute::new(Method::GET, "/api/v1/me/transparency", me::transparency),
     ];
     routes.extend(learners::routes());
     routes.extend(mentor::routes());

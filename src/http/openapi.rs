@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::extract::Json;
-use super::{conversations, courses, demo, learners, mentor, studio};
+use super::{conversations, courses, demo, learners, me, mentor, studio};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,8 @@ use super::{conversations, courses, demo, learners, mentor, studio};
         demo::demo_token,
         conversations::conversation,
         courses::policy,
+        me::conversations,
+        me::transparency,
         learners::profile::profile,
         learners::profile::put_profile,
         learners::erase::erase_learner,

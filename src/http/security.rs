@@ -55,6 +55,21 @@ impl SecurityHeaders {
     }
 }
 
+/// Cross-origin reads of the REST API by the course sites that embed the widget (the origins
+/// its socket accepts, `sockets.allowed_origins`), with a bearer token, never cookies. No
+/// origin listed: no CORS header is ever sent.
+pub fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    let origins = allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect::<Vec<_>>();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE])
+}
+
 /// The request span: method and path, never the query (`/ws?token=…`, `/?token=…`).
 pub fn span_without_query(request: &Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!(

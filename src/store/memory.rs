@@ -184,7 +184,12 @@ impl TranscriptStore for Memory {
         Ok(())
     }
 
-    async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError> {
+    async fn checkpoint_answer(
+        &self,
+        id: &str,
+        text: &str,
+        delta_ends: &[usize],
+    ) -> Result<(), StoreError> {
         self.faults
             .checkpoint_attempts
             .fetch_add(1, Ordering::SeqCst);
@@ -199,6 +204,7 @@ impl TranscriptStore for Memory {
             .find(|m| m.id == id && m.status == MessageStatus::Streaming)
         {
             m.text = text.to_string();
+            m.delta_ends = delta_ends.to_vec();
             tables.heartbeats.insert(id.into(), now_ms());
         }
         Ok(())
@@ -258,6 +264,7 @@ impl TranscriptStore for Memory {
             m.guard = r.guard.clone();
             m.retrieval = r.retrieval;
             m.failure = r.failure.clone();
+            m.delta_ends = r.delta_ends.clone();
         }
         Ok(())
     }

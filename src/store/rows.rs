@@ -13,7 +13,8 @@ use crate::transcript::{Conversation, SourceRef, StoredMessage};
 
 pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, client_id, role, text, \
     status, reply_to, sources, prompt_version, model, offline, tokens_in, tokens_out, \
-    retrieval_ms, first_token_ms, total_ms, page_url, created_at, guard, retrieval, failure";
+    retrieval_ms, first_token_ms, total_ms, page_url, created_at, guard, retrieval, failure, \
+    delta_ends";
 pub(super) const LEARNER_COLUMNS: &str = "id, name, locale, program, course_id, chapter, project, \
     chapters_completed, mentor_id, updated_at";
 pub(super) const SESSION_COLUMNS: &str =
@@ -98,6 +99,10 @@ pub(super) fn message(row: &AnyRow) -> Result<StoredMessage, StoreError> {
         },
         retrieval: optional_enum_column(row, "retrieval")?,
         failure: row.try_get("failure")?,
+        delta_ends: match row.try_get::<Option<String>, _>("delta_ends")? {
+            Some(json) if !json.is_empty() => json_column(&json, "delta_ends")?,
+            _ => Vec::new(),
+        },
     })
 }
 

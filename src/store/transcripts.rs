@@ -217,15 +217,21 @@ impl TranscriptStore for Store {
         Ok(())
     }
 
-    async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError> {
+    async fn checkpoint_answer(
+        &self,
+        id: &str,
+        text: &str,
+        delta_ends: &[usize],
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE messages SET text = $1, search_text = $2, updated_at = $3, heartbeat_at = $3 \
-             WHERE id = $4 AND status = 'streaming'",
+            "UPDATE messages SET text = $1, search_text = $2, updated_at = $3, heartbeat_at = $3, \
+             delta_ends = $4 WHERE id = $5 AND status = 'streaming'",
         )
         .bind(text)
         .bind(search_text(text))
         .bind(now)
+        .bind(rows::to_json(&delta_ends))
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -265,7 +271,8 @@ impl TranscriptStore for Store {
             "UPDATE messages SET text = $1, status = $2, sources = $3, prompt_version = $4, \
              model = $5, offline = $6, tokens_in = $7, tokens_out = $8, retrieval_ms = $9, \
              first_token_ms = $10, total_ms = $11, updated_at = $12, search_text = $13, \
-             guard = $14, retrieval = $15, failure = $16, prompt_experiment = $17 WHERE id = $18",
+             guard = $14, retrieval = $15, failure = $16, prompt_experiment = $17, \
+             delta_ends = $18 WHERE id = $19",
         )
         .bind(&r.text)
         .bind(status.as_str())
@@ -284,6 +291,7 @@ impl TranscriptStore for Store {
         .bind(r.retrieval.map(|s| s.as_str()))
         .bind(&r.failure)
         .bind(&r.prompt_experiment)
+        .bind(rows::to_json(&r.delta_ends))
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -137,6 +137,8 @@ pub struct AnswerRecord {
     pub retrieval: Option<RetrievalStatus>,
     /// For a failed answer, the stable code of why (`llm_unavailable`, `llm_timeout`...).
     pub failure: Option<String>,
+    /// Where each delta sent ends in `text` (byte offsets, by `seq`): see [`delta_texts`].
+    pub delta_ends: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +182,10 @@ pub struct StoredMessage {
     /// course teams only, so never serialised with the message; views that may show it ask.
     #[serde(skip)]
     pub guard: Option<serde_json::Value>,
+    /// Answers only: where each delta ends in `text`, as far as it was stored (see
+    /// [`delta_texts`]); empty for questions and older rows.
+    #[serde(skip)]
+    pub delta_ends: Vec<usize>,
 }
 
 impl StoredMessage {
@@ -214,6 +220,7 @@ impl StoredMessage {
             page_url: None,
             created_at,
             guard: None,
+            delta_ends: Vec::new(),
             retrieval: None,
             failure: None,
         }
@@ -249,7 +256,12 @@ pub trait TranscriptStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Saves the text so far of an answer still `streaming` (later checkpoints change nothing),
     /// and its heartbeat.
-    async fn checkpoint_answer(&self, id: &str, text: &str) -> Result<(), StoreError>;
+    async fn checkpoint_answer(
+        &self,
+        id: &str,
+        text: &str,
+        delta_ends: &[usize],
+    ) -> Result<(), StoreError>;
     /// Says that the answer, still `streaming`, is still being written.
     async fn heartbeat_answer(&self, id: &str) -> Result<(), StoreError>;
     /// Marks the answer `interrupted` if it is still `streaming` with a heartbeat older than
@@ -273,6 +285,22 @@ pub trait TranscriptStore: Send + Sync {
     ) -> Result<Vec<StoredMessage>, StoreError>;
 }
 
+/// The deltas of an answer after `after` (`None`: from the first), as `(seq, text)`, from its
+/// stored text and where each delta ends; a boundary past the text or inside a character (a
+/// row written by an older version) ends the list.
+pub fn delta_texts(text: &str, delta_ends: &[usize], after: Option<u64>) -> Vec<(u64, String)> {
+    let first = after.map_or(0, |seq| seq as usize + 1);
+    let mut deltas = Vec::new();
+    for (seq, end) in delta_ends.iter().copied().enumerate().skip(first) {
+        let start = if seq == 0 { 0 } else { delta_ends[seq - 1] };
+        match text.get(start..end) {
+            Some(part) => deltas.push((seq as u64, part.to_string())),
+            None => break,
+        }
+    }
+    deltas
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -280,6 +308,21 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deltas_after_a_seq_are_cut_from_the_text_at_their_ends() {
+        let text = "héllo wörld";
+        let ends = [3, 6, text.len()];
+        assert_eq!(
+            delta_texts(text, &ends, None),
+            vec![(0, "hé".into()), (1, "llo".into()), (2, " wörld".into())]
+        );
+        assert_eq!(delta_texts(text, &ends, Some(1)), vec![(2, " wörld".into())]);
+        assert!(delta_texts(text, &ends, Some(2)).is_empty());
+        // An end inside a character or past the text stops the list there.
+        assert_eq!(delta_texts(text, &[2, 50], None), vec![]);
+        assert_eq!(delta_texts(text, &[3, 50], None), vec![(0, "hé".into())]);
+    }
 
     #[test]
     fn every_retrieval_status_round_trips_and_an_unknown_one_is_an_error() {

@@ -85,6 +85,8 @@ const fn writers(ok: u16) -> [u16; 11] {
     [ok, 403, 403, 403, ok, ok, 403, 403, 401, 401, 401]
 }
 const PUBLIC: [u16; 11] = [200; 11];
+/// The widget's `/api/v1/me/...`: whoever may chat, each about themself only.
+const CHATTERS: [u16; 11] = [200, 200, 403, 403, 200, 403, 403, 200, 401, 401, 401];
 /// A course's answer policy: that course's team and admins.
 const COURSE_TEAM: [u16; 11] = [403, 403, 403, 403, 200, 403, 200, 403, 401, 401, 401];
 
@@ -99,6 +101,8 @@ const ROWS: &[Row] = &[
     row("GET", "/api/openapi.json", PUBLIC),
     row("POST", "/api/v1/demo/token", PUBLIC),
     row("GET", "/api/v1/conversations/{id}", READERS),
+    row("GET", "/api/v1/me/conversations", CHATTERS),
+    row("GET", "/api/v1/me/transparency", CHATTERS),
     row("GET", "/api/v1/learners/{id}", READERS),
     row(
         "PUT",

@@ -1,7 +1,10 @@
 //! The pages in headless Chromium (Playwright, `tests/browser/*.spec.mjs`): the mentor page
 //! (a flagged learner's badges and digest render; `target/screenshots/mentor.png`) and the demo
 //! page's chat (an answer with sources, thumbs-down and "ask my mentor" reach the mentor's API;
-//! `target/screenshots/chat.png`). Needs node, `npm install` in tests/browser and Chromium
+//! `target/screenshots/chat.png`), and the `<companion-chat>` widget on a plain host page of
+//! another origin (`widget.spec.mjs`: Markdown, code and math while streaming, hostile HTML
+//! inert, rating, cancel, history, transparency, axe-core, French, 360 px;
+//! `target/screenshots/widget-1280.png`, `widget-360.png`). Needs node, `npm install` in tests/browser and Chromium
 //! (scripts/test.sh installs them); without them the tests say they skip, unless
 //! `COMPANION_REQUIRE_BROWSER=1` (set by scripts/test.sh) makes that a failure.
 use std::path::{Path, PathBuf};
@@ -9,7 +12,8 @@ use std::path::{Path, PathBuf};
 use companion::auth::Role;
 use serde_json::Value;
 
-use crate::helpers::{repo_root, spawn_app, today};
+use crate::helpers::{Behaviour, FakeLlm, FakeScript, SpawnedApp, TestApp, test_settings};
+use crate::helpers::{repo_root, spawn_app, spawn_app_with, today, use_fake_llm};
 
 fn missing_tools(browser_dir: &Path, chromium: &str) -> Option<String> {
     if std::process::Command::new("node")
@@ -66,6 +70,31 @@ impl Browser {
             "browser check {spec} failed:\n{stdout}\n{stderr}"
         );
         stdout
+    }
+}
+
+/// The `RESULT {json}` line a spec prints last.
+fn result_of(stdout: &str) -> Value {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .map(|json| serde_json::from_str(json).expect("RESULT is JSON"))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"))
+}
+
+impl Browser {
+    /// Starts `node <spec> <args>` with its stdout piped, to be read while it runs.
+    fn spawn(&self, spec: &str, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new("node")
+            .arg(self.dir.join(spec))
+            .args(args)
+            .env("CHROMIUM", &self.chromium)
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node")
     }
 }
 
@@ -183,4 +212,185 @@ async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_rea
     assert_eq!(flag["conversation_id"], conversation_id, "{flag}");
     let reason = flag["reason"].as_str().unwrap_or_default();
     assert!(reason.contains(mentor_text), "{flag}");
+}
+
+/// A model reply with everything the widget renders, and what it must not run, in small
+/// chunks so that the test sees it render while it streams.
+const RICH_REPLY: &str = "Here is how to **stop** a `while` loop [1]:\n\n\
+- make its condition *false*\n\
+- or leave it with `break`\n\n\
+| way | when |\n|---|---|\n| condition | the loop is done |\n| `break` | you leave early |\n\n\
+```python\ncount = 0\nwhile count < 3:\n    count += 1\n```\n\n\
+The value $x^2 + 1$ grows, and\n\n$$\\sum_{i=1}^{n} i = \\frac{n(n+1)}{2}$$\n\n\
+See [the Python docs](https://docs.python.org/3/). Not this: <img src=x onerror=\"window.__pwned=1\"> \
+nor [this](javascript:window.__pwned=2) nor <script>window.__pwned=3</script>.\n\n\
+What changes the condition in your loop?";
+
+fn chunks(text: &str, size: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+#[tokio::test]
+async fn the_widget_on_a_plain_host_page_renders_while_streaming_and_keeps_hostile_html_inert() {
+    let Some(browser) = browser_or_skip("widget") else {
+        return;
+    };
+    let llm = FakeLlm::start(FakeScript {
+        chunks: chunks(RICH_REPLY, 12),
+        delay: std::time::Duration::from_millis(60),
+        fail_status: None,
+    })
+    .await;
+    // The first question gets the rich reply, the second one streams until it is stopped.
+    llm.push([Behaviour::Script, Behaviour::Endless]);
+    let app = spawn_app_with(|settings| {
+        use_fake_llm(settings, &llm);
+        settings.sockets.allowed_origins = vec!["http://localhost:8123".into()];
+    })
+    .await;
+    app.put_learner("ana", "grace").await;
+    app.put_profile(
+        "zoe",
+        serde_json::json!({"name": "Zoé", "locale": "fr", "mentor_id": "grace",
+                           "course": "python-foundations"}),
+    )
+    .await;
+    let dir = repo_root().join("target/screenshots");
+    for png in ["widget-1280.png", "widget-360.png"] {
+        let _ = std::fs::remove_file(dir.join(png));
+    }
+    let stdout = browser
+        .run(
+            "widget.spec.mjs",
+            &[
+                &app.url(""),
+                &app.learner_token("ana"),
+                &app.learner_token("zoe"),
+                &dir.to_string_lossy(),
+            ],
+        )
+        .await;
+    let result = result_of(&stdout);
+    let size = stdout
+        .lines()
+        .find(|line| line.starts_with("WIDGET_GZIP_BYTES"))
+        .expect("the spec prints the widget's size");
+    println!("{size}");
+    let gzip = result["widgetGzipBytes"].as_u64().expect("size");
+    assert!(gzip < 40_000, "the widget grew to {gzip} bytes gzipped");
+    assert_screenshot(&dir.join("widget-1280.png"));
+    assert_screenshot(&dir.join("widget-360.png"));
+    assert_eq!(result["learnerId"], "ana", "{result}");
+    assert_eq!(result["statuses"], serde_json::json!(["complete", "cancelled"]), "{result}");
+
+    // What the widget showed is what was stored: the rating and its comment, the stopped answer.
+    let admin = app.token(Role::Admin, "root");
+    let conversation_id = result["conversationId"].as_str().expect("conversation id");
+    let (status, view) = app
+        .call(
+            "GET",
+            &format!("/api/v1/mentor/conversations/{conversation_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let feedback = view["feedback"].as_array().expect("feedback list");
+    assert_eq!(feedback.len(), 1, "{view}");
+    assert_eq!(feedback[0]["rating"], "down", "{view}");
+    assert_eq!(feedback[0]["message_id"], result["answerId"], "{view}");
+    assert_eq!(feedback[0]["comment"], result["comment"], "{view}");
+    let messages = view["messages"].as_array().expect("messages");
+    let cancelled = messages
+        .iter()
+        .find(|m| m["id"] == result["cancelledId"])
+        .unwrap_or_else(|| panic!("no stopped answer in {view}"));
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+}
+
+#[tokio::test]
+async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_killed_and_restarted() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let Some(browser) = browser_or_skip("resume") else {
+        return;
+    };
+    let reply: Vec<String> = (0..40).map(|i| format!("part{i} ")).collect();
+    let llm = FakeLlm::start(FakeScript {
+        chunks: reply.clone(),
+        delay: std::time::Duration::from_millis(60),
+        fail_status: None,
+    })
+    .await;
+    // The first answer stops after a dozen chunks (the node is killed while it waits); the
+    // one written after the restart streams whole.
+    llm.push([
+        Behaviour::StallMidStream {
+            after: 12,
+            stall: std::time::Duration::from_secs(600),
+        },
+        Behaviour::Script,
+    ]);
+    let base_url = llm.base_url();
+    let env = [
+        ("COMPANION__LLM__BASE_URL", base_url.as_str()),
+        ("COMPANION__LLM__API_KEY", "test-key"),
+        ("COMPANION__LLM__MODEL", "fake-model"),
+        ("COMPANION__TRANSCRIPTS__NODE_ID", "node-widget"),
+    ];
+    let app = SpawnedApp::start(&env).await;
+    let addr = app.addr;
+    let token = app.learner_token("ada");
+    let png = repo_root().join("target/screenshots/widget-resume.png");
+    let base = format!("http://{addr}");
+    let mut node = browser.spawn(
+        "resume.spec.mjs",
+        &[&base, &token, &png.to_string_lossy()],
+    );
+    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let mut stdout = String::new();
+    while let Some(line) = lines.next_line().await.expect("read the spec") {
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if line == "STREAMING" {
+            break;
+        }
+    }
+    assert!(stdout.contains("STREAMING"), "the spec stopped early:\n{stdout}");
+    let (dir, temp) = app.kill().await;
+    // The same node, on the same port and data: it marks what it left streaming interrupted.
+    let mut settings = test_settings(&dir);
+    settings.listen = addr;
+    settings.use_llm(&base_url, "test-key", "fake-model");
+    settings.transcripts.node_id = Some("node-widget".into());
+    let app = TestApp::start(settings, Some(temp)).await;
+    while let Some(line) = lines.next_line().await.expect("read the spec") {
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let status = node.wait().await.expect("the spec ends");
+    let mut stderr = String::new();
+    if let Some(mut err) = node.stderr.take() {
+        let _ = err.read_to_string(&mut stderr).await;
+    }
+    assert!(status.success(), "resume spec failed:\n{stdout}\n{stderr}");
+    let result = result_of(&stdout);
+    let whole: String = reply.concat();
+    assert_eq!(result["status"], "complete", "{result}");
+    assert_eq!(result["text"], whole.as_str(), "shown once, whole: {result}");
+    assert_screenshot(&png);
+
+    // Stored: the question once; the answer its node left, interrupted; the new one, complete.
+    let conversation = result["conversationId"].as_str().expect("conversation");
+    let (status, view) = app.conversation(&token, conversation).await;
+    assert_eq!(status, 200, "{view}");
+    let messages = view["messages"].as_array().expect("messages");
+    let questions = messages.iter().filter(|m| m["role"] == "learner").count();
+    let statuses: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .filter_map(|m| m["status"].as_str())
+        .collect();
+    assert_eq!(questions, 1, "{view}");
+    assert_eq!(statuses, ["interrupted", "complete"], "{view}");
 }

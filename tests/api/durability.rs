@@ -258,7 +258,7 @@ async fn orphan_answer(database_url: &str, learner: &str) -> (String, String) {
         .await
         .unwrap();
     store
-        .checkpoint_answer(&answer, "A loop repeats")
+        .checkpoint_answer(&answer, "A loop repeats", &[14])
         .await
         .unwrap();
     store.close().await;

@@ -1,11 +1,12 @@
 //! The WebSocket gateway under clients that misbehave (issue 11, holes 4 and 5, and the
 //! questions-per-minute limit across nodes): a client that stops reading, sockets from another
 //! origin, a token that expires on an open socket, an erased learner, several nodes sharing
-//! one database. Each shows that what was accepted is stored.
+//! one database; and `resume` after a lost connection (issue 15). Each shows that what was
+//! accepted is stored.
 use std::time::{Duration, Instant};
 
 use companion::auth::{Role, claims_for};
-use companion::http::ws::protocol::ServerFrame;
+use companion::http::ws::protocol::{ClientFrame, ErrorCode, ServerFrame};
 use futures::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -396,4 +397,100 @@ async fn questions_per_minute_on_two_nodes(url: String) {
     stored.sort();
     acked.sort();
     assert_eq!(stored, acked);
+}
+
+/// The `(seq, text)` of the `delta` frames among `frames`.
+fn deltas_of(frames: &[ServerFrame]) -> Vec<(u64, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Delta { seq, text, .. } => Some((*seq, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resumed_answer_gets_exactly_the_deltas_it_missed_on_a_new_socket_then_done() {
+    let script = FakeScript {
+        chunks: (0..40).map(|i| format!("part {i} of the answer. ")).collect(),
+        delay: Duration::from_millis(60),
+        fail_status: None,
+    };
+    let llm = FakeLlm::start(script).await;
+    let app = spawn_app_with(|settings| use_fake_llm(settings, &llm)).await;
+    let token = app.learner_token("ada");
+    let mut first = app.connect(&token).await;
+    let conversation = first.ready().await.conversation_id;
+    first.send(ask_frame("c1", "What is a while loop?")).await;
+    // Five deltas, then the connection is lost.
+    let seen = first
+        .until(|f| matches!(f, ServerFrame::Delta { seq: 4, .. }))
+        .await;
+    let question = seen
+        .iter()
+        .find_map(|f| match f {
+            ServerFrame::Ack { message_id, .. } => Some(message_id.clone()),
+            _ => None,
+        })
+        .expect("an ack before the deltas");
+    let before = deltas_of(&seen);
+    drop(first);
+    // A checkpoint passes; the answer goes on without the client.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let mut second = WsClient::connect(
+        app.addr,
+        &format!("token={token}&conversation={conversation}"),
+    )
+    .await;
+    second.ready().await;
+    second
+        .send(ClientFrame::Resume {
+            id: "c1".into(),
+            conversation: conversation.clone(),
+            message_id: question.clone(),
+            last_seq: Some(4),
+        })
+        .await;
+    let answer = second.collect_answer().await;
+    let after = deltas_of(&answer.frames);
+    let seqs: Vec<u64> = after.iter().map(|(seq, _)| *seq).collect();
+    let expected: Vec<u64> = (5..5 + seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "every missed delta once, in order");
+    let ServerFrame::Done { status, message_id, .. } = answer.frames.last().unwrap() else {
+        panic!("no done: {:?}", answer.frames);
+    };
+    assert_eq!(status, "complete");
+    let text: String = before.iter().chain(&after).map(|(_, t)| t.as_str()).collect();
+    let stored = stored_text(&app, &conversation, message_id).await;
+    assert_eq!(text, stored, "what the client put together is the stored answer");
+    assert!(text.contains("part 39 of the answer."), "{text}");
+
+    // Somebody else's question, or another conversation's, is not resumed.
+    second
+        .send(ClientFrame::Resume {
+            id: "c2".into(),
+            conversation: "another".into(),
+            message_id: question,
+            last_seq: None,
+        })
+        .await;
+    let (id, code, _) = second.next_error().await;
+    assert_eq!(id.as_deref(), Some("c2"));
+    assert_eq!(code, ErrorCode::UnknownMessage);
+}
+
+/// The stored text of the answer `message_id` of `conversation`, read as the learner.
+async fn stored_text(app: &TestApp, conversation: &str, message_id: &str) -> String {
+    let (status, view) = app
+        .conversation(&app.learner_token("ada"), conversation)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    view["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == message_id))
+        .and_then(|m| m["text"].as_str())
+        .unwrap_or_else(|| panic!("no answer {message_id} in {view}"))
+        .to_string()
 }

@@ -241,7 +241,7 @@ async fn every_response_carries_a_csp_with_frame_ancestors_and_nosniff() {
     let app = spawn_app().await;
     for path in [
         "/course/python-foundations/02-control-flow/02-while-loops",
-        "/static/chat.js",
+        "/widget.js",
         "/mentor",
         "/api/openapi.json",
         "/healthz",

@@ -1,4 +1,5 @@
-// Opens the demo course page in headless Chromium as a learner, asks the chat about while loops,
+// Opens the demo course page in headless Chromium as a learner, asks its chat (the
+// <companion-chat> element, inline in the page's right-hand column) about while loops,
 // waits for the streamed answer and its sources, drops the socket once (the rating and mentor
 // buttons are disabled until the widget reconnects), rates the answer up then down, says what
 // was wrong in the box the thumbs-down opens, asks for the mentor with a typed message, and
@@ -49,12 +50,12 @@ try {
   const chat = page.locator("#companion-chat");
   await page.locator('#companion-chat[data-connection="ready"]').waitFor({ timeout: 15000 });
   check(!page.url().includes("token="), `the token stays in the address bar: ${page.url()}`);
-  const mentor = page.locator("#companion-mentor");
+  const mentor = chat.locator("#mentor");
   check(await mentor.isEnabled(), "Ask my mentor is disabled while connected");
 
   // Ask; the offline answer streams in with its sources.
-  await page.locator("#companion-input").fill(question);
-  await page.locator("#companion-send").click();
+  await chat.locator("#input").fill(question);
+  await chat.locator("#send").click();
   const answer = chat.locator('.msg.assistant[data-status="complete"]').first();
   await answer.waitFor({ timeout: 30000 });
   await answer.locator('.sources a[href*="while-loops"]').first().waitFor({ timeout: 5000 });
@@ -71,10 +72,11 @@ try {
   // Drop the socket: while the widget reconnects, the buttons that need it are disabled.
   const dropped = await page.evaluate(() => new Promise((resolve) => {
     const ws = window.testSockets[window.testSockets.length - 1];
+    const element = document.getElementById("companion-chat");
     ws.addEventListener("close", () => setTimeout(() => resolve({
-      connection: document.getElementById("companion-chat").dataset.connection,
-      down: document.querySelector('.msg.assistant button[data-rating="down"]').disabled,
-      mentor: document.getElementById("companion-mentor").disabled,
+      connection: element.dataset.connection,
+      down: element.shadowRoot.querySelector('.msg.assistant button[data-rating="down"]').disabled,
+      mentor: element.shadowRoot.getElementById("mentor").disabled,
     }), 0));
     ws.close();
   }));
@@ -107,21 +109,21 @@ try {
   check(await down.getAttribute("aria-pressed") === "true", "thumbs down not pressed after the comment");
 
   // Ask my mentor, with the text typed in the box.
-  await page.locator("#companion-input").fill(mentorText);
+  await chat.locator("#input").fill(mentorText);
   await mentor.click();
   const confirmation = chat.locator(".notice.mentor[data-flag-id]");
   await confirmation.waitFor({ timeout: 10000 });
   const confirmed = await confirmation.innerText();
   check(/your mentor will see this/i.test(confirmed), `mentor confirmation reads ${JSON.stringify(confirmed)}`);
   check(confirmed.includes(mentorText), "the confirmation does not quote the message");
-  check(await page.locator("#companion-input").inputValue() === "", "the sent text stays in the box");
+  check(await chat.locator("#input").inputValue() === "", "the sent text stays in the box");
   check(await mentor.isEnabled(), "Ask my mentor stays disabled after the confirmation");
 
   mkdirSync(dirname(pngPath), { recursive: true });
   await page.screenshot({ path: pngPath });
   console.log(`screenshot saved to ${pngPath}`);
 
-  const state = await page.evaluate(() => window.companionChat.state());
+  const state = await page.evaluate(() => document.getElementById("companion-chat").companion.state());
   const reply = state.messages.find((m) => m.role === "assistant");
   check(reply && reply.feedback === "down", `state shows feedback ${reply && reply.feedback}`);
   result = {

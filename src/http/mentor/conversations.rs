@@ -31,10 +31,10 @@ pub struct ListQuery {
     /// Conversations in the page (default and maximum from `transcripts.page_size` and
     /// `transcripts.max_page_size`).
     #[serde(default)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Continue after this cursor.
     #[serde(default)]
-    after: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 /// `GET /api/v1/mentor/learners/{id}/conversations`: most recently active first, a page at a

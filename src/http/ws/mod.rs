@@ -4,6 +4,7 @@
 //! expiry and the learner's erasure re-checked, idle and ping timeouts), one answer streaming
 //! at a time. Per-learner quotas are counted in the database ([`super::quota`]).
 pub mod protocol;
+mod resume;
 pub mod sockets;
 
 use std::net::SocketAddr;
@@ -290,12 +291,22 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
         }
         let _ = sink.close().await;
     });
+    // The widget speaks the learner's language; a profile that cannot be read is no reason to
+    // refuse the chat.
+    let locale = match state.chat.learners.learner(&session.learner.id).await {
+        Ok(profile) => profile.map(|p| p.locale).filter(|l| !l.is_empty()),
+        Err(error) => {
+            tracing::warn!(error = ?error, "reading the learner's locale failed");
+            None
+        }
+    };
     out.push(ServerFrame::Ready {
         protocol: PROTOCOL_VERSION,
         conversation_id: session.conversation_id.clone(),
         learner: LearnerInfo {
             id: session.learner.id.clone(),
             name: session.learner.name.clone(),
+            locale,
         },
     });
     let mut in_flight: Option<InFlight> = None;
@@ -395,6 +406,53 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     break;
                 }
             }
+            ClientFrame::Resume {
+                id,
+                conversation,
+                message_id,
+                last_seq,
+            } => {
+                if in_flight.is_some() {
+                    out.push(ServerFrame::error(
+                        Some(id),
+                        ErrorCode::Busy,
+                        "an answer is already streaming on this connection",
+                    ));
+                    continue;
+                }
+                let question =
+                    match resume::own_question(&state, &session, &id, &conversation, &message_id)
+                        .await
+                    {
+                        Ok(question) => question,
+                        Err(error) => {
+                            out.push(*error);
+                            continue;
+                        }
+                    };
+                let cancel = CancellationToken::new();
+                let done = Arc::new(AtomicBool::new(false));
+                let resuming = resume::Resuming {
+                    id: id.clone(),
+                    question,
+                    last_seq,
+                    learner: session.learner.clone(),
+                    course: session.course.clone(),
+                };
+                let task = state.turns.spawn(resume::run_resume(
+                    state.clone(),
+                    resuming,
+                    cancel.clone(),
+                    out.clone(),
+                    done.clone(),
+                ));
+                in_flight = Some(InFlight {
+                    client_id: id,
+                    cancel,
+                    task,
+                    done,
+                });
+            }
             ClientFrame::Cancel { id } => match &in_flight {
                 Some(f) if f.client_id == id => f.cancel.cancel(),
                 _ => out.push(ServerFrame::error(
@@ -448,6 +506,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
                     },
                     course: course.or_else(|| session.course.clone()),
                     attachments: std::mem::take(&mut attachments),
+                    answer_interrupted_again: false,
                 };
                 let cancel = CancellationToken::new();
                 let stops = Stops {

@@ -23,6 +23,16 @@ pub enum ClientFrame {
     Cancel {
         id: String,
     },
+    /// The stream of an answer was lost (the socket dropped): send the deltas after
+    /// `last_seq` (all of them without it), then the rest as it is written, then `done`. `id`
+    /// is the ask's client id, `message_id` the question's id from its `ack`.
+    Resume {
+        id: String,
+        conversation: String,
+        message_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+    },
     Ping {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
@@ -64,6 +74,10 @@ pub struct PageInfo {
 pub struct LearnerInfo {
     pub id: String,
     pub name: String,
+    /// The learner's profile locale (`en`, `fr`, …), when the platform set one: the widget
+    /// speaks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -264,13 +278,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, Box<ServerFrame>> {
     let kind = kind.to_string();
     if !matches!(
         kind.as_str(),
-        "ask" | "cancel" | "ping" | "feedback" | "request_mentor" | "attach"
+        "ask" | "cancel" | "resume" | "ping" | "feedback" | "request_mentor" | "attach"
     ) {
         return Err(refused(
             id,
             ErrorCode::UnknownType,
             format!(
-                "unknown frame type {kind:?}; expected ask, cancel, ping, feedback, request_mentor or attach"
+                "unknown frame type {kind:?}; expected ask, cancel, resume, ping, feedback, request_mentor or attach"
             ),
         ));
     }
@@ -293,6 +307,28 @@ fn refused(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_frame_parses_with_or_without_its_last_seq() {
+        let frame = parse_client_frame(
+            r#"{"type":"resume","id":"c1","conversation":"v","message_id":"q","last_seq":4}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Resume {
+                id: "c1".into(),
+                conversation: "v".into(),
+                message_id: "q".into(),
+                last_seq: Some(4),
+            }
+        );
+        let first = parse_client_frame(
+            r#"{"type":"resume","id":"c1","conversation":"v","message_id":"q"}"#,
+        )
+        .unwrap();
+        assert!(matches!(first, ClientFrame::Resume { last_seq: None, .. }));
+    }
 
     #[test]
     fn an_ask_frame_parses_with_its_optional_page() {
@@ -402,6 +438,7 @@ mod tests {
                 learner: LearnerInfo {
                     id: "ada".into(),
                     name: "Ada".into(),
+                    locale: Some("fr".into()),
                 },
             },
             ServerFrame::Ack {
