@@ -43,7 +43,10 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         .start_answer("m2", "m1", "conv1", "ada", "node-a")
         .await
         .unwrap();
-    store.checkpoint_answer("m2", "partial", &[7]).await.unwrap();
+    store
+        .checkpoint_answer("m2", "partial", &[7])
+        .await
+        .unwrap();
     let record = AnswerRecord {
         text: "full answer".into(),
         sources: vec![SourceRef {
@@ -136,7 +139,10 @@ async fn streaming_answers_left_by_a_crash_become_interrupted(store: &Store) {
         .start_answer("i2", "i1", "conv4", "dee", "node-gone")
         .await
         .unwrap();
-    store.checkpoint_answer("i2", "half an ans", &[5, 11]).await.unwrap();
+    store
+        .checkpoint_answer("i2", "half an ans", &[5, 11])
+        .await
+        .unwrap();
     // Another node's answer, alive: its heartbeat comes after the crash.
     store
         .insert_question(&question("i3", "ci3", "conv4b", "eli"))

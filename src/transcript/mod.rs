@@ -317,7 +317,10 @@ mod tests {
             delta_texts(text, &ends, None),
             vec![(0, "hé".into()), (1, "llo".into()), (2, " wörld".into())]
         );
-        assert_eq!(delta_texts(text, &ends, Some(1)), vec![(2, " wörld".into())]);
+        assert_eq!(
+            delta_texts(text, &ends, Some(1)),
+            vec![(2, " wörld".into())]
+        );
         assert!(delta_texts(text, &ends, Some(2)).is_empty());
         // An end inside a character or past the text stops the list there.
         assert_eq!(delta_texts(text, &[2, 50], None), vec![]);

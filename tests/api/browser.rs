@@ -282,7 +282,11 @@ async fn the_widget_on_a_plain_host_page_renders_while_streaming_and_keeps_hosti
     assert_screenshot(&dir.join("widget-1280.png"));
     assert_screenshot(&dir.join("widget-360.png"));
     assert_eq!(result["learnerId"], "ana", "{result}");
-    assert_eq!(result["statuses"], serde_json::json!(["complete", "cancelled"]), "{result}");
+    assert_eq!(
+        result["statuses"],
+        serde_json::json!(["complete", "cancelled"]),
+        "{result}"
+    );
 
     // What the widget showed is what was stored: the rating and its comment, the stopped answer.
     let admin = app.token(Role::Admin, "root");
@@ -310,7 +314,8 @@ async fn the_widget_on_a_plain_host_page_renders_while_streaming_and_keeps_hosti
 }
 
 #[tokio::test]
-async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_killed_and_restarted() {
+async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_killed_and_restarted()
+{
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     let Some(browser) = browser_or_skip("resume") else {
         return;
@@ -343,10 +348,7 @@ async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_kil
     let token = app.learner_token("ada");
     let png = repo_root().join("target/screenshots/widget-resume.png");
     let base = format!("http://{addr}");
-    let mut node = browser.spawn(
-        "resume.spec.mjs",
-        &[&base, &token, &png.to_string_lossy()],
-    );
+    let mut node = browser.spawn("resume.spec.mjs", &[&base, &token, &png.to_string_lossy()]);
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let mut stdout = String::new();
     while let Some(line) = lines.next_line().await.expect("read the spec") {
@@ -356,7 +358,10 @@ async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_kil
             break;
         }
     }
-    assert!(stdout.contains("STREAMING"), "the spec stopped early:\n{stdout}");
+    assert!(
+        stdout.contains("STREAMING"),
+        "the spec stopped early:\n{stdout}"
+    );
     let (dir, temp) = app.kill().await;
     // The same node, on the same port and data: it marks what it left streaming interrupted.
     let mut settings = test_settings(&dir);
@@ -377,7 +382,11 @@ async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_kil
     let result = result_of(&stdout);
     let whole: String = reply.concat();
     assert_eq!(result["status"], "complete", "{result}");
-    assert_eq!(result["text"], whole.as_str(), "shown once, whole: {result}");
+    assert_eq!(
+        result["text"],
+        whole.as_str(),
+        "shown once, whole: {result}"
+    );
     assert_screenshot(&png);
 
     // Stored: the question once; the answer its node left, interrupted; the new one, complete.

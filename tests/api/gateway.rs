@@ -413,7 +413,9 @@ fn deltas_of(frames: &[ServerFrame]) -> Vec<(u64, String)> {
 #[tokio::test]
 async fn a_resumed_answer_gets_exactly_the_deltas_it_missed_on_a_new_socket_then_done() {
     let script = FakeScript {
-        chunks: (0..40).map(|i| format!("part {i} of the answer. ")).collect(),
+        chunks: (0..40)
+            .map(|i| format!("part {i} of the answer. "))
+            .collect(),
         delay: Duration::from_millis(60),
         fail_status: None,
     };
@@ -458,13 +460,23 @@ async fn a_resumed_answer_gets_exactly_the_deltas_it_missed_on_a_new_socket_then
     let seqs: Vec<u64> = after.iter().map(|(seq, _)| *seq).collect();
     let expected: Vec<u64> = (5..5 + seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "every missed delta once, in order");
-    let ServerFrame::Done { status, message_id, .. } = answer.frames.last().unwrap() else {
+    let ServerFrame::Done {
+        status, message_id, ..
+    } = answer.frames.last().unwrap()
+    else {
         panic!("no done: {:?}", answer.frames);
     };
     assert_eq!(status, "complete");
-    let text: String = before.iter().chain(&after).map(|(_, t)| t.as_str()).collect();
+    let text: String = before
+        .iter()
+        .chain(&after)
+        .map(|(_, t)| t.as_str())
+        .collect();
     let stored = stored_text(&app, &conversation, message_id).await;
-    assert_eq!(text, stored, "what the client put together is the stored answer");
+    assert_eq!(
+        text, stored,
+        "what the client put together is the stored answer"
+    );
     assert!(text.contains("part 39 of the answer."), "{text}");
 
     // Somebody else's question, or another conversation's, is not resumed.

@@ -16,7 +16,12 @@ if (!pngPath) {
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  args: [
+    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    // The host page is routed by Playwright (no address): Chromium would count it as public
+    // and refuse its socket to the loopback server.
+    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
+  ],
 });
 const failures = [];
 const check = (ok, what) => { if (!ok) failures.push(what); };
@@ -35,7 +40,7 @@ try {
   }));
   await page.goto(`${base}/host.html`);
   const chat = page.locator("companion-chat");
-  await page.locator('companion-chat[data-connection="ready"]').waitFor({ timeout: 15000 });
+  await page.locator('companion-chat[data-connection="ready"]').waitFor({ state: "attached", timeout: 15000 });
   await chat.locator("#input").fill("Why does my while loop never stop?");
   await chat.locator("#input").press("Enter");
   const bubble = chat.locator(".msg.assistant").first();

@@ -255,6 +255,7 @@ function createRenderer(libs, base, label) {
     for (const el of fragment.querySelectorAll(`.${MATH_CLASS}`)) {
       const tex = el.textContent;
       const display = el.dataset.display === 'true';
+      el.setAttribute('role', 'math');
       el.setAttribute('aria-label', tex);
       if (!engine.katex) continue;
       try {

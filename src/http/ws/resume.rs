@@ -94,7 +94,6 @@ pub(super) async fn run_resume(
         }
     };
     let resumed = resume(&state.chat, &question, last_seq, &cancel, &send).await;
-    drop(send);
     drop(events);
     let _ = forward.await;
     match resumed {
