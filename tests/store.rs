@@ -68,6 +68,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         guard: Some(serde_json::json!({"withheld": [{"rule": "solution", "original": "x = 1"}]})),
         retrieval: Some(RetrievalStatus::Unavailable),
         failure: Some("llm_timeout".into()),
+        delta_ends: vec![5, 11],
     };
     store
         .finish_answer("m2", MessageStatus::Complete, &record)
@@ -91,6 +92,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
     assert_eq!(messages[0].guard, None);
     assert_eq!(answer.retrieval, Some(RetrievalStatus::Unavailable));
     assert_eq!(answer.failure.as_deref(), Some("llm_timeout"));
+    assert_eq!(answer.delta_ends, [5, 11]);
     assert_eq!(
         (messages[0].retrieval, messages[0].failure.as_deref()),
         (None, None)
@@ -200,11 +202,34 @@ async fn unknown_ids_read_as_nothing(store: &Store) {
     assert!(store.answer_to("nope").await.unwrap().is_none());
 }
 
+/// The prompt's history is read as the newest `limit` messages of the conversation, oldest
+/// first, whatever its length: the window is cut in SQL, not by loading every message.
+async fn the_history_window_is_the_newest_messages_oldest_first(store: &Store) {
+    for i in 0..30 {
+        let q = question(&format!("h{i:02}"), &format!("hc{i:02}"), "long", "ada");
+        store.insert_question(&q).await.unwrap();
+    }
+    store
+        .insert_question(&question("other", "hc-other", "short", "ada"))
+        .await
+        .unwrap();
+    let window = store.recent_messages("long", 5).await.unwrap();
+    let ids: Vec<&str> = window.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["h25", "h26", "h27", "h28", "h29"]);
+    assert_eq!(window[4].text, "question hc29");
+    let all = store.recent_messages("long", 100).await.unwrap();
+    assert_eq!(all.len(), 30);
+    assert_eq!(all[0].id, "h00");
+    assert!(store.recent_messages("long", 0).await.unwrap().is_empty());
+    assert!(store.recent_messages("nope", 5).await.unwrap().is_empty());
+}
+
 async fn suite(store: &Store) {
     a_question_and_its_answer_round_trip_with_metadata(store).await;
     a_resent_client_id_is_a_duplicate_not_a_second_question(store).await;
     streaming_answers_left_by_a_crash_become_interrupted(store).await;
     unknown_ids_read_as_nothing(store).await;
+    the_history_window_is_the_newest_messages_oldest_first(store).await;
 }
 
 #[tokio::test]

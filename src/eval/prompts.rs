@@ -301,7 +301,7 @@ pub async fn run(
             .context("cannot open the evaluation's database")?,
     );
     let retriever = crate::index::build_retriever(&settings).await?;
-    crate::index::index_content(&retriever, &settings, false).await?;
+    crate::index::index_content(&retriever, &settings, false, None).await?;
     let real = model.is_some();
     let llm: Arc<dyn Llm> = model.unwrap_or_else(|| Arc::new(InstructedModel));
     let shipped = Prompts::builtin()?;
@@ -445,6 +445,7 @@ async fn play(
         },
         course: Some(situation.course.clone()),
         attachments: Vec::new(),
+        answer_interrupted_again: false,
     };
     let collect = tokio::spawn(async move {
         let (mut text, mut sources) = (String::new(), Vec::new());

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{ErrorCode, ServerFrame};
-use super::{Outbox, Session, frame_of, quota_unavailable, run_turn};
+use super::{Admitted, Outbox, Session, frame_of, quota_unavailable, run_turn};
 use crate::chat::resume::{Resumed, resume};
 use crate::chat::{PageRef, Stops, Turn, TurnEvent};
 use crate::http::{AppState, ErrorChain};
@@ -117,7 +117,12 @@ pub(super) async fn run_resume(
                 cancel,
                 shutdown: state.turn_shutdown.clone(),
             };
-            run_turn(state, turn, stops, out, done, None).await;
+            // No stream slot: the answer being resumed held it; nothing was admitted anew.
+            let admitted = Admitted {
+                slot: None,
+                admission: std::time::Duration::ZERO,
+            };
+            run_turn(state, turn, stops, out, done, admitted).await;
         }
         Err(error) => {
             tracing::error!(error = %ErrorChain(&error), "resume failed");
