@@ -20,7 +20,7 @@ const NO_ANSWER_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub enum Resumed {
     /// It ended and `done` was sent: nothing was sent twice, nothing left out.
-    Done(TurnSummary),
+    Done(Box<TurnSummary>),
     /// Its node stopped before it ended (it is `interrupted`, or was never started): the
     /// question is to be answered again.
     Orphaned,
@@ -79,7 +79,8 @@ where
             MessageStatus::Interrupted => return Ok(Resumed::Orphaned),
             _ => {
                 let summary = super::replayed_summary(answer);
-                send(TurnEvent::Done(Box::new(summary.clone()))).await;
+                let summary = Box::new(summary);
+                send(TurnEvent::Done(summary.clone())).await;
                 return Ok(Resumed::Done(summary));
             }
         }
