@@ -8,7 +8,7 @@ use super::access::can_read_learner;
 use super::extract::{Json, Query};
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Claims;
-use crate::review::{Cursor, PageAt};
+use crate::review::{Cursor, PageAt, Rating};
 use crate::transcript::{Conversation, StoredMessage};
 
 /// `limit` and at most one of `after` and `before` (cursors from an earlier `next_cursor`).
@@ -77,6 +77,17 @@ pub struct ConversationView {
     pub messages: Vec<StoredMessage>,
     /// More messages follow: pass this as `after` (as `before` when paging with `before`).
     pub next_cursor: Option<String>,
+    /// The learner's rating of each answer on this page that has one (with its comment), so
+    /// that a chat restored from the server shows the thumbs the learner gave.
+    pub feedback: Vec<AnswerRating>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnswerRating {
+    pub message_id: String,
+    #[schema(value_type = String, example = "down")]
+    pub rating: Rating,
+    pub comment: Option<String>,
 }
 
 #[utoipa::path(
@@ -116,9 +127,27 @@ pub async fn conversation(
         return Err(not_found());
     }
     let page = state.review.conversation_messages(&id, &at, limit).await?;
+    let on_page: std::collections::HashSet<&str> =
+        page.messages.iter().map(|m| m.id.as_str()).collect();
+    // Oldest first: a newer rating of the same answer replaces an older one.
+    let mut ratings = std::collections::BTreeMap::new();
+    for f in state.review.conversation_feedback(&id).await? {
+        if on_page.contains(f.message_id.as_str()) {
+            ratings.insert(f.message_id.clone(), f);
+        }
+    }
+    let feedback = ratings
+        .into_values()
+        .map(|f| AnswerRating {
+            message_id: f.message_id,
+            rating: f.rating,
+            comment: f.comment,
+        })
+        .collect();
     Ok(Json(ConversationView {
         conversation,
         messages: page.messages,
         next_cursor: page.next.map(|c| c.encode()),
+        feedback,
     }))
 }

@@ -264,6 +264,14 @@ try {
   result.restored = restored.messages.filter((m) => m.role === "learner").map((m) => m.text);
   check(restored.conversationId === result.conversationId, "another conversation after the reload");
   check(result.restored.length === 2, `history after reload: ${JSON.stringify(result.restored)}`);
+  // The thumbs-down given before the reload is shown as given, and no comment box is offered
+  // again for it (its comment is stored).
+  const restoredAnswer = chat.locator('.msg.assistant[data-status="complete"]').first();
+  result.restoredRating = await restoredAnswer.locator(".feedback").getAttribute("data-rating");
+  check(result.restoredRating === "down", `the thumbs-down is not restored after the reload: ${result.restoredRating}`);
+  check(await restoredAnswer.getByRole("button", { name: "Not helpful" }).getAttribute("aria-pressed") === "true",
+    "the restored thumbs-down is not shown as pressed");
+  check(await restoredAnswer.locator("form.feedback-comment").count() === 0, "the comment box is offered again after the reload");
   await chat.locator("#history").click();
   const current = chat.locator('#conversations .conversation[aria-current="true"]');
   await current.waitFor({ timeout: 10000 });

@@ -1248,12 +1248,16 @@ function createChat(host, shadow, server) {
   async function restoreHistory() {
     if (!S.conversationId || !S.token) return;
     const messages = [];
+    const ratings = new Map(); // answer id -> the learner's stored rating and comment
     let cursor = null;
     try {
       for (let page = 0; page < HISTORY_MAX_PAGES; page += 1) {
         const query = `limit=${HISTORY_PAGE}${cursor ? `&after=${encodeURIComponent(cursor)}` : ''}`;
         const view = await api(`/api/v1/conversations/${encodeURIComponent(S.conversationId)}?${query}`);
         messages.push(...(Array.isArray(view.messages) ? view.messages : []));
+        for (const f of Array.isArray(view.feedback) ? view.feedback : []) {
+          if (f && (f.rating === 'up' || f.rating === 'down')) ratings.set(str(f.message_id), f);
+        }
         cursor = view.next_cursor;
         if (!cursor) break;
       }
@@ -1261,11 +1265,14 @@ function createChat(host, shadow, server) {
       if (error.status !== 404) notice(t('historyFailed', { message: error.message }), { kind: 'info', code: 'history' });
       return;
     }
-    showMessages(messages);
+    showMessages(messages, ratings);
   }
 
-  /** Stored messages as entries above anything typed since; unanswered recent ones asked again. */
-  function showMessages(messages) {
+  /**
+   * Stored messages as entries above anything typed since, with the thumbs the learner gave;
+   * unanswered recent ones asked again.
+   */
+  function showMessages(messages, ratings = new Map()) {
     const answers = new Map();
     for (const m of messages) if (m.role !== 'learner' && m.reply_to && !answers.has(m.reply_to)) answers.set(m.reply_to, m);
     const fragment = document.createDocumentFragment();
@@ -1286,6 +1293,11 @@ function createChat(host, shadow, server) {
           model: answer.model || null,
           messageId: answer.id,
         });
+        const rated = ratings.get(answer.id);
+        if (rated) {
+          entry.feedback.rating = rated.rating;
+          entry.feedback.comment = typeof rated.comment === 'string' ? rated.comment : null;
+        }
       }
       entry.acked = true;
       const open = !answer || answer.status === 'streaming';
