@@ -70,6 +70,8 @@ pub async fn conversations(
 pub struct Readers {
     /// Their mentor's id, when the platform named one in the profile.
     pub mentor: Option<String>,
+    /// Their mentor's name, when the platform gave it (`mentor_name` in the profile).
+    pub mentor_name: Option<String>,
     /// The course team of this course, when the profile names one (they read answer policies
     /// and what the guard withheld, not the learner's profile).
     pub course: Option<String>,
@@ -130,6 +132,7 @@ pub async fn transparency(
     Ok(Json(Transparency {
         readers: Readers {
             mentor: profile.as_ref().and_then(|p| p.mentor_id.clone()),
+            mentor_name: profile.as_ref().and_then(|p| p.mentor_name.clone()),
             course: profile.as_ref().and_then(|p| p.course.clone()),
             admins: true,
         },

@@ -52,6 +52,8 @@ pub struct LearnerProfile {
     pub project: Option<String>,
     pub chapters_completed: Vec<String>,
     pub mentor_id: Option<String>,
+    /// The mentor's name as the platform gives it, shown to the learner.
+    pub mentor_name: Option<String>,
     pub updated_at: i64,
 }
 
@@ -67,6 +69,7 @@ impl LearnerProfile {
             project: None,
             chapters_completed: Vec::new(),
             mentor_id: None,
+            mentor_name: None,
             updated_at: 0,
         }
     }

@@ -69,6 +69,7 @@ pub struct ProfileUpdate {
     pub project: Option<String>,
     pub chapters_completed: Option<Vec<String>>,
     pub mentor_id: Option<String>,
+    pub mentor_name: Option<String>,
 }
 
 impl ProfileUpdate {
@@ -81,6 +82,7 @@ impl ProfileUpdate {
         merge("chapter", &mut profile.chapter, self.chapter)?;
         merge("project", &mut profile.project, self.project)?;
         merge("mentor_id", &mut profile.mentor_id, self.mentor_id)?;
+        merge("mentor_name", &mut profile.mentor_name, self.mentor_name)?;
         if let Some(locale) = self.locale {
             check_locale(locale.trim())?;
             profile.locale = locale.trim().to_string();
@@ -250,6 +252,11 @@ mod tests {
             ..ProfileUpdate::default()
         };
         assert!(refuse(mentor).contains("`mentor_id`"));
+        let mentor_name = ProfileUpdate {
+            mentor_name: Some("Grace\nHopper".into()),
+            ..ProfileUpdate::default()
+        };
+        assert!(refuse(mentor_name).contains("`mentor_name` contains control characters"));
         let chapters = ProfileUpdate {
             chapters_completed: Some(vec!["x".into(); 1001]),
             ..ProfileUpdate::default()

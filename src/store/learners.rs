@@ -20,13 +20,13 @@ impl LearnerStore for Store {
     async fn put_learner(&self, p: &LearnerProfile) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO learners (id, name, locale, program, course_id, chapter, project, \
-             chapters_completed, mentor_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             chapters_completed, mentor_id, mentor_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, locale = excluded.locale, \
              program = excluded.program, course_id = excluded.course_id, \
              chapter = excluded.chapter, project = excluded.project, \
              chapters_completed = excluded.chapters_completed, mentor_id = excluded.mentor_id, \
-             updated_at = excluded.updated_at",
+             mentor_name = excluded.mentor_name, updated_at = excluded.updated_at",
         )
         .bind(&p.id)
         .bind(&p.name)
@@ -37,6 +37,7 @@ impl LearnerStore for Store {
         .bind(&p.project)
         .bind(rows::to_json(&p.chapters_completed))
         .bind(&p.mentor_id)
+        .bind(&p.mentor_name)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;

@@ -16,7 +16,7 @@ pub(super) const MESSAGE_COLUMNS: &str = "id, conversation_id, learner_id, clien
     retrieval_ms, first_token_ms, total_ms, page_url, created_at, guard, retrieval, failure, \
     delta_ends";
 pub(super) const LEARNER_COLUMNS: &str = "id, name, locale, program, course_id, chapter, project, \
-    chapters_completed, mentor_id, updated_at";
+    chapters_completed, mentor_id, mentor_name, updated_at";
 pub(super) const SESSION_COLUMNS: &str =
     "id, learner_id, mentor_id, held_on, notes, goals, created_at";
 pub(super) const FILE_COLUMNS: &str =
@@ -128,6 +128,7 @@ pub(super) fn learner(row: &AnyRow) -> Result<LearnerProfile, StoreError> {
         project: row.try_get("project")?,
         chapters_completed: json_column(&completed, "chapters_completed")?,
         mentor_id: row.try_get("mentor_id")?,
+        mentor_name: row.try_get("mentor_name")?,
         updated_at: row.try_get("updated_at")?,
     })
 }

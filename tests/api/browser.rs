@@ -250,6 +250,9 @@ async fn the_widget_on_a_plain_host_page_renders_while_streaming_and_keeps_hosti
     })
     .await;
     app.put_learner("ana", "grace").await;
+    // The platform names the mentor: the "who can read this" panel shows the name.
+    app.put_profile("ana", serde_json::json!({"mentor_name": "Grace Hopper"}))
+        .await;
     app.put_profile(
         "zoe",
         serde_json::json!({"name": "Zoé", "locale": "fr", "mentor_id": "grace",

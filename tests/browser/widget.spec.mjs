@@ -231,7 +231,7 @@ try {
   const facts = chat.locator('#privacy-panel [data-facts="readers"]');
   await facts.waitFor({ timeout: 10000 });
   result.readers = await facts.innerText();
-  check(result.readers.includes("grace"), `the mentor is not named: ${result.readers}`);
+  check(result.readers.includes("Your mentor, Grace Hopper"), `the mentor is not named: ${result.readers}`);
   check(await chat.locator("#privacy-panel [data-retention]").isVisible(), "no retention line");
   check(await chat.locator("#privacy-panel #download").isVisible(), "no download button");
   const [download] = await Promise.all([

@@ -1427,7 +1427,7 @@ function createChat(host, shadow, server) {
       return;
     }
     const readers = [
-      info.readers.mentor ? t('readerMentor', { name: info.readers.mentor }) : t('readerNoMentor'),
+      info.readers.mentor ? t('readerMentor', { name: str(info.readers.mentor_name) || info.readers.mentor }) : t('readerNoMentor'),
       info.readers.course ? t('readerCourse', { course: info.readers.course }) : null,
       info.readers.admins ? t('readerAdmins') : null,
     ].filter(Boolean);
