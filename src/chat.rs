@@ -3,6 +3,7 @@
 //! evaluations all call [`answer`].
 pub mod attach;
 pub mod prompt_choice;
+pub mod rerun;
 pub mod resume;
 pub mod stages;
 
@@ -19,7 +20,7 @@ use crate::guard::{GuardReport, OutputGuard, TurnRules};
 use crate::llm::{ChatRequest, Llm, LlmError, LlmEvent, LlmFailure};
 use crate::prompt::{
     Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflineFile,
-    OfflinePassage, OfflineReply, Prompts, Snippet, SystemContext,
+    OfflinePassage, OfflineReply, PromptRecord, Prompts, Snippet, SystemContext, SystemValues,
 };
 use crate::retrieval::{Passage, Retriever, Scope};
 use crate::store::StoreError;
@@ -695,13 +696,15 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let knowledge = material.knowledge;
-    let system = material.prompts.render_system(&SystemContext {
+    let policy_words = answer_policy(material.policy, material.notice.is_some());
+    let system_context = SystemContext {
         learner_name: &turn.learner.name,
         course: knowledge.course.as_deref().unwrap_or("your course"),
         page_title: turn.page.title.as_deref(),
         locale: &knowledge.locale,
-        answer_policy: Some(&answer_policy(material.policy, material.notice.is_some())),
-    })?;
+        answer_policy: Some(&policy_words),
+    };
+    let system = material.prompts.render_system(&system_context)?;
     let prompt = crate::prompt::assemble(
         deps.budget,
         &Context {
@@ -719,6 +722,15 @@ where
     );
     tracing::debug!(tokens = prompt.tokens, parts = ?prompt.parts, "prompt assembled");
     let record = ctx.record;
+    // Kept with the answer for the inspector and replays: what the model is about to receive.
+    let mut kept = PromptRecord::new(
+        &deps.budget,
+        &prompt,
+        knowledge.course.clone(),
+        SystemValues::from(&system_context),
+    );
+    kept.project = knowledge.project.clone();
+    record.prompt = serde_json::to_value(&kept).ok();
     record.model = Some(llm.model().to_string());
     // Citations refer to the passages the model actually saw.
     record.sources.truncate(prompt.passages_used);

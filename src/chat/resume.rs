@@ -19,8 +19,9 @@ const NO_ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// How a resumed answer ended.
 #[derive(Debug)]
 pub enum Resumed {
-    /// It ended and `done` was sent: nothing was sent twice, nothing left out.
-    Done(TurnSummary),
+    /// It ended and `done` was sent: nothing was sent twice, nothing left out. (Boxed: the
+    /// summary is large beside the other variants.)
+    Done(Box<TurnSummary>),
     /// Its node stopped before it ended (it is `interrupted`, or was never started): the
     /// question is to be answered again.
     Orphaned,
@@ -78,8 +79,8 @@ where
             }
             MessageStatus::Interrupted => return Ok(Resumed::Orphaned),
             _ => {
-                let summary = super::replayed_summary(answer);
-                send(TurnEvent::Done(Box::new(summary.clone()))).await;
+                let summary = Box::new(super::replayed_summary(answer));
+                send(TurnEvent::Done(summary.clone())).await;
                 return Ok(Resumed::Done(summary));
             }
         }
