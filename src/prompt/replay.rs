@@ -46,7 +46,9 @@ pub enum ReplayError {
     NoTurnAsked,
     #[error("the date range is empty: from_ms {from} is not before to_ms {to}")]
     EmptyRange { from: i64, to: i64 },
-    #[error("no stored answer of this course matches the filter")]
+    #[error(
+        "no answer of this course that kept its prompt matches the filter (offline replies keep none)"
+    )]
     NothingMatches,
     #[error("replays compare system prompts; {0} is not one")]
     NotSystem(String),

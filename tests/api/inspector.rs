@@ -387,6 +387,19 @@ async fn replay_from_the_stored_context(database_url: Option<String>) {
         .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list[0]["id"], id.as_str());
+
+    // Erasing the learner takes the kept prompts and the replayed turns with the answers.
+    let admin = app.token(Role::Admin, "root");
+    let (status, body) = app
+        .call("DELETE", "/api/v1/learners/ada", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = app
+        .call("GET", &prompt_path(&asked[0].answer_id), Some(&admin), None)
+        .await;
+    assert_eq!(status, 404);
+    let erased = replay_state(&app, &id, "").await;
+    assert_eq!(erased["turns"], json!([]), "{erased}");
 }
 
 #[tokio::test]
@@ -536,4 +549,191 @@ async fn a_replay_is_paged_cancellable_and_bounded() {
         status, 404,
         "another course's replay looks missing: {missing}"
     );
+}
+
+#[tokio::test]
+async fn flagged_turns_can_be_chosen_and_without_a_model_the_replay_says_it_is_offline() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = app_with(&llm, 3000).await;
+    app.put_learner("ada", "grace").await;
+    app.ask(
+        "ada",
+        &[
+            "What is a while loop?",
+            "I want to talk to my mentor, I feel hopeless about this project",
+        ],
+    )
+    .await;
+    app.wait_flags("ada", |flags| !flags.is_empty()).await;
+    // Restarted on the same data without a model.
+    let (mut settings, temp) = app.stop().await;
+    settings.llm = None;
+    let app = TestApp::start(settings, temp).await;
+    let token = team(&app);
+    let default_id = companion::prompt::TemplateName::System.default_version_id();
+    let (status, started) = start_replay(
+        &app,
+        &token,
+        json!({"candidate": default_id, "filter": {"flagged": true}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(
+        started["total_turns"], 1,
+        "only the flagged turn: {started}"
+    );
+    assert_eq!(started["offline"], true);
+    assert_eq!(started["model"], "instructed-fake");
+    let done = wait_ended(&app, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let turn = &done["turns"][0];
+    assert!(
+        turn["question"]
+            .as_str()
+            .unwrap()
+            .contains("talk to my mentor"),
+        "{turn}"
+    );
+    // The deterministic fake's answer, from the stored passages: not the original's.
+    let candidate = turn["candidate"].as_str().unwrap();
+    assert!(
+        candidate.starts_with("The course puts it this way:")
+            || candidate.starts_with("The course passages do not cover"),
+        "{candidate}"
+    );
+    assert_ne!(turn["candidate"], turn["original"]);
+}
+
+#[tokio::test]
+async fn the_studio_validates_previews_for_a_learner_of_the_course_and_runs_the_evals() {
+    // No model: the evals use the deterministic fake, which a bad candidate fails.
+    let app = crate::helpers::spawn_app().await;
+    let token = team(&app);
+    app.put_learner("ada", "grace").await;
+    app.add_session(
+        "grace",
+        "ada",
+        &crate::helpers::today(),
+        "Ada mixes up while and for.",
+        &["Write a loop that stops on a flag"],
+    )
+    .await;
+    app.put_profile(
+        "zoe",
+        json!({"name": "Zoe", "locale": "en", "course": "web-basics"}),
+    )
+    .await;
+    let path = |rest: &str| format!("/api/v1/courses/{COURSE}/prompts/system{rest}");
+
+    let (status, checked) = app
+        .call(
+            "POST",
+            &path("/validate"),
+            Some(&token),
+            Some(json!({"text": "Hello {{ learner_name }}\n{% if french %}\n"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["valid"], false);
+    assert_eq!(checked["line"], 2, "{checked}");
+    let (_, checked) = app
+        .call(
+            "POST",
+            &path("/validate"),
+            Some(&token),
+            Some(json!({"text": "Hello {{ learner_name }}"})),
+        )
+        .await;
+    assert_eq!(checked["valid"], true, "{checked}");
+
+    let text = format!("You are the {MARKER} tutor of {{{{ learner_name }}}}.");
+    let (status, preview) = app
+        .call(
+            "POST",
+            &path("/preview"),
+            Some(&token),
+            Some(
+                json!({"text": text, "learner": "ada", "question": "How do I stop a while loop?"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    let messages = preview["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(
+        messages[0]["content"],
+        format!("You are the {MARKER} tutor of ada name.")
+    );
+    let user = messages.last().unwrap()["content"].as_str().unwrap();
+    for wanted in [
+        "<learner_profile>",
+        "<mentor_plan",
+        "Write a loop that stops on a flag",
+        "<passage n=\"1\"",
+        "How do I stop a while loop?",
+    ] {
+        assert!(user.contains(wanted), "{wanted} in {user}");
+    }
+    // Nothing was asked or stored for it.
+    let (_, conversations) = app
+        .call(
+            "GET",
+            "/api/v1/me/conversations",
+            Some(&app.learner_token("ada")),
+            None,
+        )
+        .await;
+    assert_eq!(conversations["conversations"], json!([]), "{conversations}");
+    // A learner of another course is not previewed; a broken text is refused.
+    let (status, body) = app
+        .call(
+            "POST",
+            &path("/preview"),
+            Some(&token),
+            Some(json!({"text": text, "learner": "zoe"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = app
+        .call(
+            "POST",
+            &path("/preview"),
+            Some(&token),
+            Some(json!({"text": "{{ learner_email }}", "learner": "ada"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+
+    // The shipped cases: the shipped prompt passes, the deliberately bad candidate regresses.
+    let bad = std::fs::read_to_string(
+        crate::helpers::repo_root().join("prompts/evals/candidates/bad-system.md"),
+    )
+    .unwrap();
+    let (status, report) = app
+        .call(
+            "POST",
+            &path("/eval"),
+            Some(&token),
+            Some(json!({"text": bad})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["offline"], true);
+    assert_eq!(report["model"], "instructed-fake");
+    assert!(!report["cases"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        !report["regressions"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    let default_id = companion::prompt::TemplateName::System.default_version_id();
+    let (status, report) = app
+        .call(
+            "POST",
+            &path("/eval"),
+            Some(&token),
+            Some(json!({"version": default_id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["regressions"], json!([]), "{report}");
 }
