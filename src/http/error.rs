@@ -144,8 +144,7 @@ impl ApiError {
                 ReplayError::TooMany(_)
                 | ReplayError::NoTurnAsked
                 | ReplayError::EmptyRange { .. }
-                | ReplayError::NothingMatches
-                | ReplayError::NotSystem(_) => UNPROCESSABLE,
+                | ReplayError::NothingMatches => UNPROCESSABLE,
             },
         }
     }

@@ -4,8 +4,6 @@
 //! run `chat::rerun`.
 use serde::{Deserialize, Serialize};
 
-use super::TemplateName;
-
 /// The most turns one replay answers again.
 pub const MAX_REPLAY_TURNS: usize = 200;
 /// Turns a replay takes when the filter does not say.
@@ -50,8 +48,6 @@ pub enum ReplayError {
         "no answer of this course that kept its prompt matches the filter (offline replies keep none)"
     )]
     NothingMatches,
-    #[error("replays compare system prompts; {0} is not one")]
-    NotSystem(String),
     #[error("no replay {0}")]
     NotFound(String),
     #[error("replay {0} is not running")]
@@ -71,14 +67,6 @@ impl ReplayFilter {
             n if n > MAX_REPLAY_TURNS => Err(ReplayError::TooMany(n)),
             n => Ok(n),
         }
-    }
-}
-
-/// The template a replay's candidate must be a version of.
-pub fn check_template(template: TemplateName) -> Result<(), ReplayError> {
-    match template {
-        TemplateName::System => Ok(()),
-        other => Err(ReplayError::NotSystem(other.as_str().to_string())),
     }
 }
 
@@ -176,7 +164,6 @@ mod tests {
             range.checked_limit(),
             Err(ReplayError::EmptyRange { from: 10, to: 10 })
         );
-        assert!(check_template(TemplateName::Offline).is_err());
         for status in [
             ReplayStatus::Running,
             ReplayStatus::Done,
