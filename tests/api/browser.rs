@@ -5,7 +5,8 @@
 //! another origin (`widget.spec.mjs`: Markdown, code and math while streaming, hostile HTML
 //! inert, rating, cancel, history, transparency, axe-core, French, 360 px;
 //! `target/screenshots/widget-1280.png`, `widget-360.png`), and the prompt studio
-//! (`studio.spec.mjs`: an inline syntax error, a diff, an eval, a replay side by side;
+//! (`studio.spec.mjs`: an inline syntax error, a diff, an eval, a replay side by side, a
+//! preview, promote and roll back, an experiment;
 //! `docs/screenshots/studio.png`, `studio-replay.png`, kept in the repository). Needs node, `npm install` in tests/browser and Chromium
 //! (scripts/test.sh installs them); without them the tests say they skip, unless
 //! `COMPANION_REQUIRE_BROWSER=1` (set by scripts/test.sh) makes that a failure.
@@ -473,6 +474,7 @@ async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromiu
                 &token,
                 &versions[0],
                 &versions[1],
+                "ada",
                 &dir.to_string_lossy(),
             ],
         )
@@ -496,6 +498,30 @@ async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromiu
             .contains("A `while` loop stops"),
         "{result}"
     );
+    assert!(result["previewMessages"].as_u64().unwrap() >= 2, "{result}");
+    assert!(
+        result["promoted"].as_str().unwrap().contains("production"),
+        "{result}"
+    );
+    assert!(
+        result["experiment"]
+            .as_str()
+            .unwrap()
+            .starts_with("running"),
+        "{result}"
+    );
     assert_screenshot(&dir.join("studio.png"));
     assert_screenshot(&dir.join("studio-replay.png"));
+    // What the page did went through the API: production rolled back, one experiment running.
+    let (status, experiments) = app
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{course}/experiments"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{experiments}");
+    assert_eq!(experiments[0]["running"], true, "{experiments}");
+    assert_eq!(experiments[0]["arms"][1]["version"], versions[1].as_str());
 }

@@ -1,14 +1,15 @@
 // Opens the prompt studio in headless Chromium as a course team: an edit with a syntax error
 // shows its line inline, a diff of two versions, the eval cases run on a version's text, then a
 // replay of the thumbs-down turns with that version, side by side. Two screenshots.
-// Usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <png-dir>
+// Then a preview for a learner, promote and roll back, and an experiment.
+// Usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-const [base, token, versionA, versionB, pngDir] = process.argv.slice(2);
+const [base, token, versionA, versionB, learnerId, pngDir] = process.argv.slice(2);
 if (!pngDir) {
-  console.error("usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <png-dir>");
+  console.error("usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>");
   process.exit(2);
 }
 
@@ -75,6 +76,26 @@ try {
   const panel = page.locator('section[aria-labelledby="replay-title"]');
   await panel.scrollIntoViewIfNeeded();
   await panel.screenshot({ path: join(pngDir, "studio-replay.png") });
+
+  // The preview of the editor's text for a learner of the course.
+  await page.fill("#preview-learner", learnerId);
+  await page.click("#preview-run");
+  await page.locator("#preview .prompt-message.system").waitFor({ timeout: 15000 });
+  result.previewMessages = await page.locator("#preview .prompt-message").count();
+
+  // Promote the selected version, then roll production back.
+  await page.click("#promote");
+  await page.locator("#labels", { hasText: "production" }).waitFor({ timeout: 15000 });
+  result.promoted = await page.locator("#labels").innerText();
+  await page.click("#rollback");
+  await page.locator("#labels", { hasText: "No label" }).waitFor({ timeout: 15000 });
+
+  // An experiment between the two versions.
+  await page.selectOption("#exp-a", versionA);
+  await page.selectOption("#exp-b", versionB);
+  await page.click("#exp-start");
+  await page.locator("#experiments p", { hasText: "running" }).waitFor({ timeout: 15000 });
+  result.experiment = await page.locator("#experiments p").first().innerText();
 } catch (error) {
   failures.push(String(error && error.stack ? error.stack : error));
 } finally {
