@@ -722,15 +722,18 @@ where
     );
     tracing::debug!(tokens = prompt.tokens, parts = ?prompt.parts, "prompt assembled");
     let record = ctx.record;
-    // Kept with the answer for the inspector and replays: what the model is about to receive.
-    let mut kept = PromptRecord::new(
-        &deps.budget,
-        &prompt,
-        knowledge.course.clone(),
-        SystemValues::from(&system_context),
-    );
-    kept.project = knowledge.project.clone();
-    record.prompt = serde_json::to_value(&kept).ok();
+    // Kept with the answer for the inspector and replays: what the model receives. Counted
+    // and serialised once the model has been asked, never before its first token.
+    let keep_prompt = |record: &mut AnswerRecord| {
+        let mut kept = PromptRecord::new(
+            &deps.budget,
+            &prompt,
+            knowledge.course.clone(),
+            SystemValues::from(&system_context),
+        );
+        kept.project = knowledge.project.clone();
+        record.prompt = serde_json::to_value(&kept).ok();
+    };
     record.model = Some(llm.model().to_string());
     // Citations refer to the passages the model actually saw.
     record.sources.truncate(prompt.passages_used);
@@ -763,20 +766,27 @@ where
             .collect(),
     });
     let request = ChatRequest {
-        messages: prompt.messages,
+        messages: prompt.messages.clone(),
         max_tokens: deps.budget.reserved_answer,
         temperature: deps.temperature,
     };
     ctx.clock.stages.assemble = Some(ctx.clock.lap());
     let stream = tokio::select! {
         result = llm.stream(request) => result,
-        _ = ctx.stops.cancel.cancelled() => return Ok((MessageStatus::Cancelled, None, None)),
-        _ = ctx.stops.shutdown.cancelled() => return Ok((MessageStatus::Interrupted, None, None)),
+        _ = ctx.stops.cancel.cancelled() => {
+            keep_prompt(record);
+            return Ok((MessageStatus::Cancelled, None, None));
+        }
+        _ = ctx.stops.shutdown.cancelled() => {
+            keep_prompt(record);
+            return Ok((MessageStatus::Interrupted, None, None));
+        }
     };
     let mut stream = match stream {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%error, "llm request failed");
+            keep_prompt(record);
             return Ok((MessageStatus::Failed, Some(error), None));
         }
     };
@@ -881,6 +891,7 @@ where
     );
     record.tokens_in = Some(tokens_in);
     record.tokens_out = Some(tokens_out);
+    keep_prompt(record);
     Ok(ending)
 }
 

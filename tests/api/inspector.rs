@@ -181,6 +181,36 @@ async fn the_inspector_shows_exactly_what_the_model_received_to_the_team_the_men
         .call("GET", &prompt_path(&asked[0].answer_id), None, None)
         .await;
     assert_eq!(status, 401);
+
+    // An answer the model failed keeps the prompt it was sent, too.
+    llm.push([Behaviour::Status {
+        status: 400,
+        retry_after: None,
+        message: "bad request".into(),
+    }]);
+    let failed = app.ask("ada", &["And a for loop?"]).await;
+    let sent = request_messages(llm.requests().last().unwrap());
+    let (_, conversation) = app
+        .conversation(&app.learner_token("ada"), &failed[0].conversation_id)
+        .await;
+    let answer = conversation["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == failed[0].answer_id.as_str())
+        .unwrap();
+    assert_eq!(answer["status"], "failed", "{answer}");
+    let (status, body) = app
+        .call(
+            "GET",
+            &prompt_path(&failed[0].answer_id),
+            Some(&team(&app)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), sent.len());
+    assert_eq!(body["messages"][0]["content"], sent[0].1.as_str());
 }
 
 /// Rates `answer` down, as `learner`, with a comment.
