@@ -222,7 +222,8 @@ pub async fn answer(
             id: question_id.clone(),
             conversation_id: turn.conversation_id.clone(),
             learner_id: turn.learner.id.clone(),
-            course_id: turn.course.clone(),
+            // The course the turn is answered for: the ask's, else the learner's profile's.
+            course_id: knowledge.course.clone(),
             client_id: turn.client_id.clone(),
             text: turn.text.clone(),
             page_url: turn.page.url.clone(),

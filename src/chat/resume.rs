@@ -19,8 +19,7 @@ const NO_ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// How a resumed answer ended.
 #[derive(Debug)]
 pub enum Resumed {
-    /// It ended and `done` was sent: nothing was sent twice, nothing left out. (Boxed: the
-    /// summary is large beside the other variants.)
+    /// It ended and `done` was sent: nothing was sent twice, nothing left out.
     Done(Box<TurnSummary>),
     /// Its node stopped before it ended (it is `interrupted`, or was never started): the
     /// question is to be answered again.
@@ -79,7 +78,8 @@ where
             }
             MessageStatus::Interrupted => return Ok(Resumed::Orphaned),
             _ => {
-                let summary = Box::new(super::replayed_summary(answer));
+                let summary = super::replayed_summary(answer);
+                let summary = Box::new(summary);
                 send(TurnEvent::Done(summary.clone())).await;
                 return Ok(Resumed::Done(summary));
             }

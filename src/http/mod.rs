@@ -133,6 +133,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/api/v1/courses/{course}/policy",
             courses::policy,
         ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/courses/{course}/citations",
+            courses::citations,
+        ),
         ApiRoute::new(Method::GET, "/api/v1/me/conversations", me::conversations),
         ApiRoute::new(Method::GET, "/api/v1/me/transparency", me::transparency),
     ];

@@ -22,6 +22,7 @@ use super::{conversations, courses, demo, learners, me, mentor, studio};
         demo::demo_token,
         conversations::conversation,
         courses::policy,
+        courses::citations,
         me::conversations,
         me::transparency,
         learners::profile::profile,

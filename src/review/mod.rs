@@ -199,6 +199,28 @@ pub struct FlagCounts {
     pub urgent: u64,
 }
 
+/// How the answers written from one prompt version cited the course: of the model's answers
+/// that were given passages, how many cited none of them (the output guard's `uncited`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptCitations {
+    /// The exact version the answers were written from (a stored version's id or a shipped
+    /// default's `default:<template>@<sha>`).
+    pub prompt_version: String,
+    /// Complete model answers (offline replies and failed or cancelled answers left out).
+    pub answers: u64,
+    /// Of those, the ones given passages to cite.
+    pub with_passages: u64,
+    /// Of those, the ones that cited none.
+    pub uncited: u64,
+}
+
+impl PromptCitations {
+    /// `uncited / with_passages`; `None` before any answer had passages.
+    pub fn uncited_rate(&self) -> Option<f64> {
+        (self.with_passages > 0).then(|| self.uncited as f64 / self.with_passages as f64)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnnotationKind {

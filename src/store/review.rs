@@ -12,7 +12,7 @@ use super::{Store, StoreError, search_text};
 use crate::learner::MentorSession;
 use crate::review::{
     Activity, Annotation, ConversationSummary, Cursor, Feedback, Flag, FlagCounts, FlagKind,
-    LearnerActivity, MessagePage, Severity,
+    LearnerActivity, MessagePage, PromptCitations, Severity,
 };
 use crate::transcript::{StoredMessage, now_ms};
 
@@ -709,6 +709,47 @@ impl LearnerActivity for Store {
         since: &[(String, i64)],
     ) -> Result<HashMap<String, Activity>, StoreError> {
         Store::activity_since(self, since).await
+    }
+}
+
+impl Store {
+    /// Per prompt version, how the course's complete model answers written since `since_ms`
+    /// cited their passages (the guard's report says `uncited`; an answer without passages has
+    /// `sources` `[]`). Newest versions' rows are not favoured: ordered by version id.
+    pub async fn prompt_citations(
+        &self,
+        course: &str,
+        since_ms: i64,
+    ) -> Result<Vec<PromptCitations>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.prompt_version AS version, CAST(COUNT(*) AS BIGINT) AS answers, \
+             CAST(SUM(CASE WHEN m.sources IS NOT NULL AND m.sources <> '[]' THEN 1 ELSE 0 END) \
+                 AS BIGINT) AS with_passages, \
+             CAST(SUM(CASE WHEN m.guard LIKE '%\"uncited\":true%' THEN 1 ELSE 0 END) AS BIGINT) \
+                 AS uncited \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE c.course_id = $1 AND m.role = 'assistant' AND m.status = 'complete' \
+             AND m.offline = 0 AND m.prompt_version IS NOT NULL AND m.created_at >= $2 \
+             GROUP BY m.prompt_version ORDER BY m.prompt_version",
+        )
+        .bind(course)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |row: &sqlx::any::AnyRow, column: &str| -> Result<u64, StoreError> {
+            let value: Option<i64> = row.try_get(column)?;
+            Ok(value.unwrap_or(0).max(0) as u64)
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(PromptCitations {
+                    prompt_version: row.try_get("version")?,
+                    answers: count(row, "answers")?,
+                    with_passages: count(row, "with_passages")?,
+                    uncited: count(row, "uncited")?,
+                })
+            })
+            .collect()
     }
 }
 

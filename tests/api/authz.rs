@@ -171,6 +171,7 @@ const ROWS: &[Row] = &[
     row("POST", "/api/v1/mentor/flags/{id}/resolve", REVIEWERS),
     row("GET", "/api/v1/mentor/search", MENTOR_API),
     row("GET", "/api/v1/courses/{course}/policy", COURSE_TEAM),
+    row("GET", "/api/v1/courses/{course}/citations", COURSE_TEAM),
     row("GET", "/api/v1/courses/{course}/prompts", COURSE_TEAM),
     row(
         "POST",

@@ -303,3 +303,106 @@ async fn the_shipped_guard_set_meets_its_targets() {
         companion::eval::guard::render(&report)
     );
 }
+
+/// Issue 12: answers given passages that cite none of them are counted per prompt version, for
+/// the course's team: the shipped default's answers and a course version's apart.
+#[tokio::test]
+async fn uncited_answers_are_counted_per_prompt_version_for_the_course_team() {
+    let cited = || Behaviour::Reply(vec!["A loop repeats [1".into(), "] until it stops.".into()]);
+    let uncited = || Behaviour::Reply(vec!["A loop repeats until it stops.".into()]);
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
+    app.put_learner("ada", "grace").await;
+    let course = "python-foundations";
+    let team = app.token_with_course(Role::CourseTeam, "course-team", course);
+
+    llm.push([cited(), uncited(), uncited()]);
+    app.ask(
+        "ada",
+        &[
+            "how does a while loop stop?",
+            "when does a while loop end?",
+            "how do I leave a while loop early?",
+        ],
+    )
+    .await;
+
+    // The course's own system prompt goes live; its two answers cite.
+    let text = "You are the tutor of {{ learner_name }} on {{ course }}. Cite passages like [1].\n";
+    let (status, saved) = app
+        .call(
+            "POST",
+            &format!("/api/v1/courses/{course}/prompts/system/versions"),
+            Some(&team),
+            Some(json!({"text": text, "message": "cite more"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    let version = saved["id"].as_str().unwrap().to_string();
+    let (status, moved) = app
+        .call(
+            "PUT",
+            &format!("/api/v1/courses/{course}/prompts/system/labels/production"),
+            Some(&team),
+            Some(json!({ "version": version })),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    llm.push([cited(), cited()]);
+    app.ask(
+        "ada",
+        &[
+            "what makes a while loop stop?",
+            "can a while loop run forever?",
+        ],
+    )
+    .await;
+
+    let path = format!("/api/v1/courses/{course}/citations");
+    let (status, body) = app.call("GET", &path, Some(&team), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["days"], 30, "{body}");
+    let row = |id: &str| {
+        body["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["prompt_version"] == id)
+            .unwrap_or_else(|| panic!("no row for {id}: {body}"))
+            .clone()
+    };
+    let default = row(&companion::prompt::TemplateName::System.default_version_id());
+    assert_eq!(
+        (
+            &default["answers"],
+            &default["with_passages"],
+            &default["uncited"]
+        ),
+        (&json!(3), &json!(3), &json!(2)),
+        "{body}"
+    );
+    let rate = default["uncited_rate"].as_f64().unwrap();
+    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{body}");
+    let course_version = row(&version);
+    assert_eq!(
+        (&course_version["answers"], &course_version["uncited"]),
+        (&json!(2), &json!(0)),
+        "{body}"
+    );
+    assert_eq!(course_version["uncited_rate"], 0.0, "{body}");
+    assert_eq!(body["versions"].as_array().unwrap().len(), 2, "{body}");
+
+    // Another course's team and the learner are refused; a bad window is a clear 400.
+    let other = app.token_with_course(Role::CourseTeam, "other-team", "web-basics");
+    let (status, _) = app.call("GET", &path, Some(&other), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = app
+        .call("GET", &path, Some(&app.learner_token("ada")), None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, refused) = app
+        .call("GET", &format!("{path}?days=0"), Some(&team), None)
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("days"), "{refused}");
+}

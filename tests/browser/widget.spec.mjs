@@ -111,6 +111,10 @@ try {
   await page.keyboard.press("Enter");
   const streaming = chat.locator('.msg.assistant[aria-busy="true"]');
   await streaming.locator("table td").first().waitFor({ timeout: 20000 });
+  // The math comes after the table in the reply: wait for it while the answer still streams
+  // (the locator only matches a busy message, so an answer that ends first fails here).
+  await streaming.locator(".cc-math.typeset math").first().waitFor({ timeout: 20000 })
+    .catch(() => {});
   const during = await inShadow(page, (root) => {
     const busy = root.querySelector('.msg.assistant[aria-busy="true"]');
     return busy && {

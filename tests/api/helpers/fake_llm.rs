@@ -70,13 +70,15 @@ pub enum Behaviour {
     DropMidStream { after: usize },
     /// Streams chunks forever, one every `delay`, ignoring `max_tokens`.
     Endless,
+    /// Streams these chunks instead of the script's.
+    Reply(Vec<String>),
 }
 
 impl Behaviour {
     /// A name for reports: `stream`, `429`, `500`, `stall_first`, `stall_mid`, `drop`, `endless`.
     pub fn kind(&self) -> String {
         match self {
-            Self::Script => "stream".into(),
+            Self::Script | Self::Reply(_) => "stream".into(),
             Self::Status { status, .. } => status.to_string(),
             Self::StallBeforeFirstToken(_) => "stall_first".into(),
             Self::StallMidStream { .. } => "stall_mid".into(),
@@ -317,7 +319,11 @@ async fn completions(State(state): State<FakeState>, body: Bytes) -> Response {
         return sse(Body::from_stream(first.chain(rest)));
     }
     let mut pieces = vec![Piece::Bytes(delay, role)];
-    for (i, text) in script.chunks.iter().enumerate() {
+    let texts = match &behaviour {
+        Behaviour::Reply(chunks) => chunks,
+        _ => &script.chunks,
+    };
+    for (i, text) in texts.iter().enumerate() {
         let pause = match &behaviour {
             Behaviour::StallBeforeFirstToken(stall) if i == 0 => *stall + delay,
             Behaviour::StallMidStream { after, stall } if i == *after => *stall + delay,
