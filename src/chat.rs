@@ -3,6 +3,7 @@
 //! evaluations all call [`answer`].
 pub mod attach;
 pub mod prompt_choice;
+pub mod rerun;
 pub mod resume;
 pub mod stages;
 
@@ -19,7 +20,7 @@ use crate::guard::{GuardReport, OutputGuard, TurnRules};
 use crate::llm::{ChatRequest, Llm, LlmError, LlmEvent, LlmFailure};
 use crate::prompt::{
     Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflineFile,
-    OfflinePassage, OfflineReply, Prompts, Snippet, SystemContext,
+    OfflinePassage, OfflineReply, PromptRecord, Prompts, Snippet, SystemContext, SystemValues,
 };
 use crate::retrieval::{Passage, Retriever, Scope};
 use crate::store::StoreError;
@@ -696,13 +697,15 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let knowledge = material.knowledge;
-    let system = material.prompts.render_system(&SystemContext {
+    let policy_words = answer_policy(material.policy, material.notice.is_some());
+    let system_context = SystemContext {
         learner_name: &turn.learner.name,
         course: knowledge.course.as_deref().unwrap_or("your course"),
         page_title: turn.page.title.as_deref(),
         locale: &knowledge.locale,
-        answer_policy: Some(&answer_policy(material.policy, material.notice.is_some())),
-    })?;
+        answer_policy: Some(&policy_words),
+    };
+    let system = material.prompts.render_system(&system_context)?;
     let prompt = crate::prompt::assemble(
         deps.budget,
         &Context {
@@ -720,6 +723,18 @@ where
     );
     tracing::debug!(tokens = prompt.tokens, parts = ?prompt.parts, "prompt assembled");
     let record = ctx.record;
+    // Kept with the answer for the inspector and replays: what the model receives. Counted
+    // and serialised once the model has been asked, never before its first token.
+    let keep_prompt = |record: &mut AnswerRecord| {
+        let mut kept = PromptRecord::new(
+            &deps.budget,
+            &prompt,
+            knowledge.course.clone(),
+            SystemValues::from(&system_context),
+        );
+        kept.project = knowledge.project.clone();
+        record.prompt = serde_json::to_value(&kept).ok();
+    };
     record.model = Some(llm.model().to_string());
     // Citations refer to the passages the model actually saw.
     record.sources.truncate(prompt.passages_used);
@@ -752,20 +767,27 @@ where
             .collect(),
     });
     let request = ChatRequest {
-        messages: prompt.messages,
+        messages: prompt.messages.clone(),
         max_tokens: deps.budget.reserved_answer,
         temperature: deps.temperature,
     };
     ctx.clock.stages.assemble = Some(ctx.clock.lap());
     let stream = tokio::select! {
         result = llm.stream(request) => result,
-        _ = ctx.stops.cancel.cancelled() => return Ok((MessageStatus::Cancelled, None, None)),
-        _ = ctx.stops.shutdown.cancelled() => return Ok((MessageStatus::Interrupted, None, None)),
+        _ = ctx.stops.cancel.cancelled() => {
+            keep_prompt(record);
+            return Ok((MessageStatus::Cancelled, None, None));
+        }
+        _ = ctx.stops.shutdown.cancelled() => {
+            keep_prompt(record);
+            return Ok((MessageStatus::Interrupted, None, None));
+        }
     };
     let mut stream = match stream {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%error, "llm request failed");
+            keep_prompt(record);
             return Ok((MessageStatus::Failed, Some(error), None));
         }
     };
@@ -870,6 +892,7 @@ where
     );
     record.tokens_in = Some(tokens_in);
     record.tokens_out = Some(tokens_out);
+    keep_prompt(record);
     Ok(ending)
 }
 

@@ -157,6 +157,7 @@ impl Application {
             metrics: Arc::default(),
             retention: settings.retention.keep_for,
             widget_libs: Arc::new(http::widget::WidgetLibs::load(&settings.widget_libs_dir)),
+            studio: Arc::new(http::studio::StudioState::new(settings.content.dir.clone())),
         };
         Ok(Self {
             listener,

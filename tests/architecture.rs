@@ -88,12 +88,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("bench", &["config", "eval", "index", "retrieval"]),
+    // `eval`: the studio runs the shipped prompt evals in-process, and a replay without a
+    // model answers with `eval prompts`' deterministic fake.
     (
         "http",
         &[
             "auth",
             "chat",
             "config",
+            "eval",
             "guard",
             "learner",
             "llm",

@@ -69,6 +69,7 @@ async fn a_question_and_its_answer_round_trip_with_metadata(store: &Store) {
         retrieval: Some(RetrievalStatus::Unavailable),
         failure: Some("llm_timeout".into()),
         delta_ends: vec![5, 11],
+        prompt: None,
     };
     store
         .finish_answer("m2", MessageStatus::Complete, &record)

@@ -74,6 +74,24 @@ pub fn can_manage_course_prompts(claims: &Claims, course: &str) -> bool {
     }
 }
 
+/// Whether `claims` may read the prompt of an answer given to `learner_id` in `course`: the
+/// course's team, the learner's mentor, an admin. Not the learner (the prompt holds the
+/// mentor's notes), nor the platform's service token.
+pub fn can_inspect_prompt(
+    claims: &Claims,
+    course: Option<&str>,
+    profile: Option<&LearnerProfile>,
+) -> bool {
+    match claims.role {
+        Role::Admin => true,
+        Role::CourseTeam => course.is_some() && claims.course.as_deref() == course,
+        Role::Mentor => {
+            profile.is_some_and(|p| p.mentor_id.as_deref() == Some(claims.sub.as_str()))
+        }
+        Role::Learner | Role::Service => false,
+    }
+}
+
 /// The refusal a demo visitor gets for storing files.
 pub fn demo_cannot_store_files() -> ApiError {
     ApiError::Forbidden(

@@ -76,6 +76,21 @@ pub const ASSETS: &[Asset] = &[
         content_type: CSS,
         body: include_str!("../../web/mentor.css"),
     },
+    Asset {
+        url: "/studio",
+        content_type: HTML,
+        body: include_str!("../../web/studio.html"),
+    },
+    Asset {
+        url: "/studio/studio.js",
+        content_type: JS,
+        body: include_str!("../../web/studio.js"),
+    },
+    Asset {
+        url: "/studio/studio.css",
+        content_type: CSS,
+        body: include_str!("../../web/studio.css"),
+    },
 ];
 
 /// Each asset's `ETag`, in the order of [`ASSETS`].

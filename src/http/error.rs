@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::learner::validate::InvalidInput;
 use crate::project::ProjectError;
+use crate::prompt::replay::ReplayError;
 use crate::prompt::versions::VersionError;
 use crate::review::digest::DigestError;
 use crate::review::erase::EraseError;
@@ -62,6 +63,10 @@ pub enum ApiError {
     /// template or split that breaks a rule 422, another editor's save first 409.
     #[error(transparent)]
     Version(#[from] VersionError),
+    /// A replay refused: a filter over the bounds or matching nothing 422, an unknown replay
+    /// 404, a cancel of one that ended 409.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     /// Over a quota or a rate (429); `retry_after` seconds when waiting helps.
     #[error("{message}")]
     TooMany {
@@ -132,6 +137,14 @@ impl ApiError {
                 | VersionError::Render(_)
                 | VersionError::OverBudget { .. }
                 | VersionError::Invalid(_) => UNPROCESSABLE,
+            },
+            Self::Replay(error) => match error {
+                ReplayError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                ReplayError::NotRunning(_) => (StatusCode::CONFLICT, "conflict"),
+                ReplayError::TooMany(_)
+                | ReplayError::NoTurnAsked
+                | ReplayError::EmptyRange { .. }
+                | ReplayError::NothingMatches => UNPROCESSABLE,
             },
         }
     }

@@ -74,6 +74,8 @@ pub struct AppState {
     pub retention: Option<std::time::Duration>,
     /// The chat widget's rendering libraries, read at start-up ([`widget`]).
     pub widget_libs: Arc<widget::WidgetLibs>,
+    /// The prompt studio's replays running on this node and the files its evals read.
+    pub studio: Arc<studio::StudioState>,
 }
 
 impl AppState {

@@ -55,13 +55,21 @@ use super::{conversations, courses, demo, learners, me, mentor, studio};
         studio::experiments::start,
         studio::experiments::stop,
         studio::experiments::promote,
+        studio::inspect::prompt,
+        studio::workbench::validate_text,
+        studio::workbench::preview,
+        studio::workbench::eval,
+        studio::replays::list,
+        studio::replays::start,
+        studio::replays::read,
+        studio::replays::cancel,
     ),
     modifiers(&BearerToken),
     security(("bearer" = [])),
     tags(
         (name = "learners", description = "Every `/api/v1/learners/{id}...` route"),
         (name = "mentor", description = "The mentor's review"),
-        (name = "courses", description = "What course teams read and manage: the answer policies, prompt versions, labels and A/B experiments"),
+        (name = "courses", description = "What course teams read and manage: the answer policies, prompt versions, labels, A/B experiments, the prompt inspector and replays"),
         (name = "chat", description = "Conversations and the demo"),
     )
 )]

@@ -7,6 +7,7 @@
 //!
 //! Only the system prompt is in the system role. Everything else is data, quoted in delimited
 //! blocks of the user message whose delimiters the data cannot forge.
+use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
 pub use tiktoken_rs::tokenizer::Tokenizer;
 
@@ -116,7 +117,7 @@ fn bpe(tokenizer: Tokenizer) -> &'static CoreBPE {
 }
 
 /// A past exchange in the conversation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryTurn {
     pub question: String,
     pub answer: String,
@@ -214,21 +215,90 @@ pub struct AssembledPrompt {
     pub history_used: usize,
     /// Dropped turns whose question is summarised.
     pub history_summarised: usize,
+    /// Each part's tokens as first counted, while choosing (for the log).
     pub parts: Vec<PartUse>,
+    /// Each part's tokens in the final prompt, the system prompt and the question included;
+    /// with `framing` (the intro line, the joints between blocks, every message's overhead and
+    /// the reply's priming) they add up to `tokens`.
+    pub counted: Vec<PartUse>,
+    /// What the budget left out or cut, part by part.
+    pub dropped: Vec<Dropped>,
+    /// The blocks as they went in, the system prompt aside: what a replay reuses
+    /// ([`reassemble`]) to put the same context under another system prompt.
+    pub blocks: PromptBlocks,
 }
 
-/// What was chosen, before rendering; trimmed further if the exact count is over.
-struct Chosen {
-    question: String,
-    profile: Option<String>,
-    mentor: Option<String>,
-    brief: Option<String>,
-    attachments: Vec<String>,
-    snippets: Vec<String>,
+/// What the budget left out of one part: how many pieces of how many, and which, or how a
+/// text was cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub part: String,
+    pub dropped: usize,
+    pub of: usize,
+    pub detail: Vec<String>,
+}
+
+/// The blocks of the user message as chosen (already fitted to their budgets, data already
+/// defused), and the history turns; trimmed further if the exact count is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptBlocks {
+    pub question: String,
+    pub profile: Option<String>,
+    pub mentor: Option<String>,
+    pub brief: Option<String>,
+    pub attachments: Vec<String>,
+    pub snippets: Vec<String>,
+    pub passages: Vec<String>,
+    pub history: Vec<HistoryTurn>,
+    pub summary: Vec<String>,
+    pub retrieval_unavailable: bool,
+}
+
+/// What was given to the assembly, as labels, so that what it left out can be named.
+#[derive(Default)]
+struct Given {
+    profile: bool,
+    mentor: bool,
+    brief: bool,
+    attachments: usize,
+    snippets: usize,
+    /// "[n] section" of each passage, in rank order.
     passages: Vec<String>,
-    history: Vec<HistoryTurn>,
-    summary: Vec<String>,
-    retrieval_unavailable: bool,
+    history: usize,
+    /// The question's and the system prompt's tokens before any cut.
+    question_tokens: usize,
+    system_tokens: usize,
+}
+
+impl Given {
+    fn of(blocks: &PromptBlocks, budget: &Budget, system: &str) -> Self {
+        Self {
+            profile: blocks.profile.is_some(),
+            mentor: blocks.mentor.is_some(),
+            brief: blocks.brief.is_some(),
+            attachments: blocks.attachments.len(),
+            snippets: blocks.snippets.len(),
+            passages: blocks.passages.iter().map(|b| block_label(b)).collect(),
+            history: blocks.history.len(),
+            question_tokens: budget.count(&blocks.question),
+            system_tokens: budget.count(system),
+        }
+    }
+}
+
+/// A passage block's `[n] section`, from its opening tag.
+fn block_label(block: &str) -> String {
+    let attr = |name: &str| {
+        let key = format!("{name}=\"");
+        let start = block.find(&key)? + key.len();
+        let len = block[start..].find('"')?;
+        Some(block[start..start + len].to_string())
+    };
+    match (attr("n"), attr("section")) {
+        (Some(n), Some(section)) => format!("[{n}] {section}"),
+        (Some(n), None) => format!("[{n}]"),
+        _ => "passage".to_string(),
+    }
 }
 
 /// Builds the messages for one question.
@@ -382,7 +452,7 @@ pub fn assemble(budget: Budget, context: &Context<'_>) -> AssembledPrompt {
     }
     take("history", &mut used, spent);
 
-    let mut chosen = Chosen {
+    let chosen = PromptBlocks {
         question,
         profile,
         mentor,
@@ -394,16 +464,64 @@ pub fn assemble(budget: Budget, context: &Context<'_>) -> AssembledPrompt {
         summary,
         retrieval_unavailable: context.retrieval_unavailable,
     };
-    // Blocks were counted one by one; the joined text is counted again, and in the rare case
-    // it is over, the lowest-priority pieces go until it fits.
+    let given = Given {
+        profile: context.profile.is_some_and(|p| !p.lines.is_empty()),
+        mentor: context.mentor.is_some(),
+        brief: context.brief.is_some(),
+        attachments: context.attachments.len(),
+        snippets: context.snippets.len(),
+        passages: context
+            .passages
+            .iter()
+            .map(|p| format!("[{}] {}", p.n, p.chunk.section_label()))
+            .collect(),
+        history: context.history.len(),
+        question_tokens: count(context.question),
+        system_tokens: count(context.system),
+    };
+    finish(&budget, &system, chosen, &given, parts)
+}
+
+/// The same context under another system prompt: `blocks` as a first assembly chose them,
+/// `system` cut to the room the question leaves, then, if the whole is over the window, the
+/// lowest-priority blocks dropped until it fits. Nothing is added that was not there.
+pub fn reassemble(budget: Budget, system: &str, blocks: &PromptBlocks) -> AssembledPrompt {
+    let available = budget.available();
+    let count = |text: &str| budget.count(text);
+    let question_frame = count(&question_block("")) + MESSAGE_OVERHEAD + count(INTRO) + JOINT;
+    let system_room = available.saturating_sub(
+        MESSAGE_OVERHEAD
+            + REPLY_PRIMING
+            + question_frame
+            + budget.max_question_tokens.min(MIN_QUESTION_TOKENS),
+    );
+    let given = Given::of(blocks, &budget, system);
+    let system = budget.truncate(system, system_room);
+    finish(&budget, &system, blocks.clone(), &given, Vec::new())
+}
+
+/// Renders `chosen` under `system`, dropping the lowest-priority pieces while the exact count
+/// is over (blocks were counted one by one; the joined text is counted again), and says what
+/// each part took and what was left out of what was `given`.
+fn finish(
+    budget: &Budget,
+    system: &str,
+    mut chosen: PromptBlocks,
+    given: &Given,
+    parts: Vec<PartUse>,
+) -> AssembledPrompt {
+    let available = budget.available();
+    let count = |text: &str| budget.count(text);
     loop {
-        let messages = render(&system, &chosen);
+        let messages = render(system, &chosen);
         let tokens = messages
             .iter()
             .map(|m| count(&m.content) + MESSAGE_OVERHEAD)
             .sum::<usize>()
             + REPLY_PRIMING;
         if tokens <= available || !drop_one(&mut chosen) {
+            let counted = counted_parts(budget, system, &chosen, tokens);
+            let dropped = dropped_parts(budget, system, &chosen, given);
             return AssembledPrompt {
                 messages,
                 tokens,
@@ -413,13 +531,181 @@ pub fn assemble(budget: Budget, context: &Context<'_>) -> AssembledPrompt {
                 history_used: chosen.history.len(),
                 history_summarised: chosen.summary.len(),
                 parts,
+                counted,
+                dropped,
+                blocks: chosen,
             };
         }
     }
 }
 
+/// Each part's tokens in the final prompt; `framing` is the rest of `total`.
+fn counted_parts(
+    budget: &Budget,
+    system: &str,
+    chosen: &PromptBlocks,
+    total: usize,
+) -> Vec<PartUse> {
+    let count = |text: &str| budget.count(text);
+    let sum = |blocks: &[String]| blocks.iter().map(|b| count(b)).sum::<usize>();
+    let passages = if chosen.passages.is_empty() {
+        count(no_passage(chosen.retrieval_unavailable))
+    } else {
+        sum(&chosen.passages)
+    };
+    let mut counted = vec![
+        PartUse {
+            part: "system",
+            tokens: count(system),
+        },
+        PartUse {
+            part: "profile",
+            tokens: chosen.profile.as_deref().map_or(0, count),
+        },
+        PartUse {
+            part: "mentor",
+            tokens: chosen.mentor.as_deref().map_or(0, count),
+        },
+        PartUse {
+            part: "brief",
+            tokens: chosen.brief.as_deref().map_or(0, count),
+        },
+        PartUse {
+            part: "attachments",
+            tokens: sum(&chosen.attachments),
+        },
+        PartUse {
+            part: "snippets",
+            tokens: sum(&chosen.snippets),
+        },
+        PartUse {
+            part: "passages",
+            tokens: passages,
+        },
+        PartUse {
+            part: "history",
+            tokens: chosen
+                .history
+                .iter()
+                .map(|t| count(&t.question) + count(&t.answer))
+                .sum(),
+        },
+        PartUse {
+            part: "earlier_questions",
+            tokens: if chosen.summary.is_empty() {
+                0
+            } else {
+                count(&summary_block(&chosen.summary))
+            },
+        },
+        PartUse {
+            part: "question",
+            tokens: count(&question_block(&chosen.question)),
+        },
+    ];
+    let parts: usize = counted.iter().map(|p| p.tokens).sum();
+    counted.push(PartUse {
+        part: "framing",
+        tokens: total.saturating_sub(parts),
+    });
+    counted
+}
+
+/// What the budget left out of `given`, part by part (parts with nothing left out are absent).
+fn dropped_parts(
+    budget: &Budget,
+    system: &str,
+    chosen: &PromptBlocks,
+    given: &Given,
+) -> Vec<Dropped> {
+    let mut dropped = Vec::new();
+    let mut push = |part: &str, of: usize, kept: usize, detail: Vec<String>| {
+        if kept < of || !detail.is_empty() {
+            dropped.push(Dropped {
+                part: part.to_string(),
+                dropped: of.saturating_sub(kept),
+                of,
+                detail,
+            });
+        }
+    };
+    let system_tokens = budget.count(system);
+    push(
+        "system",
+        1,
+        1,
+        if system_tokens < given.system_tokens {
+            vec![format!(
+                "cut from {} to {system_tokens} tokens",
+                given.system_tokens
+            )]
+        } else {
+            Vec::new()
+        },
+    );
+    for (part, was, kept) in [
+        ("profile", given.profile, chosen.profile.is_some()),
+        ("mentor", given.mentor, chosen.mentor.is_some()),
+        ("brief", given.brief, chosen.brief.is_some()),
+    ] {
+        push(part, usize::from(was), usize::from(kept), Vec::new());
+    }
+    push(
+        "attachments",
+        given.attachments,
+        chosen.attachments.len(),
+        Vec::new(),
+    );
+    push(
+        "snippets",
+        given.snippets,
+        chosen.snippets.len(),
+        Vec::new(),
+    );
+    push(
+        "passages",
+        given.passages.len(),
+        chosen.passages.len(),
+        given
+            .passages
+            .iter()
+            .skip(chosen.passages.len())
+            .cloned()
+            .collect(),
+    );
+    let history_detail = if chosen.summary.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} dropped turns' questions summarised",
+            chosen.summary.len()
+        )]
+    };
+    push(
+        "history",
+        given.history,
+        chosen.history.len(),
+        history_detail,
+    );
+    let question_tokens = budget.count(&chosen.question);
+    push(
+        "question",
+        1,
+        1,
+        if question_tokens < given.question_tokens {
+            vec![format!(
+                "cut from {} to {question_tokens} tokens",
+                given.question_tokens
+            )]
+        } else {
+            Vec::new()
+        },
+    );
+    dropped
+}
+
 /// Drops the lowest-priority piece left; false when only the system prompt and question are.
-fn drop_one(chosen: &mut Chosen) -> bool {
+fn drop_one(chosen: &mut PromptBlocks) -> bool {
     if !chosen.summary.is_empty() {
         chosen.summary.clear();
         return true;
@@ -452,7 +738,7 @@ fn no_passage(retrieval_unavailable: bool) -> &'static str {
     }
 }
 
-fn render(system: &str, chosen: &Chosen) -> Vec<ChatMessage> {
+fn render(system: &str, chosen: &PromptBlocks) -> Vec<ChatMessage> {
     let mut messages = vec![ChatMessage {
         role: Role::System,
         content: system.to_string(),
@@ -1095,5 +1381,83 @@ mod tests {
         assert_eq!(tokenizer_for("gpt-4o-mini"), Tokenizer::O200kBase);
         assert_eq!(tokenizer_for("gpt-4"), Tokenizer::Cl100kBase);
         assert_eq!(tokenizer_for("some-local-model"), Tokenizer::Cl100kBase);
+    }
+
+    #[test]
+    fn the_parts_add_up_to_the_prompt_and_the_passages_left_out_are_named() {
+        let (facts, plan) = (facts(), plan());
+        let passages: Vec<Passage> = (1..=5).map(|n| passage(n, 60)).collect();
+        let history = [turn(3), turn(3)];
+        let context = Context {
+            profile: Some(&facts),
+            mentor: Some(&plan),
+            passages: &passages,
+            history: &history,
+            ..Context::new("system rules", "my question")
+        };
+        let prompt = assemble(budget(4000), &context);
+        let sum: usize = prompt.counted.iter().map(|p| p.tokens).sum();
+        assert_eq!(sum, prompt.tokens, "{:?}", prompt.counted);
+        let tokens = |part: &str| {
+            prompt
+                .counted
+                .iter()
+                .find(|p| p.part == part)
+                .unwrap_or_else(|| panic!("{part}"))
+                .tokens
+        };
+        assert_eq!(tokens("system"), budget(4000).count("system rules"));
+        assert!(tokens("passages") > 0 && tokens("passages") <= 250);
+        assert!(tokens("framing") > 0);
+        let dropped = prompt
+            .dropped
+            .iter()
+            .find(|d| d.part == "passages")
+            .expect("passages left out");
+        assert_eq!(dropped.of, 5);
+        assert_eq!(dropped.dropped, 5 - prompt.passages_used);
+        assert!(prompt.passages_used > 0 && prompt.passages_used < 5);
+        assert_eq!(
+            dropped.detail.first().unwrap(),
+            &format!("[{}] Loops › While", prompt.passages_used + 1)
+        );
+        // Nothing else was left out.
+        assert_eq!(prompt.dropped.len(), 1, "{:?}", prompt.dropped);
+    }
+
+    #[test]
+    fn reassembling_under_another_system_prompt_keeps_every_block_and_adds_none() {
+        let (facts, plan) = (facts(), plan());
+        let passages: Vec<Passage> = (1..=3).map(|n| passage(n, 20)).collect();
+        let history = [turn(3)];
+        let context = Context {
+            profile: Some(&facts),
+            mentor: Some(&plan),
+            passages: &passages,
+            history: &history,
+            ..Context::new("system rules", "my question")
+        };
+        let first = assemble(budget(4000), &context);
+        let again = reassemble(budget(4000), "the candidate's rules", &first.blocks);
+        assert_eq!(again.messages[0].content, "the candidate's rules");
+        assert_eq!(again.messages[1..], first.messages[1..]);
+        assert!(again.dropped.is_empty(), "{:?}", again.dropped);
+        // A candidate far longer than the window: cut, and the lowest-priority blocks go first.
+        let long = "Always be thorough. ".repeat(2_000);
+        let squeezed = reassemble(budget(1200), &long, &first.blocks);
+        assert!(
+            squeezed.tokens <= budget(1200).available(),
+            "{}",
+            squeezed.tokens
+        );
+        assert!(squeezed.history_used <= first.history_used);
+        assert!(squeezed.passages_used <= first.passages_used);
+        let system = squeezed
+            .dropped
+            .iter()
+            .find(|d| d.part == "system")
+            .unwrap();
+        assert!(system.detail[0].starts_with("cut from"), "{system:?}");
+        assert!(user_message(&squeezed).contains("<question>"));
     }
 }

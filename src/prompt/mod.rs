@@ -5,6 +5,8 @@
 //! split its learners between versions ([`experiment`]).
 pub mod budget;
 pub mod experiment;
+pub mod record;
+pub mod replay;
 pub mod versions;
 
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use minijinja::Environment;
 use serde::Serialize;
 
 pub use budget::{
-    AssembledPrompt, Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan,
-    PartBudgets, Snippet, assemble,
+    AssembledPrompt, Attachment, Brief, Budget, Context, Dropped, HistoryTurn, LearnerFacts,
+    MentorPlan, PartBudgets, PromptBlocks, Snippet, assemble, reassemble,
 };
+pub use record::{PromptRecord, SystemValues};
 pub use versions::TemplateName;
 
 const SYSTEM_TEMPLATE: &str = include_str!("../../prompts/system.md");

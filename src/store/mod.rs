@@ -4,7 +4,8 @@
 //! [`StoreError`]. One set of portable queries goes through sqlx's `Any` driver.
 //!
 //! [`Store`] serves transcripts ([`transcripts`]), learners ([`learners`]), the mentor's
-//! review ([`review`]), the prompt studio's versions, labels and experiments ([`prompts`]), and
+//! review ([`review`]), the prompt studio's versions, labels and experiments ([`prompts`]), the
+//! prompt kept with each model answer and replays ([`replays`]), and
 //! the record and lock of a shared vector index ([`index_manifest`]). The seams that an
 //! in-memory fake stands in for in unit tests are the traits the domain modules define:
 //! [`crate::transcript::TranscriptStore`] and [`crate::learner::LearnerStore`] (what
@@ -15,6 +16,7 @@ mod learners;
 #[cfg(test)]
 pub(crate) mod memory;
 mod prompts;
+mod replays;
 mod review;
 mod rows;
 mod transcripts;
@@ -22,6 +24,7 @@ mod usage;
 
 pub use index_manifest::IndexLock;
 pub use prompts::{LivePromptRows, RolledBack, Saved};
+pub use replays::StoredPrompt;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};

@@ -295,6 +295,20 @@ impl TranscriptStore for Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        if let Some(prompt) = &r.prompt {
+            // Idempotent like the update above: a retried final write writes the same.
+            sqlx::query(
+                "INSERT INTO answer_prompts (message_id, course_id, record, created_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (message_id) DO UPDATE SET record = excluded.record",
+            )
+            .bind(id)
+            .bind(prompt["course_id"].as_str())
+            .bind(rows::to_json(prompt))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 

@@ -139,6 +139,9 @@ pub struct AnswerRecord {
     pub failure: Option<String>,
     /// Where each delta sent ends in `text` (byte offsets, by `seq`): see [`delta_texts`].
     pub delta_ends: Vec<usize>,
+    /// What the model received (`prompt::PromptRecord` as JSON), for a model answer; kept
+    /// beside the message for the inspector and replays.
+    pub prompt: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]

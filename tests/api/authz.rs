@@ -213,6 +213,49 @@ const ROWS: &[Row] = &[
         "/api/v1/courses/{course}/experiments/{id}/promote",
         NO_SUCH_EXPERIMENT,
     ),
+    // The fixture's answer is an offline reply (no model here): no prompt was sent, so those
+    // the role allows get 404; learners (the demo visitor too) and the platform get 403. Who
+    // may read a model answer's prompt: `inspector.rs`.
+    row(
+        "GET",
+        "/api/v1/messages/{id}/prompt",
+        [403, 403, 404, 404, 404, 403, 404, 403, 401, 401, 401],
+    ),
+    row(
+        "POST",
+        "/api/v1/courses/{course}/prompts/{template}/validate",
+        COURSE_TEAM,
+    ),
+    // The learner of the fixtures, who is of the course.
+    row(
+        "POST",
+        "/api/v1/courses/{course}/prompts/{template}/preview",
+        COURSE_TEAM,
+    ),
+    // Neither a text nor a version: refused for its content (400) once access is granted.
+    row(
+        "POST",
+        "/api/v1/courses/{course}/prompts/{template}/eval",
+        [403, 403, 403, 403, 400, 403, 400, 403, 401, 401, 401],
+    ),
+    row("GET", "/api/v1/courses/{course}/replays", COURSE_TEAM),
+    // No answer of the course with a kept prompt (offline replies): 422 once access is granted.
+    row(
+        "POST",
+        "/api/v1/courses/{course}/replays",
+        [403, 403, 403, 403, 422, 403, 422, 403, 401, 401, 401],
+    ),
+    // No such replay (the learner's id stands for one): 404 once access is granted.
+    row(
+        "GET",
+        "/api/v1/courses/{course}/replays/{id}",
+        NO_SUCH_EXPERIMENT,
+    ),
+    row(
+        "POST",
+        "/api/v1/courses/{course}/replays/{id}/cancel",
+        NO_SUCH_EXPERIMENT,
+    ),
 ];
 
 /// What a learner has: a profile with a mentor, a project file, a conversation with an
@@ -261,7 +304,9 @@ impl Fixture {
             || path.starts_with("/api/v1/mentor/conversations/")
         {
             &self.conversation
-        } else if path.starts_with("/api/v1/mentor/messages/") {
+        } else if path.starts_with("/api/v1/mentor/messages/")
+            || path.starts_with("/api/v1/messages/")
+        {
             &self.answer
         } else if path.starts_with("/api/v1/mentor/flags/") {
             &self.flag
@@ -309,6 +354,18 @@ fn body(method: &str, path: &str) -> Option<(Vec<u8>, bool)> {
         | ("POST", "/api/v1/courses/{course}/experiments/{id}/promote") => {
             json(json!({"version": TemplateName::System.default_version_id()}))
         }
+        ("POST", "/api/v1/courses/{course}/prompts/{template}/validate") => {
+            json(json!({"text": "You help {{ learner_name }}."}))
+        }
+        ("POST", "/api/v1/courses/{course}/prompts/{template}/preview") => json(json!({
+            "version": TemplateName::System.default_version_id(),
+            "learner": "ada",
+        })),
+        ("POST", "/api/v1/courses/{course}/prompts/{template}/eval") => json(json!({})),
+        ("POST", "/api/v1/courses/{course}/replays") => json(json!({
+            "candidate": TemplateName::System.default_version_id(),
+            "filter": {"thumbs_down": true},
+        })),
         ("POST", "/api/v1/courses/{course}/experiments") => json(json!({
             "template": "system",
             "arms": [

@@ -4,7 +4,10 @@
 //! `target/screenshots/chat.png`), and the `<companion-chat>` widget on a plain host page of
 //! another origin (`widget.spec.mjs`: Markdown, code and math while streaming, hostile HTML
 //! inert, rating, cancel, history, transparency, axe-core, French, 360 px;
-//! `target/screenshots/widget-1280.png`, `widget-360.png`). Needs node, `npm install` in tests/browser and Chromium
+//! `target/screenshots/widget-1280.png`, `widget-360.png`), and the prompt studio
+//! (`studio.spec.mjs`: an inline syntax error, a diff, an eval, a replay side by side, a
+//! preview, promote and roll back, an experiment;
+//! `docs/screenshots/studio.png`, `studio-replay.png`, kept in the repository). Needs node, `npm install` in tests/browser and Chromium
 //! (scripts/test.sh installs them); without them the tests say they skip, unless
 //! `COMPANION_REQUIRE_BROWSER=1` (set by scripts/test.sh) makes that a failure.
 use std::path::{Path, PathBuf};
@@ -405,4 +408,123 @@ async fn the_widget_sees_an_answer_complete_exactly_once_after_the_server_is_kil
         .collect();
     assert_eq!(questions, 1, "{view}");
     assert_eq!(statuses, ["interrupted", "complete"], "{view}");
+}
+
+#[tokio::test]
+async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromium() {
+    let Some(browser) = browser_or_skip("studio") else {
+        return;
+    };
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = spawn_app_with(|settings| use_fake_llm(settings, &llm)).await;
+    let course = "python-foundations";
+    app.put_learner("ada", "grace").await;
+    let asked = app
+        .ask(
+            "ada",
+            &["How do I stop a while loop?", "What is a for loop?"],
+        )
+        .await;
+    crate::inspector::thumbs_down(&app, "ada", &asked[0].answer_id).await;
+    // Restarted on the same data with a model that writes otherwise, so that the replay's
+    // answers differ from the originals.
+    let (mut settings, temp) = app.stop().await;
+    let other = FakeLlm::start(FakeScript {
+        chunks: vec![
+            "Give the loop a flag: set `done = True` where it should stop [1]. ".into(),
+            "Where in your loop would you set it?".into(),
+        ],
+        ..FakeScript::default()
+    })
+    .await;
+    use_fake_llm(&mut settings, &other);
+    let app = TestApp::start(settings, temp).await;
+    let token = app.token_with_course(Role::CourseTeam, "course-team", course);
+    let mut versions = Vec::new();
+    for (text, message) in [
+        (
+            "You are Companion, the tutor of {{ learner_name }} on {{ course }}.\n\
+             Answer in {{ language }}.\nCite the passages like [1].\nNever paste a full solution.\n",
+            "a first voice",
+        ),
+        (
+            "You are Companion, the tutor of {{ learner_name }} on {{ course }}.\n\
+             Answer in {{ language }}. Be brief.\nCite the passages like [1].\n\
+             Coach with one hint and one question.\n",
+            "briefer, coaching",
+        ),
+    ] {
+        let (status, saved) = app
+            .call(
+                "POST",
+                &format!("/api/v1/courses/{course}/prompts/system/versions"),
+                Some(&token),
+                Some(serde_json::json!({"text": text, "message": message})),
+            )
+            .await;
+        assert_eq!(status, 201, "{saved}");
+        versions.push(saved["id"].as_str().unwrap().to_string());
+    }
+    let dir = repo_root().join("docs/screenshots");
+    for png in ["studio.png", "studio-replay.png"] {
+        let _ = std::fs::remove_file(dir.join(png));
+    }
+    let stdout = browser
+        .run(
+            "studio.spec.mjs",
+            &[
+                &app.url(""),
+                &token,
+                &versions[0],
+                &versions[1],
+                "ada",
+                &dir.to_string_lossy(),
+            ],
+        )
+        .await;
+    let result = result_of(&stdout);
+    assert!(result["diffAdded"].as_u64().unwrap() > 0, "{result}");
+    assert!(result["diffRemoved"].as_u64().unwrap() > 0, "{result}");
+    assert!(result["evalCases"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["replayTurns"], 1, "{result}");
+    assert!(
+        result["candidate"]
+            .as_str()
+            .unwrap()
+            .contains("Give the loop a flag"),
+        "{result}"
+    );
+    assert!(
+        result["original"]
+            .as_str()
+            .unwrap()
+            .contains("A `while` loop stops"),
+        "{result}"
+    );
+    assert!(result["previewMessages"].as_u64().unwrap() >= 2, "{result}");
+    assert!(
+        result["promoted"].as_str().unwrap().contains("production"),
+        "{result}"
+    );
+    assert!(
+        result["experiment"]
+            .as_str()
+            .unwrap()
+            .starts_with("running"),
+        "{result}"
+    );
+    assert_screenshot(&dir.join("studio.png"));
+    assert_screenshot(&dir.join("studio-replay.png"));
+    // What the page did went through the API: production rolled back, one experiment running.
+    let (status, experiments) = app
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{course}/experiments"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{experiments}");
+    assert_eq!(experiments[0]["running"], true, "{experiments}");
+    assert_eq!(experiments[0]["arms"][1]["version"], versions[1].as_str());
 }

@@ -12,6 +12,7 @@ mod flags;
 mod gateway;
 mod guard;
 mod helpers;
+mod inspector;
 mod learner_context;
 mod mentor;
 mod metrics;

@@ -3,10 +3,18 @@
 //! ([`versions`]), labels, promotion and rollback ([`labels`]), A/B experiments
 //! ([`experiments`]). The rules are `prompt::versions` and `prompt::experiment`; the SQL is
 //! `store::prompts`. After a change, this node reads the live versions again at once; the
-//! others see the generation move before their next turn.
+//! others see the generation move before their next turn. Also the prompt inspector
+//! ([`inspect`]), replays of past turns with a candidate ([`replays`]) and what the `/studio`
+//! page needs while editing ([`workbench`]: validate, preview for a learner, run the evals).
 pub mod experiments;
+pub mod inspect;
 pub mod labels;
+pub mod replays;
 pub mod versions;
+pub mod workbench;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::http::Method;
 
@@ -63,7 +71,62 @@ pub fn routes() -> Vec<ApiRoute> {
             "/api/v1/courses/{course}/experiments/{id}/promote",
             experiments::promote,
         ),
+        ApiRoute::new(Method::GET, "/api/v1/messages/{id}/prompt", inspect::prompt),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/courses/{course}/prompts/{template}/validate",
+            workbench::validate_text,
+        ),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/courses/{course}/prompts/{template}/preview",
+            workbench::preview,
+        ),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/courses/{course}/prompts/{template}/eval",
+            workbench::eval,
+        ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/courses/{course}/replays",
+            replays::list,
+        ),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/courses/{course}/replays",
+            replays::start,
+        ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/courses/{course}/replays/{id}",
+            replays::read,
+        ),
+        ApiRoute::new(
+            Method::POST,
+            "/api/v1/courses/{course}/replays/{id}/cancel",
+            replays::cancel,
+        ),
     ]
+}
+
+/// What the studio keeps per node: the replays running here, and where the content and the
+/// eval cases are read from.
+pub struct StudioState {
+    pub running: Arc<crate::chat::rerun::Running>,
+    pub content_dir: PathBuf,
+    /// `prompts/evals` of the working directory, as `companion eval prompts` reads it.
+    pub evals_dir: PathBuf,
+}
+
+impl StudioState {
+    pub fn new(content_dir: PathBuf) -> Self {
+        Self {
+            running: Arc::default(),
+            content_dir,
+            evals_dir: PathBuf::from("prompts/evals"),
+        }
+    }
 }
 
 /// The caller may manage `course`'s prompts (403 otherwise), and `course` is a course id.

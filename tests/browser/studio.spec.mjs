@@ -1,0 +1,108 @@
+// Opens the prompt studio in headless Chromium as a course team: an edit with a syntax error
+// shows its line inline, a diff of two versions, the eval cases run on a version's text, then a
+// replay of the thumbs-down turns with that version, side by side. Two screenshots.
+// Then a preview for a learner, promote and roll back, and an experiment.
+// Usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [base, token, versionA, versionB, learnerId, pngDir] = process.argv.slice(2);
+if (!pngDir) {
+  console.error("usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>");
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const failures = [];
+const result = {};
+try {
+  mkdirSync(pngDir, { recursive: true });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") failures.push(`console error: ${message.text()}`);
+  });
+  await page.goto(`${base}/studio?token=${encodeURIComponent(token)}`);
+  const itemA = page.locator(`.version[data-version="${versionA}"]`);
+  const itemB = page.locator(`.version[data-version="${versionB}"]`);
+  await itemB.waitFor({ timeout: 15000 });
+
+  // A syntax error is shown inline, with its line.
+  await itemA.click();
+  await page.waitForFunction(() => document.getElementById("editor").value.length > 0, null, { timeout: 15000 });
+  await page.fill("#editor", "Hello {{ learner_name }}\n{% if french %}\n");
+  const bad = page.locator("#validation.bad");
+  await bad.waitFor({ timeout: 15000 });
+  result.validation = await bad.innerText();
+  if (!/Line 2/.test(result.validation)) failures.push(`validation reads ${JSON.stringify(result.validation)}`);
+
+  // The diff of the two versions.
+  await page.selectOption("#diff-a", versionA);
+  await page.selectOption("#diff-b", versionB);
+  await page.click("#diff-run");
+  await page.locator("#diff .add").first().waitFor({ timeout: 15000 });
+  result.diffAdded = await page.locator("#diff .add").count();
+  result.diffRemoved = await page.locator("#diff .del").count();
+  result.diffSame = await page.locator("#diff .same").count();
+  if (result.diffRemoved === 0) failures.push("the diff shows no removed line");
+
+  // The eval cases on version B's text.
+  await itemB.click();
+  await page.locator("#validation.ok").waitFor({ timeout: 15000 });
+  await page.click("#eval-run");
+  await page.locator("#eval-result .eval-case").first().waitFor({ timeout: 180000 });
+  result.evalCases = await page.locator("#eval-result .eval-case").count();
+  result.evalVerdict = await page.locator("#eval-result .eval-verdict").innerText();
+  await page.locator("#diff-title").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(pngDir, "studio.png"), fullPage: true });
+
+  // A replay of the thumbs-down turns with version B (selected), side by side.
+  await page.check("#replay-down");
+  await page.click("#replay-run");
+  const done = page.locator('#replay-result .replay-turn[data-status="done"]');
+  await done.first().waitFor({ timeout: 60000 });
+  await page.locator("#replay-result .progress", { hasText: "done" }).waitFor({ timeout: 60000 });
+  result.replayTurns = await page.locator("#replay-result .replay-turn").count();
+  result.original = await done.first().locator(".original").innerText();
+  result.candidate = await done.first().locator(".candidate").innerText();
+  const panel = page.locator('section[aria-labelledby="replay-title"]');
+  await panel.scrollIntoViewIfNeeded();
+  await panel.screenshot({ path: join(pngDir, "studio-replay.png") });
+
+  // The preview of the editor's text for a learner of the course.
+  await page.fill("#preview-learner", learnerId);
+  await page.click("#preview-run");
+  await page.locator("#preview .prompt-message.system").waitFor({ timeout: 15000 });
+  result.previewMessages = await page.locator("#preview .prompt-message").count();
+
+  // Promote the selected version, then roll production back.
+  await page.click("#promote");
+  await page.locator("#labels", { hasText: "production" }).waitFor({ timeout: 15000 });
+  result.promoted = await page.locator("#labels").innerText();
+  await page.click("#rollback");
+  await page.locator("#labels", { hasText: "No label" }).waitFor({ timeout: 15000 });
+
+  // An experiment between the two versions.
+  await page.selectOption("#exp-a", versionA);
+  await page.selectOption("#exp-b", versionB);
+  await page.click("#exp-start");
+  await page.locator("#experiments p", { hasText: "running" }).waitFor({ timeout: 15000 });
+  result.experiment = await page.locator("#experiments p").first().innerText();
+} catch (error) {
+  failures.push(String(error && error.stack ? error.stack : error));
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
+console.log("RESULT " + JSON.stringify(result));
