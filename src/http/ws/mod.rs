@@ -196,7 +196,9 @@ struct InFlight {
 /// or shutdown wait on it.
 #[derive(Clone)]
 struct Outbox {
-    frames: mpsc::Sender<ServerFrame>,
+    /// Frames as the JSON text the socket sends: a channel slot is a `String` (24 bytes), not a
+    /// `ServerFrame` (208), and tokio allocates a socket's slots 32 at a time.
+    frames: mpsc::Sender<String>,
     drop: CancellationToken,
     learner: String,
     metrics: Arc<Metrics>,
@@ -207,7 +209,10 @@ impl Outbox {
         if let ServerFrame::Error { code, .. } = &frame {
             self.metrics.error_frame(*code);
         }
-        match self.frames.try_send(frame) {
+        let Ok(text) = serde_json::to_string(&frame) else {
+            return;
+        };
+        match self.frames.try_send(text) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
                 if !self.drop.is_cancelled() {
@@ -241,7 +246,7 @@ impl Heard {
 async fn session(socket: WebSocket, state: AppState, session: Session) {
     let settings = state.sockets.settings.clone();
     let (mut sink, mut stream) = socket.split();
-    let (frames, mut out_rx) = mpsc::channel::<ServerFrame>(settings.outbound_frames);
+    let (frames, mut out_rx) = mpsc::channel::<String>(settings.outbound_frames);
     let out = Outbox {
         frames,
         drop: CancellationToken::new(),
@@ -264,10 +269,7 @@ async fn session(socket: WebSocket, state: AppState, session: Session) {
             let message = tokio::select! {
                 _ = dropped.cancelled() => return,
                 frame = out_rx.recv() => match frame {
-                    Some(frame) => match serde_json::to_string(&frame) {
-                        Ok(text) => Message::Text(text.into()),
-                        Err(_) => continue,
-                    },
+                    Some(text) => Message::Text(text.into()),
                     None => break,
                 },
                 _ = ping.tick() => {
