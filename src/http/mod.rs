@@ -98,13 +98,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
-        .route("/ws", get(ws::upgrade))
         .route("/", get(pages::home))
         .route("/course/{*path}", get(pages::page))
         .merge(assets::routes())
         .merge(widget::routes())
         .merge(api)
-        .with_state(state)
+        .with_state(state.clone())
+        // Every socket holds the state for its life: one shared copy, not a 632-byte clone each.
+        .merge(
+            Router::new()
+                .route("/ws", get(ws::upgrade))
+                .with_state(Arc::new(state)),
+        )
         .layer(axum::middleware::map_response(
             move |response: axum::response::Response| {
                 let headers = headers.clone();
