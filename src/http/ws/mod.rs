@@ -423,17 +423,15 @@ async fn handle_frame(
             message_id,
             rating,
             comment,
-        } => out.push(save_feedback(&state, &session, message_id, rating, comment).await),
-        ClientFrame::RequestMentor { text } => {
-            out.push(request_mentor(&state, &session, text).await)
-        }
+        } => out.push(save_feedback(state, session, message_id, rating, comment).await),
+        ClientFrame::RequestMentor { text } => out.push(request_mentor(state, session, text).await),
         ClientFrame::Attach {
             id,
             name,
             content,
             project,
         } => {
-            let frame = attach(&state, &session, attachments, id, name, content, project).await;
+            let frame = attach(state, session, attachments, id, name, content, project).await;
             let erased = matches!(
                 frame,
                 ServerFrame::Error {
@@ -461,8 +459,7 @@ async fn handle_frame(
                 return Flow::Next;
             }
             let question =
-                match resume::own_question(&state, &session, &id, &conversation, &message_id).await
-                {
+                match resume::own_question(state, session, &id, &conversation, &message_id).await {
                     Ok(question) => question,
                     Err(error) => {
                         out.push(*error);
@@ -507,15 +504,15 @@ async fn handle_frame(
             course,
         } => {
             let received = Instant::now();
-            if let Err(error) = check_ask(&state, &id, &text, in_flight.is_some()) {
+            if let Err(error) = check_ask(state, &id, &text, in_flight.is_some()) {
                 out.push(*error);
                 return Flow::Next;
             }
-            if let Err(error) = check_ask_context(&state, &id, page.as_ref(), course.as_deref()) {
+            if let Err(error) = check_ask_context(state, &id, page.as_ref(), course.as_deref()) {
                 out.push(*error);
                 return Flow::Next;
             }
-            let slot = match admit_ask(&state, &session, &id).await {
+            let slot = match admit_ask(state, session, &id).await {
                 Ok(slot) => slot,
                 Err(error) => {
                     let erased = matches!(
