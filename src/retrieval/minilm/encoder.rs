@@ -12,6 +12,9 @@ use super::math::{dot, gelu, layer_norm, normalise, softmax};
 use super::packed::{Kernel, PackedLinear, VectorUnit, Vectorised};
 use crate::retrieval::embed::EmbedError;
 
+/// Inputs shorter than this many tokens in all attend on the calling thread.
+const SEQUENTIAL_ATTENTION_TOKENS: usize = 256;
+
 /// What the encoder takes from `config.json` besides its two compile-time widths.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Depth {
@@ -256,6 +259,19 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
     fn attention(qkv: &[f32], lens: &[usize], ctx: &mut [f32]) {
         if lens.len() == 1 {
             Self::attend(qkv, lens[0], ctx);
+            return;
+        }
+        // A few short inputs (a message's sentences) stay on the calling thread, like their
+        // linear layers (see `packed::PARALLEL_MIN_MACS`).
+        if lens.iter().sum::<usize>() < SEQUENTIAL_ATTENTION_TOKENS {
+            let (mut qkv, mut ctx) = (qkv, ctx);
+            for &n in lens {
+                let (q_here, q_rest) = qkv.split_at(n * 3 * HIDDEN);
+                let (c_here, c_rest) = std::mem::take(&mut ctx).split_at_mut(n * HIDDEN);
+                Self::attend(q_here, n, c_here);
+                qkv = q_rest;
+                ctx = c_rest;
+            }
             return;
         }
         let mut parts = Vec::with_capacity(lens.len());

@@ -264,9 +264,13 @@ pub struct PackedLinear {
     bias: Vec<f32>,
 }
 
-/// Products smaller than this many multiply-adds run on the calling thread: below it, waking
-/// another thread costs more than it saves.
-const PARALLEL_MIN_MACS: usize = 200_000;
+/// Products smaller than this many multiply-adds run on the calling thread. A question (or a
+/// message's few sentences: under ~100 tokens) stays on its own thread: a server embeds many
+/// at once, and splitting each of a question's 24 products between the pool's threads made it
+/// queue behind every other question's at each of them (hybrid retrieval under 1,000 learners:
+/// p50 138 ms added before the first token). Batches of documents, thousands of rows, are
+/// still shared out.
+pub(crate) const PARALLEL_MIN_MACS: usize = 64_000_000;
 
 impl PackedLinear {
     /// Packs `w`, given as PyTorch stores a linear layer's weight: `out_dim` rows of `in_dim`.
@@ -655,6 +659,8 @@ mod tests {
                 (9, 70, 100),
                 (17, 33, 48),
                 (3, 1536, 384),
+                // Past PARALLEL_MIN_MACS: panels shared out between threads.
+                (200, 384, 1152),
             ] {
                 let x = values(rows * k, 1);
                 let w = values(n * k, 2);
