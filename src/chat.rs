@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::guard::policy::{AnswerMode, Effective, Policies};
 use crate::guard::window::{Clock, WindowMode};
-use crate::guard::{GuardReport, OutputGuard, TurnRules};
+use crate::guard::{CoachingNotes, GuardReport, OutputGuard, Rule, TurnRules};
 use crate::llm::{ChatRequest, Llm, LlmError, LlmEvent, LlmFailure};
 use crate::prompt::{
-    Attachment, Brief, Budget, Context, HistoryTurn, LearnerFacts, MentorPlan, OfflineFile,
-    OfflinePassage, OfflineReply, PromptRecord, Prompts, Snippet, SystemContext, SystemValues,
+    Attachment, Brief, Budget, CoachingContext, Context, HistoryTurn, LearnerFacts, LiveTemplates,
+    MentorPlan, OfflineFile, OfflinePassage, OfflineReply, PromptRecord, Prompts, Snippet,
+    SystemContext, SystemValues, Template,
 };
 use crate::retrieval::{Passage, Retriever, Scope};
 use crate::store::StoreError;
@@ -88,6 +89,17 @@ pub struct ChatDeps {
     pub owner: AnswerOwner,
     /// Newest messages of the conversation read for a turn's history.
     pub history_messages: usize,
+}
+
+impl ChatDeps {
+    /// Where the live versions of the templates are read: the courses' own through the studio,
+    /// else the shipped ones. The digest reads its template through it.
+    pub fn live_templates(&self) -> Arc<dyn LiveTemplates> {
+        match &self.studio {
+            Some(live) => live.clone(),
+            None => self.prompts.clone(),
+        }
+    }
 }
 
 /// This node's name on the answers it streams, and how it keeps them from looking orphaned.
@@ -750,6 +762,11 @@ where
         .await;
         seq += 1;
     }
+    let coaching = coaching_notes(
+        &material.prompts.coaching(),
+        &knowledge.locale,
+        material.policy.max_code_lines,
+    );
     let mut guard = OutputGuard::new(TurnRules {
         references: material.policy.references.clone(),
         max_code_lines: material.policy.max_code_lines,
@@ -765,7 +782,8 @@ where
             .chain(turn.attachments.iter().map(|a| a.text.clone()))
             .chain(material.snippets.iter().map(|s| s.text.clone()))
             .collect(),
-    });
+    })
+    .with_coaching(coaching);
     let request = ChatRequest {
         messages: prompt.messages.clone(),
         max_tokens: deps.budget.reserved_answer,
@@ -1001,6 +1019,34 @@ fn replayed_summary(stored: StoredMessage) -> TurnSummary {
         retrieval: stored.retrieval.unwrap_or(RetrievalStatus::Ok),
         stages: Stages::default(),
     }
+}
+
+/// The coaching notes of one answer, one per rule, from the course's coaching template rendered
+/// for the learner. A note that fails to render is logged and left out: the guard then shows its
+/// own (the shipped template's words) for that rule.
+pub fn coaching_notes(
+    template: &Template,
+    locale: &str,
+    max_code_lines: Option<usize>,
+) -> CoachingNotes {
+    let mut notes = CoachingNotes::default();
+    for rule in Rule::ALL {
+        let context = CoachingContext {
+            rule: rule.as_str(),
+            locale,
+            max_code_lines,
+        };
+        match template.render_coaching(&context) {
+            Ok(note) => notes.set(rule, note),
+            Err(error) => tracing::warn!(
+                %error,
+                version = template.version(),
+                rule = rule.as_str(),
+                "the coaching note does not render; the guard's own is used"
+            ),
+        }
+    }
+    notes
 }
 
 /// The policy as the system prompt states it to the model.

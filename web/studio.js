@@ -73,8 +73,17 @@
     return [{ id: view.default_version, message: "the shipped default", author: "companion" }, ...view.versions];
   }
 
+  // Previews, evals and replays are of system prompts; experiments split the answer's templates
+  // only (a coaching note or a digest is chosen by label).
+  function showPanels() {
+    for (const panel of document.querySelectorAll("[data-templates]")) {
+      panel.hidden = !panel.dataset.templates.split(" ").includes(state.template);
+    }
+  }
+
   async function loadOverview() {
     state.overview = await api(coursePath("/prompts"));
+    showPanels();
     const view = templateView();
     state.head = view.head;
     const labels = view.labels.map((l) => `${l.label} → ${short(l.version)}`).join(", ");

@@ -1,13 +1,14 @@
-//! Which prompt versions a turn uses: the course's running experiment's arm for the learner,
-//! else the version its `production` label points to, else the `*` (every course) label's,
-//! else the shipped default. What the labels and experiments say is cached, compiled, and read
-//! again from the database when its generation counter moved, which is checked before every
-//! turn: a promotion or rollback made on any node is used by the next answer on every node.
+//! Which prompt versions a turn (or a digest) uses: the course's running experiment's arm for
+//! the learner (system prompt and offline reply only), else the version its `production` label
+//! points to, else the `*` (every course) label's, else the shipped default. What the labels
+//! and experiments say is cached, compiled, and read again from the database when its
+//! generation counter moved, which is checked before every turn: a promotion or rollback made
+//! on any node is used by the next answer on every node.
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::prompt::experiment::{Arm, assign};
-use crate::prompt::{Prompts, Template, TemplateName};
+use crate::prompt::{LiveTemplates, Prompts, Template, TemplateName};
 use crate::store::{LivePromptRows, Store, StoreError};
 
 /// The prompts of one turn and the experiment that chose them, if one did.
@@ -64,6 +65,7 @@ impl LivePrompts {
         for template in TemplateName::ALL {
             let course_key = |course: &str| (course.to_string(), template);
             if let Some(course) = course
+                && template.allows_experiments()
                 && let Some(running) = cache.experiments.get(&course_key(course))
                 && let Some(arm) = assign(&running.id, learner, &running.arms)
                 && let Some(compiled) = running.templates.get(&arm.version)
@@ -148,6 +150,13 @@ impl LivePrompts {
             );
         }
         cache
+    }
+}
+
+#[async_trait::async_trait]
+impl LiveTemplates for LivePrompts {
+    async fn live(&self, course: Option<&str>, learner: &str) -> Prompts {
+        self.choose(course, learner).await.prompts
     }
 }
 

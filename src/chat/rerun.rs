@@ -25,6 +25,8 @@ pub struct Rerun {
     /// The configured model, or without one the deterministic fake of `eval prompts`.
     pub llm: Arc<dyn Llm>,
     pub candidate: Arc<Template>,
+    /// The coaching note's version live for the course, for the blocks the guard withholds.
+    pub coaching: Arc<Template>,
     pub budget: Budget,
     pub temperature: f32,
     pub policies: Arc<Policies>,
@@ -192,7 +194,12 @@ pub async fn answer_again(
             .chain(record.blocks.attachments.iter().cloned())
             .chain(record.blocks.snippets.iter().cloned())
             .collect(),
-    });
+    })
+    .with_coaching(super::coaching_notes(
+        &rerun.coaching,
+        &record.system.locale,
+        policy.max_code_lines,
+    ));
     let request = ChatRequest {
         messages: prompt.messages,
         max_tokens: rerun.budget.reserved_answer,

@@ -711,3 +711,37 @@ async fn a_turn_in_a_long_conversation_reads_only_a_window_of_its_newest_message
     assert!(prompt.contains("question 1999"), "{prompt}");
     assert!(prompt.contains("answer 1999"), "{prompt}");
 }
+
+#[test]
+fn the_shipped_coaching_template_renders_the_guards_own_notes_word_for_word() {
+    let shipped = Prompts::builtin().unwrap().coaching();
+    for locale in ["en", "en-GB", "fr", "fr-FR", "fr_CA", "FR", "de"] {
+        for max_code_lines in [None, Some(8)] {
+            let notes = coaching_notes(&shipped, locale, max_code_lines);
+            for rule in Rule::ALL {
+                assert_eq!(
+                    notes.get(rule),
+                    Some(crate::guard::builtin_note(rule, locale)),
+                    "{rule:?} in {locale}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_courses_coaching_version_is_rendered_for_the_learner_and_the_rule() {
+    let text = "{% if french %}Note du cours ({{ rule }}){% else %}Course note ({{ rule }}, \
+                {{ max_code_lines }} lines, {{ language }}){% endif %}";
+    let template = Template::compile(crate::prompt::TemplateName::Coaching, "v-7", text).unwrap();
+    let notes = coaching_notes(&template, "en", Some(6));
+    assert_eq!(
+        notes.get(Rule::Length),
+        Some("Course note (length, 6 lines, English)")
+    );
+    let notes = coaching_notes(&template, "fr-CA", None);
+    assert_eq!(
+        notes.get(Rule::Forbidden),
+        Some("Note du cours (forbidden)")
+    );
+}

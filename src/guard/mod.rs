@@ -2,8 +2,10 @@
 //! Prose flows as it streams (only a possible citation or forbidden word at its very end waits
 //! for the next delta); each fenced code block is held until it closes, then checked against
 //! the project's reference solutions and protected fragments, the policy's length limit and its
-//! forbidden words. A block that fails is replaced by a coaching note in the learner's language;
-//! the original stays in the transcript with the rule that fired.
+//! forbidden words. A block that fails is replaced by a coaching note in the learner's language
+//! (the texts the answering path rendered from the course's `coaching` template, else the
+//! guard's own, which the shipped template renders word for word); the original stays in the
+//! transcript with the rule that fired.
 //!
 //! - [`policy`]: course and project policies read from the course content.
 //! - [`window`]: assessment windows (the companion off or limited for a while).
@@ -73,6 +75,8 @@ pub enum Rule {
 }
 
 impl Rule {
+    pub const ALL: [Rule; 3] = [Rule::Solution, Rule::Length, Rule::Forbidden];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Solution => "solution",
@@ -120,9 +124,40 @@ impl GuardReport {
     }
 }
 
+/// The coaching notes of one answer, per rule, as the course's template rendered them for the
+/// learner. A rule without one (a template that failed to render) gets the guard's own note.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoachingNotes {
+    pub solution: Option<String>,
+    pub length: Option<String>,
+    pub forbidden: Option<String>,
+}
+
+impl CoachingNotes {
+    /// The note for `rule`, if one was given and it says something.
+    pub fn get(&self, rule: Rule) -> Option<&str> {
+        let note = match rule {
+            Rule::Solution => &self.solution,
+            Rule::Length => &self.length,
+            Rule::Forbidden => &self.forbidden,
+        };
+        note.as_deref().filter(|n| !n.trim().is_empty())
+    }
+
+    pub fn set(&mut self, rule: Rule, note: String) {
+        let slot = match rule {
+            Rule::Solution => &mut self.solution,
+            Rule::Length => &mut self.length,
+            Rule::Forbidden => &mut self.forbidden,
+        };
+        *slot = Some(note);
+    }
+}
+
 /// Stands between the model's stream and the learner for one answer.
 pub struct OutputGuard {
     rules: TurnRules,
+    coaching: CoachingNotes,
     splitter: Splitter,
     prose: ProseFilter,
     /// Per reference, which of its tokens this conversation has shown.
@@ -155,8 +190,16 @@ impl OutputGuard {
             shown,
             own,
             rules,
+            coaching: CoachingNotes::default(),
             report: GuardReport::default(),
         }
+    }
+
+    /// Uses these notes where a block is withheld (the course's coaching template, rendered
+    /// for this learner) instead of the guard's own.
+    pub fn with_coaching(mut self, notes: CoachingNotes) -> Self {
+        self.coaching = notes;
+        self
     }
 
     /// Takes one delta of the model's answer; returns what the learner may see now.
@@ -218,7 +261,10 @@ impl OutputGuard {
                     score,
                     original: block.text(),
                 });
-                coaching_note(rule, &self.rules.locale)
+                match self.coaching.get(rule) {
+                    Some(note) => quoted_note(note),
+                    None => coaching_note(rule, &self.rules.locale),
+                }
             }
         }
     }
@@ -294,10 +340,33 @@ impl OutputGuard {
     }
 }
 
-/// What the learner reads where a block was withheld, in their language.
+/// The guard's own note for `rule`, in the learner's language, as the learner reads it where a
+/// block was withheld. `prompts/coaching.md`, the shipped coaching template, renders the same
+/// words (tested where both are in reach, in `chat`).
 pub fn coaching_note(rule: Rule, locale: &str) -> String {
-    let french = locale.split(['-', '_']).next() == Some("fr");
-    let note = match (rule, french) {
+    quoted_note(builtin_note(rule, locale))
+}
+
+/// A note as a Markdown quotation of its own, every line of it, apart from the text around it.
+fn quoted_note(note: &str) -> String {
+    let quoted: Vec<String> = note
+        .trim()
+        .lines()
+        .map(|line| match line.trim_end() {
+            "" => ">".to_string(),
+            line => format!("> {line}"),
+        })
+        .collect();
+    format!("\n{}\n\n", quoted.join("\n"))
+}
+
+/// The words of the guard's own note.
+pub fn builtin_note(rule: Rule, locale: &str) -> &'static str {
+    let french = locale
+        .split(['-', '_'])
+        .next()
+        .is_some_and(|primary| primary.eq_ignore_ascii_case("fr"));
+    match (rule, french) {
         (Rule::Length | Rule::Solution, false) => {
             "I won't write this part of your graded project for you. Let's build it together: \
              which step would you like to try first? Write it, and I'll give you feedback on it."
@@ -314,8 +383,7 @@ pub fn coaching_note(rule: Rule, locale: &str) -> String {
             "J'ai retiré ici un exemple que ton cours me demande de ne pas donner. Demande-moi \
              plutôt l'idée qui se cache derrière."
         }
-    };
-    format!("\n> {note}\n\n")
+    }
 }
 
 /// The code blocks of an earlier answer, as a learner saw them.

@@ -161,3 +161,30 @@ fn the_learners_own_code_quoted_back_passes_even_when_it_resembles_the_solution(
     assert_eq!(stream(&mut guard, &answer, 5), answer);
     assert!(guard.report().withheld.is_empty());
 }
+
+#[test]
+fn the_courses_coaching_note_stands_where_the_block_was_every_line_quoted() {
+    let mut notes = CoachingNotes::default();
+    notes.set(
+        Rule::Solution,
+        "Not the solution.\n\nTry the first step.".into(),
+    );
+    notes.set(Rule::Forbidden, "   ".into());
+    let mut guard = OutputGuard::new(rules("en")).with_coaching(notes);
+    let out = stream(
+        &mut guard,
+        &format!("Here:\n```python\n{SOLUTION}```\nBye."),
+        6,
+    );
+    assert_eq!(
+        out,
+        "Here:\n\n> Not the solution.\n>\n> Try the first step.\n\nBye."
+    );
+    // A rule the course's note says nothing for gets the guard's own.
+    let mut notes = CoachingNotes::default();
+    notes.set(Rule::Forbidden, "   ".into());
+    let mut guard = OutputGuard::new(rules("fr")).with_coaching(notes);
+    let out = stream(&mut guard, "```\nprint(answer_key)\n```\n", 4);
+    assert_eq!(out, coaching_note(Rule::Forbidden, "fr"));
+    assert!(out.contains("ton cours"), "{out}");
+}

@@ -208,7 +208,7 @@ pub mod refusals {
     #[derive(utoipa::IntoResponses)]
     #[response(
         status = 422,
-        description = "A template with a syntax error, an undocumented variable or over the token budget; a split that does not add up to 100"
+        description = "A template with a syntax error, an undocumented variable or over the token budget (a coaching note that renders empty for a rule, a digest that does not read its data); a split that does not add up to 100, or an experiment on a coaching or digest template"
     )]
     pub struct InvalidPrompt(#[allow(dead_code)] ErrorBody);
 }

@@ -89,6 +89,20 @@ impl ArmCounts {
 /// Most arms an experiment may have.
 const MAX_ARMS: usize = 10;
 
+/// Whether learners may be split between versions of `template`: an arm's figures are counted
+/// per version an answer records, which it does for its system prompt or offline reply only.
+pub fn check_template(template: super::TemplateName) -> Result<(), VersionError> {
+    if template.allows_experiments() {
+        return Ok(());
+    }
+    Err(VersionError::Invalid(format!(
+        "an experiment splits answers between versions of the system prompt or the offline \
+         reply, whose figures each answer records; a {} version is chosen by label \
+         (production), not by experiment",
+        template.as_str()
+    )))
+}
+
 /// Checks a split: two to ten arms, each a different version with more than 0 percent, adding
 /// up to exactly 100.
 pub fn check_split(arms: &[Arm]) -> Result<(), VersionError> {
@@ -160,6 +174,19 @@ pub fn wilson_95(successes: u64, n: u64) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_answers_templates_take_experiments() {
+        check_template(crate::prompt::TemplateName::System).unwrap();
+        check_template(crate::prompt::TemplateName::Offline).unwrap();
+        for template in [
+            crate::prompt::TemplateName::Coaching,
+            crate::prompt::TemplateName::Digest,
+        ] {
+            let error = check_template(template).unwrap_err().to_string();
+            assert!(error.contains(template.as_str()), "{error}");
+        }
+    }
 
     fn arms(split: &[(&str, u32)]) -> Vec<Arm> {
         split

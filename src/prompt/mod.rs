@@ -1,8 +1,11 @@
 //! Prompts: the versioned templates in `prompts/` and the token-budgeted assembly of what the
 //! model receives (system prompt; then, as delimited data, the learner's profile, the mentor's
 //! plan, the project brief, the learner's files, course passages; the history; the question).
-//! A course may use other versions of the templates than the shipped ones ([`versions`]), or
-//! split its learners between versions ([`experiment`]).
+//! The same folder holds the other texts the product writes from a template: the coaching note
+//! the output guard puts where it withheld a block, and the mentor's digest when a model writes
+//! it. A course may use other versions of the templates than the shipped ones ([`versions`]),
+//! or split its learners between versions of the answer's templates ([`experiment`]); which
+//! version is live for a learner is read through the [`LiveTemplates`] seam.
 pub mod budget;
 pub mod experiment;
 pub mod record;
@@ -23,6 +26,8 @@ pub use versions::TemplateName;
 
 const SYSTEM_TEMPLATE: &str = include_str!("../../prompts/system.md");
 const OFFLINE_TEMPLATE: &str = include_str!("../../prompts/offline.md");
+const COACHING_TEMPLATE: &str = include_str!("../../prompts/coaching.md");
+const DIGEST_TEMPLATE: &str = include_str!("../../prompts/digest.md");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -109,6 +114,23 @@ impl Template {
         self.render(reply)
     }
 
+    /// This template as the coaching note shown where the output guard withheld a block.
+    pub fn render_coaching(&self, context: &CoachingContext<'_>) -> Result<String, PromptError> {
+        let primary = context.locale.split(['-', '_']).next().unwrap_or("en");
+        self.render(minijinja::context! {
+            rule => context.rule,
+            locale => system_value(context.locale, 35),
+            language => language_name(context.locale),
+            french => primary.eq_ignore_ascii_case("fr"),
+            max_code_lines => context.max_code_lines,
+        })
+    }
+
+    /// This template as the request for a mentor's digest.
+    pub fn render_digest(&self, context: &DigestContext) -> Result<String, PromptError> {
+        self.render(context)
+    }
+
     fn render(&self, context: impl Serialize) -> Result<String, PromptError> {
         let name = self.name.as_str();
         let template = self
@@ -128,11 +150,54 @@ impl Template {
     }
 }
 
-/// The templates one turn uses: the system prompt and the offline reply, each of some version.
+/// The templates one turn (or one digest) uses, each of some version: the system prompt, the
+/// offline reply, the output guard's coaching note and the mentor's digest.
 #[derive(Clone)]
 pub struct Prompts {
     system: Arc<Template>,
     offline: Arc<Template>,
+    coaching: Arc<Template>,
+    digest: Arc<Template>,
+}
+
+/// Which versions of the templates are live for a learner of a course: the course's choice in
+/// the prompt studio (`chat::prompt_choice::LivePrompts`), or only the shipped ones
+/// ([`Prompts`] itself). The digest reads it without knowing the answering path.
+#[async_trait::async_trait]
+pub trait LiveTemplates: Send + Sync {
+    /// The templates for `learner` on `course` (`None`: no course known).
+    async fn live(&self, course: Option<&str>, learner: &str) -> Prompts;
+}
+
+#[async_trait::async_trait]
+impl LiveTemplates for Prompts {
+    async fn live(&self, _course: Option<&str>, _learner: &str) -> Prompts {
+        self.clone()
+    }
+}
+
+/// What the coaching note may mention.
+#[derive(Debug, Clone, Copy)]
+pub struct CoachingContext<'a> {
+    /// The rule that withheld the block: `solution`, `length` or `forbidden`.
+    pub rule: &'a str,
+    /// The learner's locale ("en", "fr-CA", ...).
+    pub locale: &'a str,
+    /// The longest code block the course's policy allows, in lines.
+    pub max_code_lines: Option<usize>,
+}
+
+/// What the digest's request is written from.
+#[derive(Debug, Serialize)]
+pub struct DigestContext {
+    /// The language to write in, in words.
+    pub language: String,
+    /// The learner's name (or id), without markup.
+    pub learner: String,
+    /// The day the digest starts from, or "the beginning".
+    pub since: String,
+    /// The learner's activity as text (JSON of the facts).
+    pub data: String,
 }
 
 /// What the system prompt may mention.
@@ -199,6 +264,8 @@ impl Prompts {
         Ok(Self {
             system: Arc::new(Template::shipped(TemplateName::System)?),
             offline: Arc::new(Template::shipped(TemplateName::Offline)?),
+            coaching: Arc::new(Template::shipped(TemplateName::Coaching)?),
+            digest: Arc::new(Template::shipped(TemplateName::Digest)?),
         })
     }
 
@@ -208,6 +275,8 @@ impl Prompts {
         match template.name() {
             TemplateName::System => prompts.system = template,
             TemplateName::Offline => prompts.offline = template,
+            TemplateName::Coaching => prompts.coaching = template,
+            TemplateName::Digest => prompts.digest = template,
         }
         prompts
     }
@@ -228,6 +297,16 @@ impl Prompts {
 
     pub fn render_offline(&self, reply: &OfflineReply) -> Result<String, PromptError> {
         self.offline.render_offline(reply)
+    }
+
+    /// The coaching note's template (its version and its renders).
+    pub fn coaching(&self) -> Arc<Template> {
+        self.coaching.clone()
+    }
+
+    /// The digest's template (its version and its renders).
+    pub fn digest(&self) -> Arc<Template> {
+        self.digest.clone()
     }
 }
 

@@ -2,13 +2,18 @@
 //! templates a course may override, the variables each documents in its header (the shipped
 //! default's `{#- variables: ... -#}` comment is the contract), a syntax check with the line of
 //! the error, no variable outside the documented ones, and a render for a sample learner that
-//! fits the token budget. Also the stable ids of the shipped defaults (`default:system@<sha>`).
+//! fits the token budget (for the coaching note, one render per rule and language, none of them
+//! empty; a digest must read its `data`). Also the stable ids of the shipped defaults
+//! (`default:system@<sha>`).
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Budget, OfflineFile, OfflinePassage, OfflineReply, SystemContext};
+use super::{
+    Budget, CoachingContext, DigestContext, OfflineFile, OfflinePassage, OfflineReply,
+    SystemContext,
+};
 
 /// A template a course may override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -18,16 +23,35 @@ pub enum TemplateName {
     System,
     /// The reply a learner gets when no model is configured.
     Offline,
+    /// The note the output guard shows where it withheld a code block.
+    Coaching,
+    /// The request for the mentor's digest, when a model writes it.
+    Digest,
 }
 
 impl TemplateName {
-    pub const ALL: [TemplateName; 2] = [TemplateName::System, TemplateName::Offline];
+    pub const ALL: [TemplateName; 4] = [
+        TemplateName::System,
+        TemplateName::Offline,
+        TemplateName::Coaching,
+        TemplateName::Digest,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::System => "system",
             Self::Offline => "offline",
+            Self::Coaching => "coaching",
+            Self::Digest => "digest",
         }
+    }
+
+    /// Whether an A/B experiment may split learners between versions of this template. Its
+    /// figures are counted per version an answer was written with, which an answer records for
+    /// its system prompt (or, offline, its reply) only; a coaching note or a digest is chosen by
+    /// label.
+    pub fn allows_experiments(self) -> bool {
+        matches!(self, Self::System | Self::Offline)
     }
 
     /// The shipped default's source, front matter and header included.
@@ -35,6 +59,8 @@ impl TemplateName {
         match self {
             Self::System => super::SYSTEM_TEMPLATE,
             Self::Offline => super::OFFLINE_TEMPLATE,
+            Self::Coaching => super::COACHING_TEMPLATE,
+            Self::Digest => super::DIGEST_TEMPLATE,
         }
     }
 
@@ -105,7 +131,9 @@ pub struct Label {
 /// Why a version, a label or an experiment was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
-    #[error("unknown prompt template {0:?}: a course may override system or offline")]
+    #[error(
+        "unknown prompt template {0:?}: a course may override system, offline, coaching or digest"
+    )]
     UnknownTemplate(String),
     #[error("template syntax error on line {line}: {reason}")]
     Syntax { line: usize, reason: String },
@@ -141,6 +169,10 @@ const MAX_MESSAGE_CHARS: usize = 500;
 const MAX_TEXT_BYTES: usize = 100_000;
 /// The offline reply goes to the learner as it is: it has no model window, only this cap.
 const MAX_OFFLINE_TOKENS: usize = 4_000;
+/// A coaching note stands in for one code block: a few sentences, not a lecture.
+const MAX_COACHING_TOKENS: usize = 300;
+/// The rules a coaching note is rendered for, as the guard names them.
+pub const COACHING_RULES: [&str; 3] = ["solution", "length", "forbidden"];
 
 /// Globals and functions of minijinja that a template may use besides its variables.
 const BUILTIN_NAMES: &[&str] = &[
@@ -223,20 +255,56 @@ pub fn validate(
             documented: documented.into_iter().collect(),
         });
     }
-    let (rendered, limit) = match template {
-        TemplateName::System => (
-            compiled.render_system(&sample_learner()),
-            system_token_limit(budget),
-        ),
-        TemplateName::Offline => (
-            compiled.render_offline(&sample_offline()),
-            MAX_OFFLINE_TOKENS,
-        ),
+    let within = |rendered: Result<String, super::PromptError>, limit: usize| {
+        let rendered = rendered.map_err(|e| VersionError::Render(e.to_string()))?;
+        let tokens = budget.count(&rendered);
+        if tokens > limit {
+            return Err(VersionError::OverBudget { tokens, limit });
+        }
+        Ok(rendered)
     };
-    let rendered = rendered.map_err(|e| VersionError::Render(e.to_string()))?;
-    let tokens = budget.count(&rendered);
-    if tokens > limit {
-        return Err(VersionError::OverBudget { tokens, limit });
+    match template {
+        TemplateName::System => {
+            within(
+                compiled.render_system(&sample_learner()),
+                system_token_limit(budget),
+            )?;
+        }
+        TemplateName::Offline => {
+            within(
+                compiled.render_offline(&sample_offline()),
+                MAX_OFFLINE_TOKENS,
+            )?;
+        }
+        TemplateName::Coaching => {
+            // Every rule in both languages the product speaks: a note that renders empty would
+            // leave the learner with nothing where the block was.
+            for rule in COACHING_RULES {
+                for locale in ["en", "fr-FR"] {
+                    let context = CoachingContext {
+                        rule,
+                        locale,
+                        max_code_lines: Some(8),
+                    };
+                    let note = within(compiled.render_coaching(&context), MAX_COACHING_TOKENS)?;
+                    if note.trim().is_empty() {
+                        return Err(VersionError::Invalid(format!(
+                            "the coaching note renders empty for the rule {rule:?} in {locale:?}: \
+                             the learner would see nothing where the block was"
+                        )));
+                    }
+                }
+            }
+        }
+        TemplateName::Digest => {
+            if !compiled.undeclared_variables().contains("data") {
+                return Err(VersionError::Invalid(
+                    "a digest template must use `data`: the learner's facts the model writes from"
+                        .into(),
+                ));
+            }
+            within(compiled.render_digest(&sample_digest()), budget.available())?;
+        }
     }
     Ok(())
 }
@@ -281,6 +349,21 @@ fn sample_offline() -> OfflineReply {
             lines: Some("4–18".into()),
         }],
         goals: vec!["Handle the decimal comma in parse_amount".into()],
+    }
+}
+
+/// A learner's activity of a busy week, as the digest's data block holds it.
+fn sample_digest() -> DigestContext {
+    let question = r#"      {"text": "Why does my while loop never stop when the balance is negative?", "answer_status": "complete", "rating": "down"},"#;
+    let data = format!(
+        "{{\n  \"learner_id\": \"marie-helene\",\n  \"n_questions\": 24,\n  \"chapters\": [\n{}\n  ],\n  \"stuck\": [],\n  \"open_flags\": [],\n  \"goals\": []\n}}",
+        [question; 24].join("\n")
+    );
+    DigestContext {
+        language: super::language_name("fr-FR"),
+        learner: "Marie-Hélène Castellanos-Whitfield".into(),
+        since: "2031-03-03".into(),
+        data,
     }
 }
 
@@ -409,10 +492,89 @@ mod tests {
         check_course("python-foundations").unwrap();
         check_course("*").unwrap();
         assert!(check_course("a b").is_err());
-        assert!("digest".parse::<TemplateName>().is_err());
+        // There is no history summary: history is cut to the budget, never summarised.
+        assert!("history".parse::<TemplateName>().is_err());
+        assert!("digest-v9".parse::<TemplateName>().is_err());
         assert_eq!(
             "offline".parse::<TemplateName>().unwrap(),
             TemplateName::Offline
         );
+        assert_eq!(
+            "coaching".parse::<TemplateName>().unwrap(),
+            TemplateName::Coaching
+        );
+        assert_eq!(
+            "digest".parse::<TemplateName>().unwrap(),
+            TemplateName::Digest
+        );
+    }
+
+    #[test]
+    fn the_coaching_note_and_the_digest_document_their_variables() {
+        let coaching = TemplateName::Coaching.documented_variables();
+        for name in ["rule", "locale", "language", "french", "max_code_lines"] {
+            assert!(coaching.contains(name), "{name} in {coaching:?}");
+        }
+        let digest = TemplateName::Digest.documented_variables();
+        for name in ["language", "learner", "since", "data"] {
+            assert!(digest.contains(name), "{name} in {digest:?}");
+        }
+        assert!(TemplateName::System.allows_experiments());
+        assert!(!TemplateName::Coaching.allows_experiments());
+        assert!(!TemplateName::Digest.allows_experiments());
+    }
+
+    #[test]
+    fn a_coaching_note_that_renders_empty_for_a_rule_or_reads_an_undocumented_value_is_refused() {
+        let only_solution = "{% if rule == \"solution\" %}Let's build it together.{% endif %}";
+        match validate(TemplateName::Coaching, only_solution, "m", &budget()) {
+            Err(VersionError::Invalid(message)) => {
+                assert!(message.contains("\"length\""), "{message}")
+            }
+            other => panic!("expected an empty note refused, got {other:?}"),
+        }
+        match validate(
+            TemplateName::Coaching,
+            "{{ reason }}: try again",
+            "m",
+            &budget(),
+        ) {
+            Err(VersionError::UnknownVariables { unknown, .. }) => {
+                assert_eq!(unknown, vec!["reason".to_string()])
+            }
+            other => panic!("expected an unknown variable, got {other:?}"),
+        }
+        let long = format!("{{{{ rule }}}} {}", "Try it yourself first. ".repeat(200));
+        assert!(matches!(
+            validate(TemplateName::Coaching, &long, "m", &budget()),
+            Err(VersionError::OverBudget { limit: 300, .. })
+        ));
+        let ok = "{% if french %}Essaie d'abord ({{ rule }}).{% else %}Try it first ({{ rule }}, \
+                  at most {{ max_code_lines }} lines).{% endif %}";
+        validate(TemplateName::Coaching, ok, "m", &budget()).unwrap();
+    }
+
+    #[test]
+    fn a_digest_template_must_read_the_facts() {
+        match validate(
+            TemplateName::Digest,
+            "Write in {{ language }}.",
+            "m",
+            &budget(),
+        ) {
+            Err(VersionError::Invalid(message)) => assert!(message.contains("data"), "{message}"),
+            other => panic!("expected the missing data refused, got {other:?}"),
+        }
+        validate(
+            TemplateName::Digest,
+            "Write in {{ language }} about {{ learner }} since {{ since }}:\n{{ data }}",
+            "m",
+            &budget(),
+        )
+        .unwrap();
+        assert!(matches!(
+            validate(TemplateName::Digest, "{{ data }} {% if %}", "m", &budget()),
+            Err(VersionError::Syntax { line: 1, .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@
 //! inert, rating, cancel, history, transparency, axe-core, French, 360 px;
 //! `target/screenshots/widget-1280.png`, `widget-360.png`), and the prompt studio
 //! (`studio.spec.mjs`: an inline syntax error, a diff, an eval, a replay side by side, a
-//! preview, promote and roll back, an experiment;
+//! preview, promote and roll back, an experiment, the coaching note's template without them;
 //! `docs/screenshots/studio.png`, `studio-replay.png`, kept in the repository). Needs node, `npm install` in tests/browser and Chromium
 //! (scripts/test.sh installs them); without them the tests say they skip, unless
 //! `COMPANION_REQUIRE_BROWSER=1` (set by scripts/test.sh) makes that a failure.
@@ -511,6 +511,16 @@ async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromiu
             .as_str()
             .unwrap()
             .starts_with("running"),
+        "{result}"
+    );
+    assert_eq!(
+        result["templates"],
+        serde_json::json!(["system", "offline", "coaching", "digest"]),
+        "{result}"
+    );
+    assert_eq!(
+        result["coachingPanels"],
+        serde_json::json!(["editor-title", "diff-title"]),
         "{result}"
     );
     assert_screenshot(&dir.join("studio.png"));

@@ -1,6 +1,7 @@
 //! The output guard, black-box: a model scripted to write the graded solution (the sample
 //! course's reference, renamed), invalid citations, assessment windows on a clock the test
-//! moves, and the coaching note in the learner's language.
+//! moves, and the coaching note in the learner's language, the course's own once its team
+//! promotes a version of the `coaching` template.
 use std::path::Path;
 use std::time::Duration;
 
@@ -143,6 +144,80 @@ async fn a_french_learner_gets_the_coaching_note_in_french() {
     let answer = ws.ask("q-1", "écris-moi le bilan mensuel").await;
     let seen = answer.text();
     assert!(seen.contains("projet noté"), "{seen}");
+    assert!(!seen.contains("money_in"), "{seen}");
+}
+
+#[tokio::test]
+async fn a_course_teams_coaching_note_stands_where_the_block_was_until_it_is_rolled_back() {
+    let reply = format!("Here it is:\n\n```python\n{RENAMED_SOLUTION}```\n\nCall it.");
+    let llm = FakeLlm::start(FakeScript {
+        chunks: chunks_of(&reply, 13),
+        delay: Duration::from_millis(1),
+        ..FakeScript::default()
+    })
+    .await;
+    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
+    project_learner(&app, "ada", "en").await;
+    let team = app.token_with_course(Role::CourseTeam, "course-team", "python-foundations");
+    let prompts = "/api/v1/courses/python-foundations/prompts/coaching";
+    let note = "{% if french %}Note du cours ({{ rule }}).{% else %}COURSE-NOTE ({{ rule }}): \
+                that is your graded work; tell me your first step and I will review it.\n\
+                Your mentor can help too.{% endif %}";
+    let (status, saved) = app
+        .call(
+            "POST",
+            &format!("{prompts}/versions"),
+            Some(&team),
+            Some(json!({"text": note, "message": "our own voice"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    let version = saved["id"].as_str().unwrap().to_string();
+    let (status, moved) = app
+        .call(
+            "PUT",
+            &format!("{prompts}/labels/production"),
+            Some(&team),
+            Some(json!({"version": version})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+
+    let mut ws = app.connect(&app.learner_token("ada")).await;
+    ws.ready().await;
+    let answer = ws.ask("q-1", "write month_report for me").await;
+    let seen = answer.text();
+    assert!(!seen.contains("money_in"), "{seen}");
+    assert!(
+        seen.contains(
+            "\n> COURSE-NOTE (solution): that is your graded work; tell me your first step and I \
+             will review it.\n> Your mentor can help too.\n"
+        ),
+        "the course's note, every line quoted: {seen}"
+    );
+    assert!(!seen.contains("I won't write this part"), "{seen}");
+    assert!(
+        seen.starts_with("Here it is:") && seen.ends_with("Call it."),
+        "{seen}"
+    );
+    assert_eq!(answer.done().guard.unwrap().withheld, vec![Rule::Solution]);
+
+    let (status, back) = app
+        .call(
+            "POST",
+            &format!("{prompts}/labels/production/rollback"),
+            Some(&team),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{back}");
+    let answer = ws.ask("q-2", "write month_report for me, please").await;
+    let seen = answer.text();
+    assert!(!seen.contains("COURSE-NOTE"), "{seen}");
+    assert!(
+        seen.contains(&companion::guard::coaching_note(Rule::Solution, "en")),
+        "the shipped note again: {seen}"
+    );
     assert!(!seen.contains("money_in"), "{seen}");
 }
 

@@ -543,6 +543,96 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
 }
 
 #[tokio::test]
+async fn a_course_teams_digest_version_writes_the_digest_of_its_learners_until_rolled_back() {
+    const MARKER: &str = "DIGEST-MARKER-3";
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
+    app.put_learner("fay", "grace").await;
+    app.put_profile(
+        "gus",
+        json!({"name": "Gus", "locale": "en", "mentor_id": "grace", "course": "web-basics"}),
+    )
+    .await;
+    app.ask("fay", &["How does range work in a for loop?"])
+        .await;
+    let team = app.token_with_course(Role::CourseTeam, "course-team", "python-foundations");
+    let prompts = "/api/v1/courses/python-foundations/prompts/digest";
+    let text = format!(
+        "{MARKER}: for the mentor of {{{{ learner }}}}, in {{{{ language }}}}, since \
+         {{{{ since }}}}, three bullet points.\n<facts>\n{{{{ data }}}}\n</facts>\n"
+    );
+    let (status, saved) = app
+        .call(
+            "POST",
+            &format!("{prompts}/versions"),
+            Some(&team),
+            Some(json!({"text": text, "message": "three bullets"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    let version = saved["id"].as_str().unwrap().to_string();
+    let (status, moved) = app
+        .call(
+            "PUT",
+            &format!("{prompts}/labels/production"),
+            Some(&team),
+            Some(json!({"version": version})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+
+    let admin = app.token(Role::Admin, "root");
+    let digest_of = |learner: &'static str| {
+        let (app, admin, llm) = (&app, admin.clone(), &llm);
+        async move {
+            let (status, digest) = app
+                .call(
+                    "GET",
+                    &format!("/api/v1/mentor/learners/{learner}/digest"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{digest}");
+            assert_eq!(digest["written_by"], "llm", "{digest}");
+            let request = llm.requests().last().unwrap()["messages"].to_string();
+            (digest, request)
+        }
+    };
+    let (digest, request) = digest_of("fay").await;
+    assert!(request.contains(MARKER), "{request}");
+    assert!(request.contains("three bullet points"), "{request}");
+    assert!(
+        request.contains("How does range work in a for loop?"),
+        "{request}"
+    );
+    assert!(!request.contains("digest-data"), "{request}");
+    assert_eq!(digest["prompt_version"], version.as_str(), "{digest}");
+    assert_eq!(digest["course"], "python-foundations", "{digest}");
+    let shipped = companion::prompt::TemplateName::Digest.default_version_id();
+
+    // A learner of another course keeps the shipped template.
+    let (digest, request) = digest_of("gus").await;
+    assert!(!request.contains(MARKER), "{request}");
+    assert!(request.contains("digest-data"), "{request}");
+    assert_eq!(digest["prompt_version"], shipped.as_str(), "{digest}");
+
+    let (status, back) = app
+        .call(
+            "POST",
+            &format!("{prompts}/labels/production/rollback"),
+            Some(&team),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{back}");
+    let (digest, request) = digest_of("fay").await;
+    assert!(!request.contains(MARKER), "{request}");
+    assert!(request.contains("digest-data"), "{request}");
+    assert_eq!(digest["prompt_version"], shipped.as_str(), "{digest}");
+}
+
+#[tokio::test]
 async fn a_question_whose_case_folding_changes_lengths_is_found_not_a_crash() {
     // Seen against the running service: this question, then a search for `loop`, panicked
     // the worker (offsets in the case-folded text were used to slice the original).

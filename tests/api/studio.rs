@@ -1,8 +1,8 @@
 //! The prompt studio (issue 13): a course team saves a system prompt, labels it production,
 //! the next answer's request to the model carries it and the stored answer names it; a
 //! rollback restores the old text; two nodes on one PostgreSQL both switch; bad versions,
-//! labels and splits are refused with nothing changed; an A/B experiment keeps each learner
-//! on one arm and counts each arm's answers.
+//! labels and splits are refused with nothing changed (coaching notes and digests too); an A/B
+//! experiment keeps each learner on one arm and counts each arm's answers.
 use std::time::{Duration, Instant};
 
 use companion::auth::Role;
@@ -563,4 +563,116 @@ async fn an_experiment_keeps_each_learner_on_one_arm_and_counts_each_arm() {
         assert_eq!(version, new_id);
     }
     assert!(!seen.is_empty());
+}
+
+#[tokio::test]
+async fn bad_coaching_and_digest_versions_are_refused_and_nothing_is_stored() {
+    let llm = FakeLlm::start(FakeScript::default()).await;
+    let app = node(&llm, None).await;
+    let token = team(&app);
+    let refused: [(&str, &str, &str); 6] = [
+        // A syntax error: its line is named.
+        (
+            "coaching",
+            "Let's try.\n{% if french %}Essayons.\n",
+            "on line",
+        ),
+        ("digest", "{{ data }}\nWrite in {{ language }.\n", "on line"),
+        // A variable the header does not document.
+        (
+            "coaching",
+            "{{ rule }}: see {{ solution_text }}",
+            "solution_text",
+        ),
+        (
+            "digest",
+            "{{ data }} for {{ mentor_email }}",
+            "mentor_email",
+        ),
+        // A note that says nothing for one rule; a digest without the facts.
+        (
+            "coaching",
+            "{% if rule == \"solution\" %}Let's build it together.{% endif %}",
+            "empty",
+        ),
+        ("digest", "Write a digest in {{ language }}.", "data"),
+    ];
+    for (template, text, says) in refused {
+        let (status, body) = app
+            .call(
+                "POST",
+                &prompts_path(&format!("/{template}/versions")),
+                Some(&token),
+                Some(json!({"text": text, "message": "try"})),
+            )
+            .await;
+        assert_eq!(status, 422, "{template}: {text:?}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{template}: {message}");
+        // The studio's inline check says the same, as data.
+        let (status, checked) = app
+            .call(
+                "POST",
+                &prompts_path(&format!("/{template}/validate")),
+                Some(&token),
+                Some(json!({"text": text})),
+            )
+            .await;
+        assert_eq!(status, 200, "{checked}");
+        assert_eq!(checked["valid"], false, "{checked}");
+    }
+    // Nothing was stored and no label moved.
+    let (status, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    assert_eq!(status, 200, "{overview}");
+    for template in ["coaching", "digest"] {
+        let view = overview["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["template"] == template)
+            .unwrap_or_else(|| panic!("{template} in {overview}"));
+        assert_eq!(view["versions"], json!([]), "{view}");
+        assert_eq!(view["head"], Value::Null, "{view}");
+        assert_eq!(view["labels"], json!([]), "{view}");
+        assert!(
+            view["default_version"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("default:{template}@")),
+            "{view}"
+        );
+    }
+    // A coaching note is chosen by label, not split by an experiment (whose figures are the
+    // answers'): refused, nothing started.
+    let (status, saved) = app
+        .call(
+            "POST",
+            &prompts_path("/coaching/versions"),
+            Some(&token),
+            Some(json!({"text": "Try the first step yourself ({{ rule }}).", "message": "m"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    let default_id = TemplateName::Coaching.default_version_id();
+    let (status, body) = app
+        .call(
+            "POST",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            Some(json!({"template": "coaching", "arms": [
+                {"version": default_id, "percent": 50},
+                {"version": saved["id"], "percent": 50},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (_, experiments) = app
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{COURSE}/experiments"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(experiments, json!([]));
 }

@@ -1,7 +1,8 @@
 // Opens the prompt studio in headless Chromium as a course team: an edit with a syntax error
 // shows its line inline, a diff of two versions, the eval cases run on a version's text, then a
 // replay of the thumbs-down turns with that version, side by side. Two screenshots.
-// Then a preview for a learner, promote and roll back, and an experiment.
+// Then a preview for a learner, promote and roll back, an experiment, and the coaching note's
+// template (no preview, eval, replay or experiment for it).
 // Usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -96,6 +97,14 @@ try {
   await page.click("#exp-start");
   await page.locator("#experiments p", { hasText: "running" }).waitFor({ timeout: 15000 });
   result.experiment = await page.locator("#experiments p").first().innerText();
+
+  // The coaching note's template: its shipped default is listed, to edit and diff; previews,
+  // evals, replays and experiments are of the answer's templates and not offered.
+  result.templates = await page.locator("#template-select option").evaluateAll((options) => options.map((o) => o.value));
+  await page.selectOption("#template-select", "coaching");
+  await page.click("#course-form button[type=submit]");
+  await page.locator('.version[data-version^="default:coaching@"]').waitFor({ timeout: 15000 });
+  result.coachingPanels = await page.locator("section.panel:not([hidden]) h2").evaluateAll((titles) => titles.map((t) => t.id));
 } catch (error) {
   failures.push(String(error && error.stack ? error.stack : error));
 } finally {

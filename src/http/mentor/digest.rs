@@ -1,5 +1,6 @@
 //! `GET /api/v1/mentor/learners/{id}/digest`: the digest since the last session
 //! ([`crate::review::digest`]), its Markdown summary also rendered to safe HTML for the page.
+//! A model writes it from the `digest` template's version live for the learner's course.
 use axum::extract::{Path, State};
 use serde::Serialize;
 
@@ -40,6 +41,7 @@ pub async fn digest(
         review: state.review.clone(),
         learners: state.chat.learners.clone(),
         llm: state.chat.llm.clone(),
+        prompts: state.chat.live_templates(),
     };
     let digest = writer.digest(&id).await?;
     Ok(Json(DigestView {

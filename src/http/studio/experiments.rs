@@ -11,7 +11,7 @@ use crate::auth::Claims;
 use crate::http::extract::{Json, NamedBody, NamedJson};
 use crate::http::{ApiError, AppState};
 use crate::prompt::TemplateName;
-use crate::prompt::experiment::{Arm, ArmStats, Experiment, check_split};
+use crate::prompt::experiment::{Arm, ArmStats, Experiment, check_split, check_template};
 use crate::prompt::versions::VersionError;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -25,7 +25,7 @@ pub struct ArmBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartExperiment {
-    /// `system` or `offline`.
+    /// `system` or `offline` (a `coaching` or `digest` version is chosen by label: 422).
     pub template: String,
     pub arms: Vec<ArmBody>,
 }
@@ -146,6 +146,7 @@ pub async fn start(
 ) -> Result<(StatusCode, Json<ExperimentView>), ApiError> {
     check_access(&claims, &course)?;
     let template = template(&body.template)?;
+    check_template(template)?;
     let arms: Vec<Arm> = body
         .arms
         .into_iter()

@@ -52,7 +52,7 @@ impl NamedBody for RollBack {
     tag = "courses",
     params(
         ("course" = String, Path, description = "The course's id, or `*` (admins)"),
-        ("template" = String, Path, description = "`system` or `offline`"),
+        ("template" = String, Path, description = "`system`, `offline`, `coaching` or `digest`"),
         ("label" = String, Path, description = "`production`, `candidate` or any name"),
     ),
     request_body = MoveLabel,
@@ -93,7 +93,7 @@ pub async fn move_label(
     tag = "courses",
     params(
         ("course" = String, Path, description = "The course's id, or `*` (admins)"),
-        ("template" = String, Path, description = "`system` or `offline`"),
+        ("template" = String, Path, description = "`system`, `offline`, `coaching` or `digest`"),
         ("label" = String, Path, description = "The label to roll back"),
     ),
     request_body(content = RollBack, description = "An optional `version`; the body may be empty"),

@@ -160,12 +160,21 @@ pub async fn start(
         finished_at: None,
         error: None,
     };
+    // The coaching note of the course's label: no experiment splits coaching notes, so no
+    // learner is needed to choose it.
+    let coaching = state
+        .chat
+        .live_templates()
+        .live(Some(&replay.course), "")
+        .await
+        .coaching();
     state.review.create_replay(&replay, &turns).await?;
     rerun::spawn(
         Rerun {
             store: state.review.clone(),
             llm,
             candidate: template,
+            coaching,
             budget: state.chat.budget,
             temperature: state.chat.temperature,
             policies: state.chat.policies.clone(),

@@ -148,7 +148,7 @@ impl NamedBody for SaveVersion {
     tag = "courses",
     params(
         ("course" = String, Path, description = "The course's id, or `*` (admins)"),
-        ("template" = String, Path, description = "`system` or `offline`"),
+        ("template" = String, Path, description = "`system`, `offline`, `coaching` or `digest`"),
     ),
     request_body = SaveVersion,
     responses(
@@ -194,7 +194,7 @@ pub async fn save(
     tag = "courses",
     params(
         ("course" = String, Path, description = "The course's id, or `*` (admins)"),
-        ("template" = String, Path, description = "`system` or `offline`"),
+        ("template" = String, Path, description = "`system`, `offline`, `coaching` or `digest`"),
         ("version" = String, Path, description = "A stored version's id or the default's"),
     ),
     responses(

@@ -40,7 +40,7 @@ pub struct Validation {
     tag = "courses",
     params(
         ("course" = String, Path, description = "The course's id, or `*` (admins)"),
-        ("template" = String, Path, description = "`system` or `offline`"),
+        ("template" = String, Path, description = "`system`, `offline`, `coaching` or `digest`"),
     ),
     request_body = ValidateBody,
     responses(
