@@ -163,25 +163,8 @@ async fn a_course_teams_coaching_note_stands_where_the_block_was_until_it_is_rol
     let note = "{% if french %}Note du cours ({{ rule }}).{% else %}COURSE-NOTE ({{ rule }}): \
                 that is your graded work; tell me your first step and I will review it.\n\
                 Your mentor can help too.{% endif %}";
-    let (status, saved) = app
-        .call(
-            "POST",
-            &format!("{prompts}/versions"),
-            Some(&team),
-            Some(json!({"text": note, "message": "our own voice"})),
-        )
+    app.promote_prompt(&team, "python-foundations", "coaching", note)
         .await;
-    assert_eq!(status, 201, "{saved}");
-    let version = saved["id"].as_str().unwrap().to_string();
-    let (status, moved) = app
-        .call(
-            "PUT",
-            &format!("{prompts}/labels/production"),
-            Some(&team),
-            Some(json!({"version": version})),
-        )
-        .await;
-    assert_eq!(status, 200, "{moved}");
 
     let mut ws = app.connect(&app.learner_token("ada")).await;
     ws.ready().await;
@@ -404,25 +387,7 @@ async fn uncited_answers_are_counted_per_prompt_version_for_the_course_team() {
 
     // The course's own system prompt goes live; its two answers cite.
     let text = "You are the tutor of {{ learner_name }} on {{ course }}. Cite passages like [1].\n";
-    let (status, saved) = app
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{course}/prompts/system/versions"),
-            Some(&team),
-            Some(json!({"text": text, "message": "cite more"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{saved}");
-    let version = saved["id"].as_str().unwrap().to_string();
-    let (status, moved) = app
-        .call(
-            "PUT",
-            &format!("/api/v1/courses/{course}/prompts/system/labels/production"),
-            Some(&team),
-            Some(json!({ "version": version })),
-        )
-        .await;
-    assert_eq!(status, 200, "{moved}");
+    let version = app.promote_prompt(&team, course, "system", text).await;
     llm.push([cited(), cited()]);
     app.ask(
         "ada",

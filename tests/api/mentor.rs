@@ -561,25 +561,9 @@ async fn a_course_teams_digest_version_writes_the_digest_of_its_learners_until_r
         "{MARKER}: for the mentor of {{{{ learner }}}}, in {{{{ language }}}}, since \
          {{{{ since }}}}, three bullet points.\n<facts>\n{{{{ data }}}}\n</facts>\n"
     );
-    let (status, saved) = app
-        .call(
-            "POST",
-            &format!("{prompts}/versions"),
-            Some(&team),
-            Some(json!({"text": text, "message": "three bullets"})),
-        )
+    let version = app
+        .promote_prompt(&team, "python-foundations", "digest", &text)
         .await;
-    assert_eq!(status, 201, "{saved}");
-    let version = saved["id"].as_str().unwrap().to_string();
-    let (status, moved) = app
-        .call(
-            "PUT",
-            &format!("{prompts}/labels/production"),
-            Some(&team),
-            Some(json!({"version": version})),
-        )
-        .await;
-    assert_eq!(status, 200, "{moved}");
 
     let admin = app.token(Role::Admin, "root");
     let digest_of = |learner: &'static str| {

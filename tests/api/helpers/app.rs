@@ -355,6 +355,38 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Saves `text` as a new version of `course`'s `template` with `token` (a course team's or
+    /// an admin's) and labels it `production`; asserts both calls; the version's id.
+    pub async fn promote_prompt(
+        &self,
+        token: &str,
+        course: &str,
+        template: &str,
+        text: &str,
+    ) -> String {
+        let prompts = format!("/api/v1/courses/{course}/prompts/{template}");
+        let (status, saved) = self
+            .call(
+                "POST",
+                &format!("{prompts}/versions"),
+                Some(token),
+                Some(json!({"text": text, "message": "a test's version"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{saved}");
+        let version = saved["id"].as_str().unwrap().to_string();
+        let (status, moved) = self
+            .call(
+                "PUT",
+                &format!("{prompts}/labels/production"),
+                Some(token),
+                Some(json!({ "version": version })),
+            )
+            .await;
+        assert_eq!(status, 200, "{moved}");
+        version
+    }
+
     /// Polls a learner's flags (as an admin) until `done` holds; returns the last list.
     pub async fn wait_flags(&self, learner: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let admin = self.token(Role::Admin, "root");
