@@ -7,7 +7,8 @@
 //! `target/screenshots/widget-1280.png`, `widget-360.png`), and the prompt studio
 //! (`studio.spec.mjs`: an inline syntax error, a diff, an eval, a replay side by side, a
 //! preview, promote and roll back, an experiment, the coaching note's template without them;
-//! `docs/screenshots/studio.png`, `studio-replay.png`, kept in the repository). Needs node, `npm install` in tests/browser and Chromium
+//! `target/screenshots/studio.png`, `studio-replay.png`; copies are kept in `docs/screenshots`).
+//! Needs node, `npm install` in tests/browser and Chromium
 //! (scripts/test.sh installs them); without them the tests say they skip, unless
 //! `COMPANION_REQUIRE_BROWSER=1` (set by scripts/test.sh) makes that a failure.
 use std::path::{Path, PathBuf};
@@ -465,7 +466,7 @@ async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromiu
         assert_eq!(status, 201, "{saved}");
         versions.push(saved["id"].as_str().unwrap().to_string());
     }
-    let dir = repo_root().join("docs/screenshots");
+    let dir = repo_root().join("target/screenshots");
     for png in ["studio.png", "studio-replay.png"] {
         let _ = std::fs::remove_file(dir.join(png));
     }
