@@ -736,10 +736,7 @@ impl Store {
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
-        let count = |row: &sqlx::any::AnyRow, column: &str| -> Result<u64, StoreError> {
-            let value: Option<i64> = row.try_get(column)?;
-            Ok(value.unwrap_or(0).max(0) as u64)
-        };
+        let count = super::rows::count;
         rows.iter()
             .map(|row| {
                 Ok(PromptCitations {

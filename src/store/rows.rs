@@ -56,6 +56,12 @@ fn json_column<T: DeserializeOwned>(text: &str, column: &'static str) -> Result<
     serde_json::from_str(text).map_err(|source| StoreError::Json { column, source })
 }
 
+/// A `COUNT`/`SUM` column as a count: `NULL` (a `SUM` over no rows) is 0.
+pub(super) fn count(row: &AnyRow, column: &str) -> Result<u64, StoreError> {
+    let value: Option<i64> = row.try_get(column)?;
+    Ok(value.unwrap_or(0).max(0) as u64)
+}
+
 /// `value` as stored in a JSON column.
 pub(super) fn to_json(value: &impl serde::Serialize) -> String {
     // Lists of strings and of plain structs always serialise.

@@ -261,19 +261,6 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
             Self::attend(qkv, lens[0], ctx);
             return;
         }
-        // A few short inputs (a message's sentences) stay on the calling thread, like their
-        // linear layers (see `packed::PARALLEL_MIN_MACS`).
-        if lens.iter().sum::<usize>() < SEQUENTIAL_ATTENTION_TOKENS {
-            let (mut qkv, mut ctx) = (qkv, ctx);
-            for &n in lens {
-                let (q_here, q_rest) = qkv.split_at(n * 3 * HIDDEN);
-                let (c_here, c_rest) = std::mem::take(&mut ctx).split_at_mut(n * HIDDEN);
-                Self::attend(q_here, n, c_here);
-                qkv = q_rest;
-                ctx = c_rest;
-            }
-            return;
-        }
         let mut parts = Vec::with_capacity(lens.len());
         let (mut qkv, mut ctx) = (qkv, ctx);
         for &n in lens {
@@ -283,9 +270,14 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
             qkv = q_rest;
             ctx = c_rest;
         }
-        parts
-            .into_par_iter()
-            .for_each(|(n, qkv, ctx)| Self::attend(qkv, n, ctx));
+        let attend = |(n, qkv, ctx): (usize, &[f32], &mut [f32])| Self::attend(qkv, n, ctx);
+        // A few short inputs (a message's sentences) stay on the calling thread, like their
+        // linear layers (see `packed::PARALLEL_MIN_MACS`).
+        if lens.iter().sum::<usize>() < SEQUENTIAL_ATTENTION_TOKENS {
+            parts.into_iter().for_each(attend);
+        } else {
+            parts.into_par_iter().for_each(attend);
+        }
     }
 
     /// Attention of one input's `n` tokens to each other, head by head.
