@@ -308,32 +308,47 @@ pub async fn answer(
     let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
     clock.stages.retrieve = Some(clock.lap());
 
-    let chosen = match &deps.studio {
-        Some(live) => {
-            live.choose(knowledge.course.as_deref(), &turn.learner.id)
-                .await
+    // The versions to use, the answer's row and the history are independent reads and writes:
+    // made at once, the turn waits for the slowest of them rather than for their sum.
+    let answer_id = uuid::Uuid::now_v7().to_string();
+    let choose = async {
+        match &deps.studio {
+            Some(live) => {
+                live.choose(knowledge.course.as_deref(), &turn.learner.id)
+                    .await
+            }
+            None => prompt_choice::Chosen {
+                prompts: deps.prompts.as_ref().clone(),
+                experiment: None,
+            },
         }
-        None => prompt_choice::Chosen {
-            prompts: deps.prompts.as_ref().clone(),
-            experiment: None,
-        },
     };
+    let start = deps.store.start_answer(
+        &answer_id,
+        &question_id,
+        &conversation_id,
+        &turn.learner.id,
+        &deps.owner.node_id,
+    );
+    // Only a model reads the conversation so far.
+    let read_history = async {
+        match &deps.llm {
+            Some(_) => history(deps, &conversation_id, &question_id)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (chosen, started_row, history) = tokio::join!(choose, start, read_history);
+    started_row?;
+    let history = history?;
+    clock.stages.prepare = Some(clock.lap());
     // The exact version the answer is written from: the system prompt's, or without a model
     // the offline reply's.
     let prompt_version = match &deps.llm {
         Some(_) => chosen.prompts.system_version(),
         None => chosen.prompts.offline_version(),
     };
-    let answer_id = uuid::Uuid::now_v7().to_string();
-    deps.store
-        .start_answer(
-            &answer_id,
-            &question_id,
-            &conversation_id,
-            &turn.learner.id,
-            &deps.owner.node_id,
-        )
-        .await?;
     let mut record = AnswerRecord {
         sources: passages.iter().map(source_ref).collect(),
         prompt_version: Some(prompt_version.to_string()),
@@ -355,12 +370,11 @@ pub async fn answer(
             offline_answer(material, &mut record, &send).await?
         }
         Some(llm) => {
-            let history = history(deps, &conversation_id, &question_id).await?;
             stream_answer(
                 deps,
                 llm.as_ref(),
                 &turn,
-                &history,
+                history.as_deref().unwrap_or_default(),
                 Material {
                     prompts: &chosen.prompts,
                     knowledge: &knowledge,

@@ -11,6 +11,7 @@ use crate::retrieval::Retriever;
 use crate::retrieval::chunk::ChunkSizes;
 use crate::retrieval::edge_store::EdgeStore;
 use crate::retrieval::embed::{DenseEmbedder, EmbedError};
+use crate::retrieval::embed_memo::MemoEmbedder;
 use crate::retrieval::ingest::{IngestOptions, Manifest, ingest};
 use crate::retrieval::minilm::MiniLm;
 use crate::retrieval::openai_embed::OpenAiEmbedder;
@@ -37,7 +38,9 @@ pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
             .with_layout(*layout),
         ),
     };
-    let dense = build_dense(settings)?;
+    // Shared with the flag classifier, which reads the same question: embedded once.
+    let dense = build_dense(settings)?
+        .map(|inner| Arc::new(MemoEmbedder::new(inner)) as Arc<dyn DenseEmbedder>);
     Ok(Retriever::new(
         store,
         dense,

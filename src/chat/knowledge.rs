@@ -22,15 +22,16 @@ pub(super) struct Knowledge {
 
 pub(super) async fn knowledge(deps: &ChatDeps, turn: &Turn) -> Knowledge {
     let learner = &turn.learner.id;
-    let profile = deps
-        .learners
-        .learner(learner)
-        .await
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot read the learner profile; answering without it");
-            None
-        });
-    let plan = match deps.learners.mentor_sessions(learner).await {
+    // Two independent reads, made at once.
+    let (profile, sessions) = tokio::join!(
+        deps.learners.learner(learner),
+        deps.learners.mentor_sessions(learner)
+    );
+    let profile = profile.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read the learner profile; answering without it");
+        None
+    });
+    let plan = match sessions {
         Ok(sessions) => sessions.into_iter().next().map(|s| MentorPlan {
             held_on: s.held_on,
             goals: s.goals,

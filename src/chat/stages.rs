@@ -10,7 +10,10 @@ pub struct Stages {
     pub store_question: Option<Duration>,
     /// Embedding the question and searching the course and the learner's files.
     pub retrieve: Option<Duration>,
-    /// The answer row, the history read and the prompt assembled, until the model is asked.
+    /// The prompt versions chosen, the answer's row written and the history read (at once).
+    pub prepare: Option<Duration>,
+    /// The prompt assembled within its budget and the output guard set up, until the model is
+    /// asked.
     pub assemble: Option<Duration>,
     /// From asking the model to its first token: the model's own delay (and the network's).
     pub llm_first_token: Option<Duration>,

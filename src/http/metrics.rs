@@ -51,8 +51,8 @@ impl Default for Metrics {
             Family::<StageLabel, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
         registry.register(
             "turn_stage_seconds",
-            "Time of each stage of a turn: store_question, retrieve, assemble (answer row, \
-             history, prompt), llm_first_token (the model's own delay), stream, store_answer",
+            "Time of each stage of a turn: store_question, retrieve, prepare (prompt versions, \
+             answer row, history), assemble (prompt, guard), llm_first_token (the model's own delay), stream, store_answer",
             stages.clone(),
         );
         let added = Histogram::new(buckets());
@@ -103,6 +103,7 @@ impl Metrics {
         let named = [
             ("store_question", stages.store_question),
             ("retrieve", stages.retrieve),
+            ("prepare", stages.prepare),
             ("assemble", stages.assemble),
             ("llm_first_token", stages.llm_first_token),
             ("stream", stages.stream),

@@ -7,6 +7,10 @@
 //!
 //! Only the system prompt is in the system role. Everything else is data, quoted in delimited
 //! blocks of the user message whose delimiters the data cannot forge.
+use std::hash::{BuildHasher, RandomState};
+use std::sync::LazyLock;
+
+use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
 pub use tiktoken_rs::tokenizer::Tokenizer;
@@ -26,6 +30,14 @@ const MIN_QUESTION_TOKENS: usize = 16;
 const SUMMARY_LINE_TOKENS: usize = 40;
 /// Most tokens the summary of dropped turns may take.
 const SUMMARY_TOKENS: usize = 300;
+/// Texts shorter than this are counted again rather than looked up.
+const MIN_REMEMBERED_BYTES: usize = 64;
+
+/// The token counts of texts already counted, by encoding, a hash of the text and its length.
+/// The hash is keyed at random per process, so nobody can make two texts share an entry.
+static COUNTED: LazyLock<(RandomState, Cache<(Tokenizer, u64, usize), usize>)> =
+    LazyLock::new(|| (RandomState::new(), Cache::new(8_192)));
+
 /// Block names the data may not open or close.
 const TAGS: [&str; 9] = [
     "learner_profile",
@@ -92,8 +104,20 @@ impl Budget {
         self.context_window.saturating_sub(self.reserved_answer)
     }
 
+    /// `text`'s tokens. Counted once per text: the passages, brief, plan and history that a
+    /// conversation sends again on every turn are looked up (see [`COUNTED`]).
     pub fn count(&self, text: &str) -> usize {
-        bpe(self.tokenizer).encode_ordinary(text).len()
+        if text.len() < MIN_REMEMBERED_BYTES {
+            return bpe(self.tokenizer).encode_ordinary(text).len();
+        }
+        let (hasher, counts) = &*COUNTED;
+        let key = (self.tokenizer, hasher.hash_one(text), text.len());
+        if let Some(count) = counts.get(&key) {
+            return count;
+        }
+        let count = bpe(self.tokenizer).encode_ordinary(text).len();
+        counts.insert(key, count);
+        count
     }
 
     fn truncate(&self, text: &str, max: usize) -> String {
@@ -1374,6 +1398,27 @@ mod tests {
         assert!(user.contains("course search is unavailable"), "{user}");
         assert!(!user.contains(NO_PASSAGE), "{user}");
         assert!(prompt.tokens <= budget(4000).available());
+    }
+
+    #[test]
+    fn a_text_counted_again_is_counted_the_same_under_its_own_encoding() {
+        let text = "A while loop repeats its block as long as its condition holds. ".repeat(8);
+        let mut cl100k = budget(4000);
+        cl100k.tokenizer = Tokenizer::Cl100kBase;
+        let mut o200k = cl100k;
+        o200k.tokenizer = Tokenizer::O200kBase;
+        for b in [cl100k, o200k] {
+            let fresh = bpe(b.tokenizer).encode_ordinary(&text).len();
+            assert_eq!(b.count(&text), fresh);
+            assert_eq!(b.count(&text), fresh, "remembered");
+        }
+        // Same length, one letter apart: counted on their own.
+        let other = text.replacen("while", "whale", 1);
+        assert_eq!(
+            cl100k.count(&other),
+            bpe(Tokenizer::Cl100kBase).encode_ordinary(&other).len()
+        );
+        assert_eq!(cl100k.count("short"), 1);
     }
 
     #[test]

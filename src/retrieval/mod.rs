@@ -4,6 +4,7 @@ pub mod chunk;
 pub mod document;
 pub mod edge_store;
 pub mod embed;
+pub mod embed_memo;
 pub mod fusion;
 pub mod ingest;
 pub mod minilm;

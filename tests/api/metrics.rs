@@ -53,6 +53,7 @@ async fn metrics_show_the_stages_of_real_turns_errors_by_code_and_open_sockets()
     for stage in [
         "store_question",
         "retrieve",
+        "prepare",
         "assemble",
         "llm_first_token",
         "stream",
