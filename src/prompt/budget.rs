@@ -33,9 +33,12 @@ const SUMMARY_TOKENS: usize = 300;
 /// Texts shorter than this are counted again rather than looked up.
 const MIN_REMEMBERED_BYTES: usize = 64;
 
+/// An encoding, a text's hash and its length.
+type CountKey = (Tokenizer, u64, usize);
+
 /// The token counts of texts already counted, by encoding, a hash of the text and its length.
 /// The hash is keyed at random per process, so nobody can make two texts share an entry.
-static COUNTED: LazyLock<(RandomState, Cache<(Tokenizer, u64, usize), usize>)> =
+static COUNTED: LazyLock<(RandomState, Cache<CountKey, usize>)> =
     LazyLock::new(|| (RandomState::new(), Cache::new(8_192)));
 
 /// Block names the data may not open or close.
