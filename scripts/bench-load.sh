@@ -46,6 +46,14 @@ node() { # node NAME PORT [extra env...]
   echo "node $name never became ready; its log:" >&2; tail -20 "$work/$name.log" >&2; exit 1
 }
 
+# The mean of each stage of a turn, from the node's /metrics (sum / count).
+stage_means() {
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '
+    /^companion_turn_stage_seconds_sum/ { split($0, a, "\""); sum[a[2]] = $NF }
+    /^companion_turn_stage_seconds_count/ { split($0, a, "\""); n[a[2]] = $NF }
+    END { for (s in n) if (n[s] > 0) printf "stage %-15s mean %8.3f ms over %d turns\n", s, 1000 * sum[s] / n[s], n[s] }' | sort
+}
+
 case "$what" in
   load)
     learners="${2:-1000}"; seconds="${3:-60}"; mode="${4:-bm25}"; db="${5:-sqlite}"
@@ -56,6 +64,7 @@ case "$what" in
     node a 8181 "${extra[@]}"
     "$BIN" bench load --server http://127.0.0.1:8181 --server-pid "$(cat "$work/a.pid")" \
       --learners "$learners" --duration-secs "$seconds" --sources 127.0.0.1-40
+    stage_means 8181
     ;;
   idle)
     connections="${2:-20000}"
