@@ -78,6 +78,10 @@ pub struct Splitter {
     state: State,
     unfenced: bool,
     run: Option<Run>,
+    /// What is known of the line being read outside fences, so that a long line is not read
+    /// again at every character: it cannot open a fence; its start is not prose.
+    not_a_fence: bool,
+    not_prose: bool,
 }
 
 impl Default for Splitter {
@@ -89,6 +93,8 @@ impl Default for Splitter {
             },
             unfenced: true,
             run: None,
+            not_a_fence: false,
+            not_prose: false,
         }
     }
 }
@@ -179,8 +185,18 @@ impl Splitter {
                 mut held,
                 released: false,
             } => {
+                if held.is_empty() {
+                    self.not_a_fence = false;
+                    self.not_prose = false;
+                }
                 held.push(c);
-                match fence_prefix(&held) {
+                let fence = if self.not_a_fence {
+                    FencePrefix::No
+                } else {
+                    fence_prefix(&held)
+                };
+                self.not_a_fence = matches!(fence, FencePrefix::No);
+                match fence {
                     FencePrefix::Fence(fence, len) => {
                         self.close_run(prose, out);
                         flush_prose(prose, out);
@@ -205,10 +221,7 @@ impl Splitter {
                         held,
                         released: false,
                     },
-                    FencePrefix::No
-                        if !self.unfenced
-                            || (self.run.is_none() && super::unfenced::starts_as_prose(&held)) =>
-                    {
+                    FencePrefix::No if !self.unfenced || self.starts_as_prose(&held, c) => {
                         prose.push_str(&held);
                         State::Line {
                             held: String::new(),
@@ -277,6 +290,22 @@ impl Splitter {
                 }
             }
         };
+    }
+
+    /// Whether the line read so far (`held`, ending in `c`) may be let through as prose: no run
+    /// of code is open and its first words are plain words. Read again only when a word ends,
+    /// and no more once its first three words said no.
+    fn starts_as_prose(&mut self, held: &str, c: char) -> bool {
+        if self.run.is_some() || self.not_prose || !c.is_whitespace() {
+            return false;
+        }
+        match super::unfenced::prose_start(held) {
+            Some(prose) => {
+                self.not_prose = !prose;
+                prose
+            }
+            None => false,
+        }
     }
 
     /// A whole line outside fences: it starts or goes on a run of code, or it is prose (which

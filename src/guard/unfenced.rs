@@ -125,8 +125,13 @@ fn is_prose_word(word: &str) -> bool {
 /// and its first three words (after a list or heading marker) plain words, the first no
 /// keyword. Such a line is let through as it comes.
 pub fn starts_as_prose(partial: &str) -> bool {
+    prose_start(partial) == Some(true)
+}
+
+/// [`starts_as_prose`], or `None` while the line has too few words to say.
+pub fn prose_start(partial: &str) -> Option<bool> {
     if indent_of(partial) >= INDENTED_CODE {
-        return false;
+        return Some(false);
     }
     let t = partial.trim_start();
     let t = markdown_item(t).unwrap_or(t);
@@ -134,7 +139,7 @@ pub fn starts_as_prose(partial: &str) -> bool {
     let first: Vec<&str> = words.by_ref().take(3).collect();
     // The third word is complete only once something follows it.
     let complete = first.len() == 3 && (words.next().is_some() || t.ends_with(char::is_whitespace));
-    complete && !KEYWORDS.contains(&first[0]) && first.iter().all(|w| is_prose_word(w))
+    complete.then(|| !KEYWORDS.contains(&first[0]) && first.iter().all(|w| is_prose_word(w)))
 }
 
 /// Four words or more, nearly all of them words of a sentence.
