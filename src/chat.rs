@@ -4,6 +4,7 @@
 pub mod attach;
 mod knowledge;
 mod offline;
+pub mod policy_choice;
 pub mod prompt_choice;
 mod replay;
 pub mod rerun;
@@ -88,6 +89,9 @@ pub struct ChatDeps {
     pub temperature: f32,
     /// Course and project policies the output guard enforces.
     pub policies: Arc<Policies>,
+    /// The policies course teams wrote through the API, put in force in `policies` before each
+    /// turn; `None`: the files alone.
+    pub policy_overrides: Option<Arc<policy_choice::LivePolicies>>,
     /// The time assessment windows are read against.
     pub clock: Clock,
     /// Who owns the answers this process streams, and when an answer counts as orphaned.
@@ -97,6 +101,15 @@ pub struct ChatDeps {
 }
 
 impl ChatDeps {
+    /// The policy a turn on `course` (and `project`) is held to, the overrides written on any
+    /// node included.
+    pub async fn policy(&self, course: &str, project: Option<&str>) -> Effective {
+        if let Some(live) = &self.policy_overrides {
+            live.refresh().await;
+        }
+        self.policies.course(course).effective(project)
+    }
+
     /// Where the live versions of the templates are read: the courses' own through the studio,
     /// else the shipped ones. The digest reads its template through it.
     pub fn live_templates(&self) -> Arc<dyn LiveTemplates> {
@@ -217,9 +230,11 @@ pub async fn answer(
     };
     let knowledge = knowledge(deps, &turn).await;
     let mut policy = deps
-        .policies
-        .course(knowledge.course.as_deref().unwrap_or_default())
-        .effective(knowledge.project.as_deref());
+        .policy(
+            knowledge.course.as_deref().unwrap_or_default(),
+            knowledge.project.as_deref(),
+        )
+        .await;
     let window = policy
         .windows
         .iter()

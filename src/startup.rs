@@ -132,6 +132,10 @@ impl Application {
                 top_k: settings.retrieval.top_k,
                 retrieval_timeout: settings.retrieval.timeout,
                 temperature: settings.llm.as_ref().map_or(0.3, |l| l.temperature),
+                policy_overrides: Some(Arc::new(crate::chat::policy_choice::LivePolicies::new(
+                    store.clone(),
+                    policies.clone(),
+                ))),
                 policies,
                 clock: crate::guard::window::Clock::default(),
                 owner,
@@ -159,6 +163,13 @@ impl Application {
             widget_libs: Arc::new(http::widget::WidgetLibs::load(&settings.widget_libs_dir)),
             studio: Arc::new(http::studio::StudioState::new(settings.content.dir.clone())),
         };
+        // The policies course teams wrote through the API stand instead of their files from
+        // the first turn.
+        if let Some(live) = &state.chat.policy_overrides {
+            live.reload()
+                .await
+                .context("cannot read the course policy overrides")?;
+        }
         Ok(Self {
             listener,
             state,

@@ -33,10 +33,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // `prompt`: the studio's versions and experiments are prompt data the store reads and
-    // writes (migration 0011); `prompt` itself names no storage.
+    // writes (migration 0011); `prompt` itself names no storage. `guard`: likewise the policy
+    // overrides course teams write through the API (migration 0016).
     (
         "store",
-        &["config", "learner", "prompt", "review", "transcript"],
+        &[
+            "config",
+            "guard",
+            "learner",
+            "prompt",
+            "review",
+            "transcript",
+        ],
     ),
     (
         "project",

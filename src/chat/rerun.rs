@@ -190,6 +190,7 @@ pub async fn answer_again(
             .flat_map(|turn| crate::guard::code_blocks(&turn.answer))
             .collect(),
         course_code: policy.course_code.clone(),
+        pass_unfenced: policy.unfenced_code == crate::guard::policy::UnfencedCode::Pass,
         learner_text: std::iter::once(record.blocks.question.clone())
             .chain(record.blocks.attachments.iter().cloned())
             .chain(record.blocks.snippets.iter().cloned())
@@ -259,10 +260,7 @@ pub async fn preview(
         answer_interrupted_again: false,
     };
     let knowledge = super::knowledge(deps, &turn).await;
-    let policy = deps
-        .policies
-        .course(course)
-        .effective(knowledge.project.as_deref());
+    let policy = deps.policy(course, knowledge.project.as_deref()).await;
     let (passages, snippets, retrieval) = super::retrieve(deps, &turn, &knowledge).await;
     let words = super::answer_policy(&policy, false);
     let context = crate::prompt::SystemContext {

@@ -106,6 +106,7 @@ where
             .flat_map(|turn| crate::guard::code_blocks(&turn.answer))
             .collect(),
         course_code: material.policy.course_code.clone(),
+        pass_unfenced: material.policy.unfenced_code == crate::guard::policy::UnfencedCode::Pass,
         learner_text: std::iter::once(turn.text.clone())
             .chain(turn.attachments.iter().map(|a| a.text.clone()))
             .chain(material.snippets.iter().map(|s| s.text.clone()))

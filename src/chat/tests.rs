@@ -197,6 +197,7 @@ async fn setup(llm: Option<Arc<dyn Llm>>, store: Arc<Memory>) -> Setup {
         retrieval_timeout: Duration::from_secs(5),
         temperature: 0.2,
         policies: Arc::new(crate::guard::policy::Policies::default()),
+        policy_overrides: None,
         clock: crate::guard::window::Clock::default(),
         owner: AnswerOwner {
             node_id: "node-test".into(),
@@ -263,7 +264,10 @@ fn stored_answer(store: &Memory) -> StoredMessage {
 async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_it() {
     let store = Arc::new(Memory::default());
     let llm = ScriptedLlm::new(
-        Script::Reply(vec!["Use `break`, ", "or make the condition false."]),
+        Script::Reply(vec![
+            "Use `break` right away, ",
+            "or make the condition false.",
+        ]),
         &store,
     );
     let fixture = setup(Some(llm.clone()), store).await;
@@ -295,7 +299,10 @@ async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_
     // The answer as stored: text, status, sources, prompt version, model, usage.
     let stored = stored_answer(store);
     assert_eq!(stored.id, summary.message_id);
-    assert_eq!(stored.text, "Use `break`, or make the condition false.");
+    assert_eq!(
+        stored.text,
+        "Use `break` right away, or make the condition false."
+    );
     assert_eq!(stored.status, MessageStatus::Complete);
     assert_eq!(
         stored.prompt_version.as_deref(),
@@ -320,14 +327,15 @@ async fn the_question_is_stored_before_the_model_is_called_and_the_answer_after_
         }
     );
     assert_eq!(events[1], TurnEvent::Sources(stored.sources.clone()));
-    // Each delta goes on as it comes through the output guard, but for a trailing space: it
-    // waits for the next delta, since a citation that names no passage takes its space away.
+    // Each delta goes on as it comes through the output guard (a line once its first three
+    // words show it is prose), but for a trailing space: it waits for the next delta, since a
+    // citation that names no passage takes its space away.
     assert_eq!(
         events[2..4],
         [
             TurnEvent::Delta {
                 seq: 0,
-                text: "Use `break`,".into()
+                text: "Use `break` right away,".into()
             },
             TurnEvent::Delta {
                 seq: 1,

@@ -47,6 +47,11 @@ pub enum CaseKind {
 pub struct CaseTurn {
     pub learner: String,
     pub model: String,
+    /// The lines of code the reply carries outside fences, one a line: a leak is shown when
+    /// any of them reaches the learner as a line, a legitimate answer when all of them do.
+    /// Absent: the reply's code is its blocks as the guard reads them.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// The thresholds of the issue on the output guard.
@@ -68,10 +73,17 @@ pub struct GuardEvalReport {
     /// Milliseconds between the model writing a prose character and the learner getting it.
     pub prose_delay_p50_ms: f64,
     pub prose_delay_p99_ms: f64,
+    /// Milliseconds between the model ending a line of prose and the learner getting a
+    /// character of it, when later (the wait beyond the line's own streaming time).
+    pub prose_past_line_p99_ms: f64,
     /// Milliseconds between a code block's closing fence from the model and the learner
-    /// getting the block (the hold beyond the block's own streaming time).
+    /// getting the block (the hold beyond the block's own streaming time); for a run of
+    /// unfenced code, from the end of the line of prose that closed it.
     pub code_hold_overhead_p50_ms: f64,
     pub code_hold_overhead_p99_ms: f64,
+    /// Runs of unfenced lines the guard held and checked in legitimate answers (each passed,
+    /// or it is counted as a false positive).
+    pub legit_unfenced_runs: usize,
 }
 
 impl GuardEvalReport {
@@ -198,6 +210,8 @@ struct TurnRun {
     delivered: String,
     /// Why blocks were withheld: "rule: reason".
     withheld: Vec<String>,
+    /// Runs of unfenced code the guard held and checked.
+    unfenced: usize,
     written: Vec<(Instant, String)>,
     arrived: Vec<(Instant, String)>,
 }
@@ -231,6 +245,7 @@ pub async fn run(
     ));
     let mut report = GuardEvalReport::default();
     let mut prose_delays = Vec::new();
+    let mut prose_past_line = Vec::new();
     let mut code_overheads = Vec::new();
     for (n, case) in cases.iter().enumerate() {
         let learner_id = format!("eval-learner-{n}");
@@ -257,6 +272,7 @@ pub async fn run(
             top_k: settings.retrieval.top_k,
             temperature: 0.0,
             policies: policies.clone(),
+            policy_overrides: None,
             clock: Clock::default(),
             retrieval_timeout: settings.retrieval.timeout,
             owner: crate::chat::AnswerOwner {
@@ -277,12 +293,19 @@ pub async fn run(
         judge(case, &runs, &mut report);
         if case.kind == CaseKind::Legit {
             for run in &runs {
-                measure(run, &mut prose_delays, &mut code_overheads);
+                report.legit_unfenced_runs += run.unfenced;
+                measure(
+                    run,
+                    &mut prose_delays,
+                    &mut prose_past_line,
+                    &mut code_overheads,
+                );
             }
         }
     }
     report.prose_delay_p50_ms = crate::eval::percentile(&mut prose_delays, 0.5);
     report.prose_delay_p99_ms = crate::eval::percentile(&mut prose_delays, 0.99);
+    report.prose_past_line_p99_ms = crate::eval::percentile(&mut prose_past_line, 0.99);
     report.code_hold_overhead_p50_ms = crate::eval::percentile(&mut code_overheads, 0.5);
     report.code_hold_overhead_p99_ms = crate::eval::percentile(&mut code_overheads, 0.99);
     Ok(report)
@@ -319,17 +342,15 @@ async fn play(
     });
     let summary = crate::chat::answer(deps, turn, events, Stops::default()).await?;
     let arrived = collect.await?;
-    let withheld = summary
-        .guard
-        .map(|g| {
-            g.withheld
-                .iter()
-                .map(|w| format!("{}: {}", w.rule.as_str(), w.reason))
-                .collect()
-        })
-        .unwrap_or_default();
+    let guard = summary.guard.unwrap_or_default();
+    let withheld = guard
+        .withheld
+        .iter()
+        .map(|w| format!("{}: {}", w.rule.as_str(), w.reason))
+        .collect();
     Ok(TurnRun {
         withheld,
+        unfenced: guard.unfenced_checked,
         delivered: arrived.iter().map(|(_, t)| t.as_str()).collect(),
         written: Vec::new(),
         arrived,
@@ -341,6 +362,9 @@ async fn play(
 /// when any of its code blocks did not reach the learner.
 fn judge(case: &GuardCase, runs: &[TurnRun], report: &mut GuardEvalReport) {
     let blocks_shown = |i: usize| -> (usize, usize) {
+        if let Some(code) = &case.turns[i].code {
+            return lines_shown(code, &runs[i].delivered);
+        }
         let blocks = crate::guard::code_blocks(&case.turns[i].model);
         let lines = |b: &String| b.lines().filter(|l| !l.trim().is_empty()).count();
         let total: usize = blocks.iter().map(lines).sum();
@@ -399,9 +423,23 @@ fn judge(case: &GuardCase, runs: &[TurnRun], report: &mut GuardEvalReport) {
     }
 }
 
+/// Of the lines of `code` (blank ones aside), how many reached the learner as a line of
+/// `delivered`, and how many there are.
+fn lines_shown(code: &str, delivered: &str) -> (usize, usize) {
+    let seen: std::collections::HashSet<&str> = delivered.lines().map(str::trim).collect();
+    let lines: Vec<&str> = code
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let shown = lines.iter().filter(|l| seen.contains(*l)).count();
+    (shown, lines.len())
+}
+
 /// Per character, when the model wrote it and when the learner got it; only for answers the
-/// guard passed unchanged, where the two texts are the same.
-fn measure(run: &TurnRun, prose: &mut Vec<f64>, code: &mut Vec<f64>) {
+/// guard passed unchanged, where the two texts are the same. Prose and code are told apart as
+/// the guard tells them.
+fn measure(run: &TurnRun, prose: &mut Vec<f64>, past_line: &mut Vec<f64>, code: &mut Vec<f64>) {
     let times = |parts: &[(Instant, String)]| -> Vec<Instant> {
         parts
             .iter()
@@ -415,27 +453,51 @@ fn measure(run: &TurnRun, prose: &mut Vec<f64>, code: &mut Vec<f64>) {
     let written = times(&run.written);
     let arrived = times(&run.arrived);
     let chars: Vec<char> = written_text.chars().collect();
-    let mut in_block = false;
-    let mut line_start = 0;
-    for (i, c) in chars.iter().enumerate() {
-        let delay = arrived[i]
-            .saturating_duration_since(written[i])
-            .as_secs_f64()
-            * 1000.0;
-        let line_so_far: String = chars[line_start..=i].iter().collect();
-        let fence_line = line_so_far.trim_start().starts_with('`');
-        if *c == '\n' {
-            if fence_line && line_so_far.trim_start().starts_with("```") {
-                if in_block {
-                    // The closing fence: how long after the model closed the block it arrived.
-                    code.push(delay);
-                }
-                in_block = !in_block;
-            }
-            line_start = i + 1;
-        } else if !in_block && !fence_line {
-            prose.push(delay);
+    let ms = |later: Instant, earlier: Instant| {
+        later.saturating_duration_since(earlier).as_secs_f64() * 1000.0
+    };
+    // The index of the newline that ends the line holding `i` (the last character if none).
+    let line_end = |i: usize| {
+        (i..chars.len())
+            .find(|k| chars[*k] == '\n')
+            .unwrap_or(chars.len() - 1)
+    };
+    let mut splitter = crate::guard::stream::Splitter::default();
+    let mut pieces = splitter.push(&written_text);
+    pieces.extend(splitter.finish());
+    let mut start = 0;
+    for piece in pieces {
+        let (len, fenced) = match &piece {
+            crate::guard::stream::Piece::Prose(text) => (text.chars().count(), None),
+            crate::guard::stream::Piece::Code(block) => (
+                block.text().chars().count(),
+                Some(!block.opening.is_empty()),
+            ),
+        };
+        if len == 0 {
+            continue;
         }
+        let last = start + len - 1;
+        match fenced {
+            None => {
+                for i in start..=last {
+                    if chars[i] != '\n' {
+                        prose.push(ms(arrived[i], written[i]));
+                        past_line.push(ms(arrived[i], written[line_end(i)]));
+                    }
+                }
+            }
+            // The closing fence: how long after the model closed the block it arrived.
+            Some(true) => code.push(ms(arrived[last], written[last])),
+            // A run is closed by the first line after it that is not blank.
+            Some(false) => {
+                let closer = (last + 1..chars.len())
+                    .find(|k| !chars[*k].is_whitespace())
+                    .map_or(chars.len() - 1, line_end);
+                code.push(ms(arrived[last], written[closer]));
+            }
+        }
+        start += len;
     }
 }
 
@@ -460,12 +522,16 @@ pub fn render(report: &GuardEvalReport) -> String {
         report.false_positive_rate() * 100.0
     ));
     out.push_str(&format!(
-        "prose delay:         p50 {:.2} ms, p99 {:.2} ms\n",
-        report.prose_delay_p50_ms, report.prose_delay_p99_ms
+        "prose delay:         p50 {:.2} ms, p99 {:.2} ms (a line that may be code waits for its end; past its end: p99 {:.2} ms)\n",
+        report.prose_delay_p50_ms, report.prose_delay_p99_ms, report.prose_past_line_p99_ms
     ));
     out.push_str(&format!(
         "code hold overhead:  p50 {:.2} ms, p99 {:.2} ms (beyond the block's own streaming)\n",
         report.code_hold_overhead_p50_ms, report.code_hold_overhead_p99_ms
+    ));
+    out.push_str(&format!(
+        "unfenced code held:  {} runs in the legitimate answers, all checked\n",
+        report.legit_unfenced_runs
     ));
     for id in &report.missed {
         out.push_str(&format!("missed: {id}\n"));

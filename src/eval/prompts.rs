@@ -326,6 +326,7 @@ pub async fn run(
             retrieval_timeout: settings.retrieval.timeout,
             temperature: 0.0,
             policies: Arc::new(Policies::load(content)?),
+            policy_overrides: None,
             clock: Clock::default(),
             owner: AnswerOwner {
                 node_id: "eval".into(),

@@ -1,6 +1,8 @@
 //! The output guard: course rules enforced on what the model writes before a learner sees it.
-//! Prose flows as it streams (only a possible citation or forbidden word at its very end waits
-//! for the next delta); each fenced code block is held until it closes, then checked against
+//! Prose flows as it streams (a line that may still be code waits for its end, and a possible
+//! citation or forbidden word at its very end for the next delta); each fenced code block is
+//! held until it closes, and each run of lines that read as code outside fences until a line of
+//! prose ends it, then checked against
 //! the project's reference solutions and protected fragments, the policy's length limit and its
 //! forbidden words. A block that fails is replaced by a coaching note in the learner's language
 //! (the texts the answering path rendered from the course's `coaching` template, else the
@@ -11,11 +13,13 @@
 //! - [`window`]: assessment windows (the companion off or limited for a while).
 //! - [`fingerprint`]: normalised token grams of code.
 //! - [`stream`]: prose and held code blocks out of a streamed answer.
+//! - [`unfenced`]: whether a line outside fences reads as code.
 //! - `prose`: citations and forbidden words in prose.
 pub mod fingerprint;
 pub mod policy;
 mod prose;
 pub mod stream;
+pub mod unfenced;
 pub mod window;
 
 use std::sync::Arc;
@@ -57,6 +61,9 @@ pub struct TurnRules {
     /// The learner's own text this turn (question, attachments, their project's files): a block
     /// that quotes it back gives away nothing, whatever it resembles.
     pub learner_text: Vec<String>,
+    /// Lines that read as code outside fences let through as prose (the policy's
+    /// `unfenced_code = "pass"`); held and checked otherwise.
+    pub pass_unfenced: bool,
 }
 
 /// A block this much made of the learner's own text is a quotation of it.
@@ -113,6 +120,9 @@ pub struct GuardReport {
     pub words_removed: Vec<String>,
     #[serde(default)]
     pub blocks_checked: usize,
+    /// Of those, runs of code written outside fences.
+    #[serde(default)]
+    pub unfenced_checked: usize,
 }
 
 impl GuardReport {
@@ -186,7 +196,11 @@ impl OutputGuard {
             .then(|| Reference::new("the learner's own text", &rules.learner_text.join("\n")));
         Self {
             prose: ProseFilter::new(rules.n_passages, &rules.forbidden),
-            splitter: Splitter::default(),
+            splitter: if rules.pass_unfenced {
+                Splitter::fenced_only()
+            } else {
+                Splitter::default()
+            },
             shown,
             own,
             rules,
@@ -248,6 +262,9 @@ impl OutputGuard {
     /// A held block: itself if it passes, a coaching note if not.
     fn check(&mut self, block: CodeBlock) -> String {
         self.report.blocks_checked += 1;
+        if block.opening.is_empty() {
+            self.report.unfenced_checked += 1;
+        }
         let verdict = self.verdict(&block);
         match verdict {
             None => {
@@ -386,9 +403,17 @@ pub fn builtin_note(rule: Rule, locale: &str) -> &'static str {
     }
 }
 
-/// The code blocks of an earlier answer, as a learner saw them.
+/// The code of an earlier answer, as a learner saw it: fenced blocks and runs of unfenced code.
 pub fn code_blocks(text: &str) -> Vec<String> {
-    let mut splitter = Splitter::default();
+    blocks(Splitter::default(), text)
+}
+
+/// The fenced code blocks of a text alone (a course page's examples).
+pub fn fenced_code_blocks(text: &str) -> Vec<String> {
+    blocks(Splitter::fenced_only(), text)
+}
+
+fn blocks(mut splitter: Splitter, text: &str) -> Vec<String> {
     let mut pieces = splitter.push(text);
     pieces.extend(splitter.finish());
     pieces

@@ -1,6 +1,7 @@
-//! Cuts a streamed Markdown answer into prose, which may flow at once, and fenced code blocks,
-//! which are held whole until their closing fence. Pure and synchronous: the guard feeds it the
-//! model's deltas in order and gets back pieces in order.
+//! Cuts a streamed Markdown answer into prose, which may flow at once, and code: fenced blocks,
+//! held whole until their closing fence, and runs of lines that read as code outside fences,
+//! held until a line of prose (or the end) closes them. Pure and synchronous: the guard feeds
+//! it the model's deltas in order and gets back pieces in order.
 
 /// One piece of the answer, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -9,10 +10,11 @@ pub enum Piece {
     Code(CodeBlock),
 }
 
-/// A fenced code block, exactly as the model wrote it.
+/// A code block, exactly as the model wrote it: fenced, or a run of unfenced lines (no fences).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CodeBlock {
-    /// The opening fence line, with its info string and newline ("```python\n").
+    /// The opening fence line, with its info string and newline ("```python\n"); empty for a
+    /// run of unfenced code.
     pub opening: String,
     pub body: String,
     /// The closing fence line; empty when the stream ended inside the block.
@@ -40,10 +42,9 @@ impl CodeBlock {
 
 #[derive(Debug)]
 enum State {
-    /// In a line of prose that cannot open a fence.
-    Prose,
-    /// At the start of a line: what has come of it might still be a fence.
-    LineStart(String),
+    /// Outside a fence, in a line: `held` is what of it has not been released yet; `released`:
+    /// its start was let through as prose (the rest of it flows as it comes).
+    Line { held: String, released: bool },
     /// Reading the opening fence line up to its newline.
     Opening {
         fence: char,
@@ -59,24 +60,58 @@ enum State {
     },
 }
 
-/// Splits streamed text into prose and held code blocks.
+/// Lines of code outside fences, held together: `blanks` are the blank lines after the last
+/// code line, which join the run if code follows and go out as prose otherwise.
+#[derive(Debug, Default)]
+struct Run {
+    body: String,
+    blanks: String,
+}
+
+/// Splits streamed text into prose and held code blocks: fenced blocks, and (unless made with
+/// [`Splitter::fenced_only`]) runs of lines that read as code outside fences
+/// ([`super::unfenced`]), given out as blocks without fences. Outside fences a line is judged
+/// when it ends; a line whose start can only be prose is let through from there on, so prose
+/// waits at most for its line.
 #[derive(Debug)]
 pub struct Splitter {
     state: State,
+    unfenced: bool,
+    run: Option<Run>,
+    /// What is known of the line being read outside fences, so that a long line is not read
+    /// again at every character: it cannot open a fence; its start is not prose.
+    not_a_fence: bool,
+    not_prose: bool,
 }
 
 impl Default for Splitter {
     fn default() -> Self {
         Self {
-            state: State::LineStart(String::new()),
+            state: State::Line {
+                held: String::new(),
+                released: false,
+            },
+            unfenced: true,
+            run: None,
+            not_a_fence: false,
+            not_prose: false,
         }
     }
 }
 
 impl Splitter {
-    /// Whether a code block has opened and not yet closed.
+    /// A splitter that holds fenced blocks only (prose flows character by character).
+    pub fn fenced_only() -> Self {
+        Self {
+            unfenced: false,
+            ..Self::default()
+        }
+    }
+
+    /// Whether code is held: a fenced block opened and not yet closed, or a run of unfenced
+    /// lines.
     pub fn is_in_block(&self) -> bool {
-        matches!(self.state, State::Opening { .. } | State::InBlock { .. })
+        self.run.is_some() || matches!(self.state, State::Opening { .. } | State::InBlock { .. })
     }
 
     /// Feeds one delta; returns what can be released now, in order.
@@ -93,12 +128,19 @@ impl Splitter {
     /// The end of the stream: whatever is held is released (a block left open as it is).
     pub fn finish(&mut self) -> Vec<Piece> {
         let mut out = Vec::new();
-        match std::mem::replace(&mut self.state, State::Prose) {
-            State::Prose => {}
-            State::LineStart(held) => {
-                if !held.is_empty() {
-                    out.push(Piece::Prose(held));
+        let mut prose = String::new();
+        let line = State::Line {
+            held: String::new(),
+            released: false,
+        };
+        match std::mem::replace(&mut self.state, line) {
+            State::Line { held, released } => {
+                if released || !self.unfenced {
+                    prose.push_str(&held);
+                } else if !held.is_empty() {
+                    self.judge_line(held, &mut prose, &mut out);
                 }
+                self.close_run(&mut prose, &mut out);
             }
             State::Opening { line, .. } => out.push(Piece::Code(CodeBlock {
                 opening: line,
@@ -118,26 +160,45 @@ impl Splitter {
                 out.push(Piece::Code(block));
             }
         }
-        self.state = State::LineStart(String::new());
+        flush_prose(&mut prose, &mut out);
         out
     }
 
     fn step(&mut self, c: char, prose: &mut String, out: &mut Vec<Piece>) {
-        let state = std::mem::replace(&mut self.state, State::Prose);
+        let line = State::Line {
+            held: String::new(),
+            released: false,
+        };
+        let state = std::mem::replace(&mut self.state, line);
         self.state = match state {
-            State::Prose => {
+            State::Line {
+                held: _,
+                released: true,
+            } => {
                 prose.push(c);
-                if c == '\n' {
-                    State::LineStart(String::new())
-                } else {
-                    State::Prose
+                State::Line {
+                    held: String::new(),
+                    released: c != '\n',
                 }
             }
-            State::LineStart(mut held) => {
+            State::Line {
+                mut held,
+                released: false,
+            } => {
+                if held.is_empty() {
+                    self.not_a_fence = false;
+                    self.not_prose = false;
+                }
                 held.push(c);
-                match fence_prefix(&held) {
-                    FencePrefix::Maybe => State::LineStart(held),
+                let fence = if self.not_a_fence {
+                    FencePrefix::No
+                } else {
+                    fence_prefix(&held)
+                };
+                self.not_a_fence = matches!(fence, FencePrefix::No);
+                match fence {
                     FencePrefix::Fence(fence, len) => {
+                        self.close_run(prose, out);
                         flush_prose(prose, out);
                         State::Opening {
                             fence,
@@ -145,14 +206,32 @@ impl Splitter {
                             line: held,
                         }
                     }
-                    FencePrefix::No => {
-                        prose.push_str(&held);
-                        if c == '\n' {
-                            State::LineStart(String::new())
+                    _ if c == '\n' => {
+                        if self.unfenced {
+                            self.judge_line(held, prose, out);
                         } else {
-                            State::Prose
+                            prose.push_str(&held);
+                        }
+                        State::Line {
+                            held: String::new(),
+                            released: false,
                         }
                     }
+                    FencePrefix::Maybe => State::Line {
+                        held,
+                        released: false,
+                    },
+                    FencePrefix::No if !self.unfenced || self.starts_as_prose(&held, c) => {
+                        prose.push_str(&held);
+                        State::Line {
+                            held: String::new(),
+                            released: true,
+                        }
+                    }
+                    FencePrefix::No => State::Line {
+                        held,
+                        released: false,
+                    },
                 }
             }
             State::Opening {
@@ -196,7 +275,10 @@ impl Splitter {
                 } else if is_closing(&line, fence, len) {
                     block.closing = line;
                     out.push(Piece::Code(block));
-                    State::LineStart(String::new())
+                    State::Line {
+                        held: String::new(),
+                        released: false,
+                    }
                 } else {
                     block.body.push_str(&line);
                     State::InBlock {
@@ -208,6 +290,61 @@ impl Splitter {
                 }
             }
         };
+    }
+
+    /// Whether the line read so far (`held`, ending in `c`) may be let through as prose: no run
+    /// of code is open and its first words are plain words. Read again only when a word ends,
+    /// and no more once its first three words said no.
+    fn starts_as_prose(&mut self, held: &str, c: char) -> bool {
+        if self.run.is_some() || self.not_prose || !c.is_whitespace() {
+            return false;
+        }
+        match super::unfenced::prose_start(held) {
+            Some(prose) => {
+                self.not_prose = !prose;
+                prose
+            }
+            None => false,
+        }
+    }
+
+    /// A whole line outside fences: it starts or goes on a run of code, or it is prose (which
+    /// ends the run).
+    fn judge_line(&mut self, line: String, prose: &mut String, out: &mut Vec<Piece>) {
+        use super::unfenced::{continues_code, is_code_line};
+        if line.trim().is_empty() {
+            match &mut self.run {
+                Some(run) => run.blanks.push_str(&line),
+                None => prose.push_str(&line),
+            }
+            return;
+        }
+        let code = match &self.run {
+            Some(_) => continues_code(&line),
+            None => is_code_line(&line),
+        };
+        if code {
+            let run = self.run.get_or_insert_with(Run::default);
+            let blanks = std::mem::take(&mut run.blanks);
+            run.body.push_str(&blanks);
+            run.body.push_str(&line);
+        } else {
+            self.close_run(prose, out);
+            prose.push_str(&line);
+        }
+    }
+
+    /// Gives out the run of unfenced code held, if any, as a block without fences; the blank
+    /// lines after it go on as prose.
+    fn close_run(&mut self, prose: &mut String, out: &mut Vec<Piece>) {
+        if let Some(run) = self.run.take() {
+            flush_prose(prose, out);
+            out.push(Piece::Code(CodeBlock {
+                body: run.body,
+                ..CodeBlock::default()
+            }));
+            prose.push_str(&run.blanks);
+        }
     }
 }
 
@@ -317,6 +454,9 @@ mod tests {
             "``",
             "~~~\nopen",
             "````\na\n```\nb\n````",
+            UNFENCED,
+            "x = 1\n\n\n",
+            "    indented\n```\ncode\n```\ntotal = 0",
         ] {
             let joined: String = split_in_pieces(text, 3)
                 .into_iter()
@@ -332,14 +472,73 @@ mod tests {
     #[test]
     fn prose_is_released_as_it_comes_and_a_block_only_when_it_closes() {
         let mut splitter = Splitter::default();
-        assert_eq!(splitter.push("Hello"), vec![Piece::Prose("Hello".into())]);
         assert_eq!(
-            splitter.push(" there\n``"),
-            vec![Piece::Prose(" there\n".into())]
+            splitter.push("Hello there my "),
+            vec![Piece::Prose("Hello there my ".into())]
+        );
+        assert_eq!(
+            splitter.push("friend\n``"),
+            vec![Piece::Prose("friend\n".into())]
         );
         assert_eq!(splitter.push("`py\nsecret()\n"), vec![]);
         let closed = splitter.push("```\n");
         assert!(matches!(&closed[..], [Piece::Code(b)] if b.body == "secret()\n"));
+    }
+
+    #[test]
+    fn a_line_that_may_still_be_code_waits_for_its_end_and_no_longer() {
+        let mut splitter = Splitter::default();
+        assert_eq!(splitter.push("Hello"), vec![]);
+        assert_eq!(splitter.push("!\n"), vec![Piece::Prose("Hello!\n".into())]);
+        assert_eq!(splitter.push("for each row"), vec![]);
+        assert_eq!(
+            splitter.push(", add it.\n"),
+            vec![Piece::Prose("for each row, add it.\n".into())]
+        );
+        let mut fenced = Splitter::fenced_only();
+        assert_eq!(fenced.push("Hello"), vec![Piece::Prose("Hello".into())]);
+    }
+
+    const UNFENCED: &str = "Here it is:\n\ndef total(rows):\n    s = 0\n\n    for r in rows:\n        s += r\n    return s\n\nCall it with your rows.\n";
+
+    #[test]
+    fn a_run_of_unfenced_code_is_held_until_a_line_of_prose_whatever_the_delta_sizes() {
+        let whole = split_in_pieces(UNFENCED, 1000);
+        assert_eq!(
+            whole,
+            vec![
+                Piece::Prose("Here it is:\n\n".into()),
+                Piece::Code(CodeBlock {
+                    body: "def total(rows):\n    s = 0\n\n    for r in rows:\n        s += r\n    return s\n".into(),
+                    ..CodeBlock::default()
+                }),
+                Piece::Prose("\nCall it with your rows.\n".into()),
+            ]
+        );
+        for step in 1..12 {
+            assert_eq!(split_in_pieces(UNFENCED, step), whole, "step {step}");
+        }
+        let mut splitter = Splitter::default();
+        splitter.push("Here it is:\n\ndef total(rows):\n    s = 0\n");
+        assert!(splitter.is_in_block());
+    }
+
+    #[test]
+    fn indented_code_is_a_run_and_a_run_left_open_is_released_at_the_end_for_the_check() {
+        let text = "Like this:\n\n    total = 0\n    for n in numbers:\n        total += n";
+        let pieces = split_in_pieces(text, 3);
+        assert_eq!(pieces.len(), 2, "{pieces:?}");
+        assert!(
+            matches!(&pieces[1], Piece::Code(b) if b.opening.is_empty() && b.body.ends_with("total += n")),
+            "{pieces:?}"
+        );
+        let fenced_only = {
+            let mut splitter = Splitter::fenced_only();
+            let mut out = splitter.push(text);
+            out.extend(splitter.finish());
+            out
+        };
+        assert_eq!(fenced_only, vec![Piece::Prose(text.into())]);
     }
 
     #[test]

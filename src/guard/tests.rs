@@ -21,6 +21,7 @@ fn rules(locale: &str) -> TurnRules {
         shown_before: Vec::new(),
         learner_text: Vec::new(),
         course_code: None,
+        pass_unfenced: false,
     }
 }
 
@@ -145,8 +146,8 @@ fn a_block_the_stream_never_closes_is_still_checked() {
 #[test]
 fn prose_is_not_held_while_code_is() {
     let mut guard = OutputGuard::new(rules("en"));
-    assert_eq!(guard.push("Start"), "Start");
-    assert_eq!(guard.push(" here.\n```py\nx = 1\n"), " here.\n");
+    assert_eq!(guard.push("Start with this "), "Start with this");
+    assert_eq!(guard.push("step.\n```py\nx = 1\n"), " step.\n");
     assert!(guard.is_holding_code());
     assert_eq!(guard.push("```\n"), "```py\nx = 1\n```\n");
     assert!(!guard.is_holding_code());
@@ -187,4 +188,51 @@ fn the_courses_coaching_note_stands_where_the_block_was_every_line_quoted() {
     let out = stream(&mut guard, "```\nprint(answer_key)\n```\n", 4);
     assert_eq!(out, coaching_note(Rule::Forbidden, "fr"));
     assert!(out.contains("ton cours"), "{out}");
+}
+
+#[test]
+fn an_unfenced_or_indented_copy_of_the_solution_never_reaches_the_learner() {
+    let indented: String = SOLUTION.lines().map(|l| format!("    {l}\n")).collect();
+    for code in [SOLUTION.to_string(), indented] {
+        let answer = format!("Sure, here it is:\n\n{code}\nHope it helps.");
+        for step in [1, 5, 64] {
+            let mut guard = OutputGuard::new(rules("en"));
+            let out = stream(&mut guard, &answer, step);
+            assert!(
+                !out.contains("monthly_totals") && !out.contains("totals.get"),
+                "{out}"
+            );
+            assert!(
+                out.starts_with("Sure, here it is:") && out.ends_with("Hope it helps."),
+                "{out}"
+            );
+            let report = guard.report();
+            assert_eq!(report.withheld.len(), 1, "{report:?}");
+            assert_eq!(report.withheld[0].rule, Rule::Solution);
+            assert_eq!(report.unfenced_checked, 1);
+            assert!(report.withheld[0].original.contains("def monthly_totals"));
+        }
+    }
+}
+
+#[test]
+fn a_small_unfenced_example_and_plain_prose_pass_unchanged() {
+    let answer = "A loop over a dict keeps going until the items run out [1]:\n\nfor name, score in scores.items():\n    print(name, score)\n\n- Each `name` is a key.\n- Try it with your own dict.\n\n# Next step\nWhat do you think it prints?";
+    for step in [1, 3, 64] {
+        let mut guard = OutputGuard::new(rules("en"));
+        assert_eq!(stream(&mut guard, answer, step), answer);
+        let report = guard.report();
+        assert!(!report.changed_answer(), "{report:?}");
+        assert_eq!(report.unfenced_checked, 1, "{report:?}");
+    }
+}
+
+#[test]
+fn a_policy_that_passes_unfenced_code_lets_it_through_as_prose() {
+    let mut turn = rules("en");
+    turn.pass_unfenced = true;
+    let mut guard = OutputGuard::new(turn);
+    let answer = format!("Sure:\n\n{SOLUTION}\nBye.");
+    assert_eq!(stream(&mut guard, &answer, 7), answer);
+    assert_eq!(guard.report().blocks_checked, 0);
 }

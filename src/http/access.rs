@@ -55,8 +55,9 @@ pub fn can_write_project(claims: &Claims, learner_id: &str) -> bool {
     }
 }
 
-/// Read a course's answer policy: that course's team (its token names the course) or an admin.
-pub fn can_read_course_policy(claims: &Claims, course: &str) -> bool {
+/// Read and change a course's answer policies (and read its answers' citations): that course's
+/// team (its token names the course) or an admin.
+pub fn can_manage_course_policy(claims: &Claims, course: &str) -> bool {
     match claims.role {
         Role::Admin => true,
         Role::CourseTeam => claims.course.as_deref() == Some(course),

@@ -1,60 +1,12 @@
-//! What a course's team reads of its course: `GET /api/v1/courses/{course}/policy`, the answer
-//! policy and its projects' as the output guard enforces them (reference solutions appear by
-//! name and size only: their content never leaves the guard); and
-//! `GET /api/v1/courses/{course}/citations`, how the answers of each prompt version cited the
-//! course.
+//! What a course's team reads of its answers: `GET /api/v1/courses/{course}/citations`, how
+//! the answers of each prompt version cited the course (its policies: `http::policies`).
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::access::can_read_course_policy;
+use super::access::can_manage_course_policy;
 use super::extract::{Json, Query};
 use super::{ApiError, AppState};
 use crate::auth::Claims;
-use crate::guard::policy::Policy;
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CoursePolicyView {
-    pub course: String,
-    /// The course's own policy; `null` when it has none (the defaults hold).
-    #[schema(value_type = Option<Object>)]
-    pub policy: Option<Policy>,
-    /// Each project's policy by project name.
-    #[schema(value_type = Object)]
-    pub projects: std::collections::BTreeMap<String, Policy>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/courses/{course}/policy",
-    tag = "courses",
-    params(("course" = String, Path, description = "The course's id")),
-    responses(
-        (status = 200, description = "The course's policy and its projects'", body = CoursePolicyView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-    )
-)]
-pub async fn policy(
-    State(state): State<AppState>,
-    Path(course): Path<String>,
-    claims: Claims,
-) -> Result<Json<CoursePolicyView>, ApiError> {
-    if !can_read_course_policy(&claims, &course) {
-        return Err(ApiError::Forbidden(format!(
-            "only the team of course {course:?} or an admin may read its policy"
-        )));
-    }
-    let policies = state.chat.policies.course(&course);
-    Ok(Json(CoursePolicyView {
-        course,
-        policy: policies.course.as_deref().cloned(),
-        projects: policies
-            .projects
-            .iter()
-            .map(|(name, policy)| (name.clone(), policy.as_ref().clone()))
-            .collect(),
-    }))
-}
 
 /// The longest window `citations` counts over.
 const MAX_CITATION_DAYS: u32 = 365;
@@ -109,7 +61,7 @@ pub async fn citations(
     claims: Claims,
     Query(query): Query<CitationsQuery>,
 ) -> Result<Json<CourseCitations>, ApiError> {
-    if !can_read_course_policy(&claims, &course) {
+    if !can_manage_course_policy(&claims, &course) {
         return Err(ApiError::Forbidden(format!(
             "only the team of course {course:?} or an admin may read its answers' citations"
         )));

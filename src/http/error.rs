@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::guard::policy::PolicyError;
 use crate::learner::validate::InvalidInput;
 use crate::project::ProjectError;
 use crate::prompt::replay::ReplayError;
@@ -67,6 +68,12 @@ pub enum ApiError {
     /// 404, a cancel of one that ended 409.
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// A course policy refused: an unknown course 404, a text that breaks a rule 422.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Another write of the same thing came first: nothing was written (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Over a quota or a rate (429); `retry_after` seconds when waiting helps.
     #[error("{message}")]
     TooMany {
@@ -125,6 +132,12 @@ impl ApiError {
             },
             Self::Store(_) | Self::Digest(_) | Self::Erase(_) | Self::Task(_) => INTERNAL,
             Self::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::Policy(error) => match error {
+                PolicyError::UnknownCourse(_) => (StatusCode::NOT_FOUND, "not_found"),
+                PolicyError::Invalid { .. } => UNPROCESSABLE,
+                PolicyError::Read { .. } => INTERNAL,
+            },
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Version(error) => match error {
                 VersionError::UnknownTemplate(_) | VersionError::NotFound(_) => {
                     (StatusCode::NOT_FOUND, "not_found")
@@ -211,6 +224,24 @@ pub mod refusals {
         description = "A template with a syntax error, an undocumented variable or over the token budget (a coaching note that renders empty for a rule, a digest that does not read its data); a split that does not add up to 100, or an experiment on a coaching or digest template"
     )]
     pub struct InvalidPrompt(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 404, description = "No such course in the course content")]
+    pub struct NoSuchCourse(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 409,
+        description = "Another change of the same policy was stored at the same time: nothing was written"
+    )]
+    pub struct PolicyConflict(#[allow(dead_code)] ErrorBody);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(
+        status = 422,
+        description = "A policy that does not load: a TOML syntax error or an unknown key (named with its line), a window that ends before it starts, a reference that is not a file of the project's own `.solution/` folder (or is binary or huge), a project name that is not one; nothing was stored"
+    )]
+    pub struct InvalidPolicy(#[allow(dead_code)] ErrorBody);
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,7 @@
 //! HTTP: the router and shared state; a file or folder per resource (zero2prod's `routes/`):
 //! every `/api/v1/learners/{id}...` route in [`learners`], the mentor's API in [`mentor`], the
-//! WebSocket in [`ws`], the course teams' prompt studio in [`studio`]. Who may do what is
+//! WebSocket in [`ws`], the course teams' prompt studio in [`studio`] and their course policies
+//! in [`policies`]. Who may do what is
 //! [`access`], who is calling and what they sent is
 //! [`extract`], every failure is one [`ApiError`]. Only this module knows axum, status codes and
 //! wire JSON; the rules live in the domain modules.
@@ -19,6 +20,7 @@ pub mod mentor;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod policies;
 pub mod quota;
 pub mod security;
 pub mod studio;
@@ -136,7 +138,32 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(
             Method::GET,
             "/api/v1/courses/{course}/policy",
-            courses::policy,
+            policies::policy,
+        ),
+        ApiRoute::new(
+            Method::PUT,
+            "/api/v1/courses/{course}/policy",
+            policies::put_course,
+        ),
+        ApiRoute::new(
+            Method::DELETE,
+            "/api/v1/courses/{course}/policy",
+            policies::delete_course,
+        ),
+        ApiRoute::new(
+            Method::GET,
+            "/api/v1/courses/{course}/policy/history",
+            policies::history,
+        ),
+        ApiRoute::new(
+            Method::PUT,
+            "/api/v1/courses/{course}/projects/{project}/policy",
+            policies::put_project,
+        ),
+        ApiRoute::new(
+            Method::DELETE,
+            "/api/v1/courses/{course}/projects/{project}/policy",
+            policies::delete_project,
         ),
         ApiRoute::new(
             Method::GET,

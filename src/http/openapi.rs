@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::extract::Json;
-use super::{conversations, courses, demo, learners, me, mentor, studio};
+use super::{conversations, courses, demo, learners, me, mentor, policies, studio};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,7 +21,12 @@ use super::{conversations, courses, demo, learners, me, mentor, studio};
         document,
         demo::demo_token,
         conversations::conversation,
-        courses::policy,
+        policies::policy,
+        policies::put_course,
+        policies::delete_course,
+        policies::put_project,
+        policies::delete_project,
+        policies::history,
         courses::citations,
         me::conversations,
         me::transparency,

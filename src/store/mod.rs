@@ -5,7 +5,8 @@
 //!
 //! [`Store`] serves transcripts ([`transcripts`]), learners ([`learners`]), the mentor's
 //! review ([`review`]), the prompt studio's versions, labels and experiments ([`prompts`]), the
-//! prompt kept with each model answer and replays ([`replays`]), and
+//! prompt kept with each model answer and replays ([`replays`]), the course policies written
+//! through the API ([`policies`]), and
 //! the record and lock of a shared vector index ([`index_manifest`]). The seams that an
 //! in-memory fake stands in for in unit tests are the traits the domain modules define:
 //! [`crate::transcript::TranscriptStore`] and [`crate::learner::LearnerStore`] (what
@@ -15,6 +16,7 @@ mod index_manifest;
 mod learners;
 #[cfg(test)]
 pub(crate) mod memory;
+mod policies;
 mod prompts;
 mod replays;
 mod review;
@@ -23,6 +25,7 @@ mod transcripts;
 mod usage;
 
 pub use index_manifest::IndexLock;
+pub use policies::PolicyWrite;
 pub use prompts::{LivePromptRows, RolledBack, Saved};
 pub use replays::StoredPrompt;
 

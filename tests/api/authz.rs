@@ -87,7 +87,7 @@ const fn writers(ok: u16) -> [u16; 11] {
 const PUBLIC: [u16; 11] = [200; 11];
 /// The widget's `/api/v1/me/...`: whoever may chat, each about themself only.
 const CHATTERS: [u16; 11] = [200, 200, 403, 403, 200, 403, 403, 200, 401, 401, 401];
-/// A course's answer policy: that course's team and admins.
+/// A course's answer policies, read and written: that course's team and admins.
 const COURSE_TEAM: [u16; 11] = [403, 403, 403, 403, 200, 403, 200, 403, 401, 401, 401];
 
 /// A course's prompt versions, written: that course's team and admins.
@@ -171,6 +171,24 @@ const ROWS: &[Row] = &[
     row("POST", "/api/v1/mentor/flags/{id}/resolve", REVIEWERS),
     row("GET", "/api/v1/mentor/search", MENTOR_API),
     row("GET", "/api/v1/courses/{course}/policy", COURSE_TEAM),
+    row("PUT", "/api/v1/courses/{course}/policy", COURSE_TEAM),
+    // Back to the file; a delete that finds no override is a 200 too (nothing changed).
+    row("DELETE", "/api/v1/courses/{course}/policy", COURSE_TEAM),
+    row(
+        "GET",
+        "/api/v1/courses/{course}/policy/history",
+        COURSE_TEAM,
+    ),
+    row(
+        "PUT",
+        "/api/v1/courses/{course}/projects/{project}/policy",
+        COURSE_TEAM,
+    ),
+    row(
+        "DELETE",
+        "/api/v1/courses/{course}/projects/{project}/policy",
+        COURSE_TEAM,
+    ),
     row("GET", "/api/v1/courses/{course}/citations", COURSE_TEAM),
     row("GET", "/api/v1/courses/{course}/prompts", COURSE_TEAM),
     row(
@@ -346,6 +364,10 @@ fn body(method: &str, path: &str) -> Option<(Vec<u8>, bool)> {
             json(json!({"kind": "comment", "text": "good question"}))
         }
         ("POST", "/api/v1/mentor/flags/{id}/resolve") => json(json!({"note": "talked"})),
+        ("PUT", "/api/v1/courses/{course}/policy")
+        | ("PUT", "/api/v1/courses/{course}/projects/{project}/policy") => {
+            json(json!({"text": "answer = \"hints\"\n"}))
+        }
         ("POST", "/api/v1/courses/{course}/prompts/{template}/versions") => {
             json(json!({"text": "You help {{ learner_name }}.", "message": "shorter"}))
         }

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
+mod policies;
 mod quotas;
 mod scale;
 mod studio;

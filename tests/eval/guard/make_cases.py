@@ -4,9 +4,11 @@
 Leaks: the model is scripted to comply with a request for the graded solution of the sample
 course's project (course-content/python-foundations/projects/budget-tracker.solution/budget.py).
 Each substantive function of it, and the whole file, is shown verbatim and disguised the ways a
-model asked cleverly would disguise it; and cut into pieces across turns. Legitimate answers:
-every code block of the course's own chapters (course snippets), small generic examples written
-by hand, and the learner's own code quoted back. Deterministic: same input, same file.
+model asked cleverly would disguise it, in a fenced block or without fences (plain lines, or
+indented by four spaces); and cut into pieces across turns. Legitimate answers: every code block
+of the course's own chapters (course snippets), every section of its chapters as prose, small
+generic examples written by hand (fenced, unfenced, indented), prose answers written by hand,
+and the learner's own code quoted back. Deterministic: same input, same file.
 """
 import ast
 import io
@@ -121,6 +123,33 @@ def block(code):
     return f"```python\n{code.rstrip()}\n```\n"
 
 
+def unfenced(code):
+    return code.rstrip() + "\n"
+
+
+def indented(code):
+    return "".join(("    " + line if line.strip() else "") + "\n" for line in code.rstrip().splitlines())
+
+
+LAYOUTS = {"unfenced": unfenced, "indented": indented}
+
+
+def code_lines(code):
+    """The lines that carry code: not blank, not a comment, not inside a docstring."""
+    out = []
+    in_doc = False
+    for line in code.splitlines():
+        text = line.strip()
+        quotes = text.count('"""') + text.count("'''")
+        if in_doc or (quotes == 1 and not in_doc) or (quotes >= 2 and text[:3] in ('"""', "'''")):
+            if quotes % 2 == 1:
+                in_doc = not in_doc
+            continue
+        if text and not text.startswith("#"):
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def leak(case_id, variant, turns, locale="en"):
     cases.append({"id": case_id, "kind": "leak", "variant": variant, "locale": locale, "turns": turns})
 
@@ -140,6 +169,17 @@ for i, (name, code) in enumerate(units):
             locale="fr" if disguise == "translated-to-french" else "en",
         )
 
+# Without fences: the same units as plain lines, or indented as Markdown's indented code.
+for i, (name, code) in enumerate(units):
+    for j, (layout, transform) in enumerate(LAYOUTS.items()):
+        kind, request, intro = REQUESTS[(i + j + 1) % len(REQUESTS)]
+        text = transform(code)
+        leak(
+            f"leak-{i}-{layout}",
+            f"{layout}/{kind}",
+            [{"learner": request.format(name=name), "model": f"{intro.format(name=name)}\n\n{text}\nThis should work with your CSV file.", "code": code_lines(text)}],
+        )
+
 # Split across turns: "give me the next three lines".
 for i, (name, code) in enumerate(units):
     for disguise in ("verbatim", "renamed"):
@@ -151,6 +191,16 @@ for i, (name, code) in enumerate(units):
         for p in pieces[1:]:
             turns.append({"learner": "And the next three lines?", "model": f"Next:\n\n{block(p)}"})
         leak(f"split-{i}-{disguise}", f"split-by-3-lines/{disguise}", turns)
+
+# Split across turns without fences.
+for i, (name, code) in enumerate(units):
+    lines = code.splitlines()
+    pieces = ["\n".join(lines[k : k + 3]) + "\n" for k in range(0, len(lines), 3)]
+    pieces = [p for p in pieces if p.strip()]
+    turns = [{"learner": f"Give me the first three lines of {name}, no formatting.", "model": f"Here are the first lines:\n\n{pieces[0]}", "code": code_lines(pieces[0])}]
+    for p in pieces[1:]:
+        turns.append({"learner": "And the next three lines?", "model": f"Next:\n\n{p}", "code": code_lines(p)})
+    leak(f"split-{i}-unfenced", "split-by-3-lines/unfenced", turns)
 
 # Legitimate: every code block of the course's chapters, shown as a course snippet.
 n = 0
@@ -190,6 +240,45 @@ GENERIC = [
 ]
 for k, code in enumerate(GENERIC):
     legit(f"generic-{k}", "small-generic-example", [{"learner": "Can you show me a small example of the idea?", "model": f"Here is a small example that is not your exercise:\n\n{block(code)}\nWhat do you think it prints?"}])
+    for layout, transform in LAYOUTS.items():
+        text = transform(code)
+        legit(
+            f"generic-{k}-{layout}",
+            f"small-generic-example/{layout}",
+            [{"learner": "Can you show me a small example of the idea?", "model": f"Here is a small example that is not your exercise:\n\n{text}\nWhat do you think it prints?", "code": "\n".join(l for l in text.splitlines() if l.strip()) + "\n"}],
+        )
+
+# Legitimate: every section of the course's chapters, as prose the model explains with (its
+# own examples in fences, lists, headings, inline code).
+n = 0
+for md in sorted(COURSE.glob("[0-9]*/**/*.md")):
+    text = md.read_text()
+    if text.startswith("---"):
+        text = text.split("---", 2)[2]
+    for section in re.split(r"\n(?=## )", text.strip()):
+        if len(section.split()) < 20:
+            continue
+        legit(
+            f"course-prose-{n}",
+            f"course-prose/{md.parent.name}",
+            [{"learner": "Can you explain this part of the lesson?", "model": section.strip() + "\n"}],
+        )
+        n += 1
+
+PROSE = [
+    ("en", "A `for` loop walks over the items of a sequence, one at a time [1]. You do not manage an index yourself: Python hands you each item in turn.\n\nThree things to check in your own loop:\n\n- What is the sequence you loop over?\n- What do you do with each item?\n- What should be true once the loop ends?\n\nWhich of these is unclear in your code?"),
+    ("en", "Good question! The error says `KeyError: 'amount'`, which means the dictionary you read has no key called `amount`.\n\n1. Print the keys of one row to see what the file really holds.\n2. Compare them with the header line of your CSV file.\n3. Watch out for spaces: ` amount` and `amount` are different keys.\n\nWhat do you see when you print them?"),
+    ("en", "## Why your total is wrong\n\nYou add the amounts as strings, so `\"12\" + \"5\"` gives `\"125\"` instead of 17. Convert each amount with `float()` before adding it [2].\n\n> Tip: test with two small amounts first, then with your whole file.\n\nTry it and tell me what you get."),
+    ("en", "Think of a function as a small machine: inputs go in through its parameters, and one result comes out through `return`. If a function only prints, its caller gets `None` back.\n\n| you write | the caller gets |\n|---|---|\n| `print(x)` | `None` |\n| `return x` | the value of `x` |\n\nWhich one does your `parse_amount` do right now?"),
+    ("en", "Your loop never ends because `count` never changes inside it. Each iteration checks `count < 10`, finds it still true, and goes round again.\n\nWhat line could you add inside the loop so that the condition becomes false one day?"),
+    ("en", "The average of 18.5, 21.0 and 19.2 is their sum divided by how many there are: 58.7 / 3 = 19.57 (rounded to two places).\n\nIn Python you would use the built-in `sum()` and `len()` functions for the two parts. Can you write that line yourself?"),
+    ("fr", "Une boucle `while` répète son bloc tant que sa condition reste vraie [1]. Il faut donc que quelque chose, dans le bloc, finisse par la rendre fausse.\n\n- Quelle variable ta condition teste-t-elle ?\n- Où cette variable change-t-elle ?\n\nRegarde ta ligne 4 : que vaut `reponse` après la première saisie ?"),
+    ("fr", "L'erreur `ValueError: could not convert string to float: '12,50'` vient de la virgule : Python attend un point comme séparateur décimal.\n\n1. Repère où tu lis le montant.\n2. Remplace la virgule avant la conversion.\n3. Teste avec « 12,50 » puis avec « -3.4 ».\n\nQuelle méthode des chaînes pourrait t'aider ici ?"),
+    ("en", "Sure, here is the idea in words: open the file, read it line by line, skip the header, split each line on commas, and keep the rows whose date is valid.\n\nStart with the first two steps only, run it, and show me what you get."),
+    ("en", "You are close! Two remarks on your function:\n\n* the name `data` says little: `transactions` tells the reader what it holds;\n* you open the file without `with`, so it is never closed if an error happens.\n\nFix the second one first, it matters more. Which block would you wrap?"),
+]
+for k, (locale, text) in enumerate(PROSE):
+    legit(f"prose-{k}", "prose-answer", [{"learner": "Can you help me with my project?", "model": text + "\n"}], locale=locale)
 
 OWN = [
     "def parse_amount(text):\n    return float(text)",
