@@ -30,6 +30,8 @@ const RECENT: Duration = Duration::from_secs(24 * 3600);
 /// Messages of the last day the rules read: the newest ones.
 const RECENT_MESSAGES: usize = 500;
 const EXCERPT_CHARS: usize = 160;
+/// How long the "ask my mentor" button waits for the classifier to read its note.
+const BUTTON_READ: Duration = Duration::from_secs(2);
 pub const THUMBS_DOWN_REASON: &str = "several thumbs-down";
 
 /// Lowercase words with accents folded; every other character separates words.
@@ -603,9 +605,11 @@ impl Flagger {
         // The button's words are read as a question's are (the classifier, not the keyword
         // rules alone): distress in them makes the request urgent.
         let urgent = match text {
-            Some(text) => self
-                .read(text)
+            // The button answers at once: a classifier still warming up (its bank is trained
+            // on first use) is not waited for past BUTTON_READ, the keyword rules read alone.
+            Some(text) => tokio::time::timeout(BUTTON_READ, self.read(text))
                 .await
+                .unwrap_or_else(|_| rule_signals(text))
                 .into_iter()
                 .find(|s| s.kind == FlagKind::Distress)
                 .map(|signal| match &signal.evidence {
