@@ -133,8 +133,8 @@ enum EvalCommand {
         #[arg(long)]
         examples: Option<PathBuf>,
         /// A classifier parameter, `name=value` (repeatable): a kind's threshold
-        /// (`discouraged=0.6`), `rules`, `segments`, `epochs`, `learning_rate`, `l2`,
-        /// `max_positive_weight`, `lexical_weight`.
+        /// (`discouraged=0.6`), `rules`, `segments`, `segment_margin`, `normalise`, `negation`,
+        /// `epochs`, `learning_rate`, `l2`, `max_positive_weight`, `lexical_weight`.
         #[arg(long = "param")]
         params: Vec<String>,
         /// Print JSON instead of a table.

@@ -823,3 +823,60 @@ async fn a_mentor_request_points_at_the_newest_question_of_a_busy_day() {
 
     assert_eq!(flag.message_id.as_deref(), Some("busy-0599"));
 }
+
+/// Eight questions of one learner read at the same moment, each with distress wording: one open
+/// distress flag holding eight signals, not several stacked (issue 17's grouping, raced).
+async fn questions_read_at_the_same_moment_open_one_flag_of_their_kind(store: Store) {
+    use companion::review::FlagKind;
+    use companion::review::flags::{Flagger, QuestionRef};
+
+    let texts = [
+        "i want to die",
+        "honestly i feel hopeless",
+        "i am being harassed every day",
+        "i had a panic attack before the quiz",
+        "je veux mourir",
+        "je n'en peux plus de vivre comme ça",
+        "je suis harcelée dans ma promo",
+        "encore une crise d'angoisse ce matin",
+    ];
+    let mut refs = Vec::new();
+    for (n, text) in texts.iter().enumerate() {
+        let id = format!("race-{n}");
+        let client = format!("race-c{n}");
+        store
+            .insert_question(&question(&id, &client, "conv-race", "race-ada"))
+            .await
+            .unwrap();
+        refs.push(QuestionRef {
+            learner_id: "race-ada".into(),
+            conversation_id: "conv-race".into(),
+            message_id: id,
+            text: (*text).into(),
+        });
+    }
+    let flagger = Flagger::new(store.clone(), None);
+
+    futures::future::join_all(refs.iter().map(|q| flagger.on_question(q))).await;
+
+    let flags = store.flags("race-ada", true).await.unwrap();
+    let distress: Vec<_> = flags
+        .iter()
+        .filter(|f| f.kind == FlagKind::Distress)
+        .collect();
+    assert_eq!(distress.len(), 1, "{flags:#?}");
+    assert_eq!(distress[0].signals, 8, "{flags:#?}");
+}
+
+#[tokio::test]
+async fn questions_read_at_the_same_moment_open_one_flag_of_their_kind_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    questions_read_at_the_same_moment_open_one_flag_of_their_kind(store).await;
+}
+
+#[tokio::test]
+async fn questions_read_at_the_same_moment_open_one_flag_of_their_kind_on_postgres() {
+    if let Some(store) = postgres_store().await {
+        questions_read_at_the_same_moment_open_one_flag_of_their_kind(store).await;
+    }
+}

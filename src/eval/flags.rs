@@ -123,14 +123,20 @@ impl Reader {
             Self::Intents(intents) => {
                 let p = intents.params();
                 format!(
-                    "keyword rules{} + a head trained on {} examples ({}thresholds {:?})",
+                    "keyword rules{} + a head trained on {} examples ({}{}{}thresholds {:?})",
                     if p.rules { "" } else { " off" },
                     intents.examples().len(),
                     if p.segments {
-                        "each sentence too, "
+                        format!("each sentence too at +{}, ", p.segment_margin)
+                    } else {
+                        String::new()
+                    },
+                    if p.normalise {
+                        "text-speak spelled out, "
                     } else {
                         ""
                     },
+                    if p.negation { "negation marked, " } else { "" },
                     p.thresholds
                 )
             }

@@ -30,6 +30,8 @@ const RECENT: Duration = Duration::from_secs(24 * 3600);
 /// Messages of the last day the rules read: the newest ones.
 const RECENT_MESSAGES: usize = 500;
 const EXCERPT_CHARS: usize = 160;
+/// How long the "ask my mentor" button waits for the classifier to read its note.
+const BUTTON_READ: Duration = Duration::from_secs(2);
 pub const THUMBS_DOWN_REASON: &str = "several thumbs-down";
 
 /// Lowercase words with accents folded; every other character separates words.
@@ -498,27 +500,22 @@ impl Flagger {
 
     /// Stores `flag` with its message as its first signal, unless the learner already has an
     /// open flag of its kind at least as severe: the message then joins that one (the mentor
-    /// sees one flag with its signals, not a stack). The new flag, if one was stored.
+    /// sees one flag with its signals, not a stack), also when two messages are read at the
+    /// same moment (the store's upsert). The new flag, if one was stored.
     async fn group(&self, flag: Flag, message_id: &str) -> Result<Option<Flag>, StoreError> {
-        if let Some(open) = self.store.open_flag(&flag.learner_id, flag.kind).await?
-            && open.severity >= flag.severity
-        {
-            self.store
-                .add_flag_signal(&open, Some(message_id), flag.score)
-                .await?;
-            tracing::info!(kind = flag.kind.as_str(), "signal joined an open flag");
-            return Ok(None);
-        }
-        self.store.add_flag(&flag).await?;
-        self.store
-            .add_flag_signal(&flag, Some(message_id), flag.score)
+        let raised = self
+            .store
+            .raise_or_join_flag(&flag, Some(message_id))
             .await?;
-        tracing::info!(
-            kind = flag.kind.as_str(),
-            severity = flag.severity.as_str(),
-            "flag raised"
-        );
-        Ok(Some(flag))
+        match &raised {
+            Some(flag) => tracing::info!(
+                kind = flag.kind.as_str(),
+                severity = flag.severity.as_str(),
+                "flag raised"
+            ),
+            None => tracing::info!(kind = flag.kind.as_str(), "signal joined an open flag"),
+        }
+        Ok(raised)
     }
 
     /// How many earlier recent questions are the same as this one, when that makes the learner
@@ -605,13 +602,28 @@ impl Flagger {
             .rev()
             .find(|m| m.role == "learner" && m.conversation_id == conversation_id);
         let text = text.map(str::trim).filter(|t| !t.is_empty());
-        let urgent = text.and_then(distress);
+        // The button's words are read as a question's are (the classifier, not the keyword
+        // rules alone): distress in them makes the request urgent.
+        let urgent = match text {
+            // The button answers at once: a classifier still warming up (its bank is trained
+            // on first use) is not waited for past BUTTON_READ, the keyword rules read alone.
+            Some(text) => tokio::time::timeout(BUTTON_READ, self.read(text))
+                .await
+                .unwrap_or_else(|_| rule_signals(text))
+                .into_iter()
+                .find(|s| s.kind == FlagKind::Distress)
+                .map(|signal| match &signal.evidence {
+                    Evidence::Words(words) => format!("{words:?}"),
+                    Evidence::Nearest { .. } => signal.describe(),
+                }),
+            None => None,
+        };
         let mut reason = "asked for their mentor with the \"ask my mentor\" button".to_string();
         if let Some(text) = text {
             reason.push_str(&format!(": \"{}\"", excerpt(text)));
         }
-        if let Some(phrase) = urgent {
-            reason.push_str(&format!(" (distress or safety wording: {phrase:?})"));
+        if let Some(why) = &urgent {
+            reason.push_str(&format!(" (distress or safety wording: {why})"));
         }
         // A request repeated while the earlier one is open joins it (the mentor sees one flag),
         // unless it says something new or is more urgent.

@@ -135,57 +135,99 @@ impl Store {
         Ok(())
     }
 
-    /// One more message behind `flag` (the one that raised it, or a repeat that joins it); a
-    /// stronger score raises the flag's.
-    pub async fn add_flag_signal(
+    /// Raises `flag` with its message as its first signal, or, when the learner already has an
+    /// open flag of its kind at least as severe, adds the message to that one instead (the
+    /// mentor sees one flag with its signals, not a stack). The flag raised, if one was.
+    ///
+    /// Race-free: the new flag carries its group (`<kind>:<severity>`, migration 0017) and a
+    /// learner has at most one open flag per group, so of two messages read at the same moment
+    /// one raises the flag and the other, its insert refused, joins it. On SQLite the write
+    /// transaction alone serialises them; on PostgreSQL the unique index does.
+    pub async fn raise_or_join_flag(
         &self,
         flag: &Flag,
         message_id: Option<&str>,
-        score: Option<f64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Flag>, StoreError> {
+        let group = format!("{}:{}", flag.kind.as_str(), flag.severity.as_str());
         let mut tx = self.begin_write().await?;
+        let open_sql = format!(
+            "SELECT {FLAG_COLUMNS} FROM flags WHERE learner_id = $1 AND kind = $2 \
+             AND resolved_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let open = sqlx::query(sqlx::AssertSqlSafe(open_sql))
+            .bind(&flag.learner_id)
+            .bind(flag.kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(rows::flag)
+            .transpose()?
+            .filter(|open| open.severity >= flag.severity);
+        let (target, raised) = match open {
+            Some(open) => (open, false),
+            None => {
+                let inserted = sqlx::query(
+                    "INSERT INTO flags (id, learner_id, conversation_id, message_id, kind, \
+                     severity, reason, created_at, score, group_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                )
+                .bind(&flag.id)
+                .bind(&flag.learner_id)
+                .bind(&flag.conversation_id)
+                .bind(&flag.message_id)
+                .bind(flag.kind.as_str())
+                .bind(flag.severity.as_str())
+                .bind(&flag.reason)
+                .bind(flag.created_at)
+                .bind(flag.score)
+                .bind(&group)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    (flag.clone(), true)
+                } else {
+                    // Another message of the same moment raised it first: join that one.
+                    let sql = format!(
+                        "SELECT {FLAG_COLUMNS} FROM flags WHERE learner_id = $1 \
+                         AND group_key = $2 AND resolved_at IS NULL"
+                    );
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&flag.learner_id)
+                        .bind(&group)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    (rows::flag(&row)?, false)
+                }
+            }
+        };
         sqlx::query(
             "INSERT INTO flag_signals (id, flag_id, learner_id, message_id, kind, score, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&flag.id)
-        .bind(&flag.learner_id)
+        .bind(&target.id)
+        .bind(&target.learner_id)
         .bind(message_id)
-        .bind(flag.kind.as_str())
-        .bind(score)
+        .bind(target.kind.as_str())
+        .bind(flag.score)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        if let Some(score) = score {
+        if !raised && let Some(score) = flag.score {
             sqlx::query(
                 "UPDATE flags SET score = $1 WHERE id = $2 AND (score IS NULL OR score < $1)",
             )
             .bind(score)
-            .bind(&flag.id)
+            .bind(&target.id)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// The learner's newest open flag of `kind`, the one a repeated signal joins.
-    pub async fn open_flag(
-        &self,
-        learner_id: &str,
-        kind: FlagKind,
-    ) -> Result<Option<Flag>, StoreError> {
-        let sql = format!(
-            "SELECT {FLAG_COLUMNS} FROM flags WHERE learner_id = $1 AND kind = $2 \
-             AND resolved_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(learner_id)
-            .bind(kind.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::flag).transpose()
+        Ok(raised.then(|| Flag {
+            signals: 1,
+            ..flag.clone()
+        }))
     }
 
     /// When the learner's signals of `kind` came, since `since_ms`, oldest first (the trend).

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use companion::config::{EmbeddingProvider, Settings};
+use companion::http::ws::protocol::{ClientFrame, ServerFrame};
 use companion::review::intent::Params;
 use serde_json::Value;
 
@@ -139,6 +140,58 @@ async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
     assert_eq!(weeks.len(), 8, "{body}");
     assert_eq!(weeks[7], 2, "{body}");
     assert_eq!(flags_body(&app, "louis").await["discouraged_weeks"][7], 1);
+}
+
+#[tokio::test]
+#[ignore = "the shipped bank's head does not read distress in a note that mixes it with a request (segments are off): mila's note stays normal; see issue 17's report"]
+async fn the_mentor_button_is_urgent_when_the_classifier_reads_distress_in_its_words() {
+    let Some(model_dir) = model_dir() else { return };
+    let (app, _content) = app_with_model(model_dir).await;
+    // The classifier is warm once a question has been read by it (the button does not wait
+    // for its first training).
+    app.put_learner("warm", "grace").await;
+    app.ask("warm", &["honestly im about to drop this whole course"])
+        .await;
+    app.wait_flags("warm", |f| !of_kind(f, "discouraged").is_empty())
+        .await;
+    // Distress in words none of the keyword rules hold: the button's note is read by the
+    // classifier, as a question is.
+    let cases = [
+        (
+            "mila",
+            "could my mentor call me, no one would notice if i was gone",
+            "urgent",
+        ),
+        (
+            "remi",
+            "dites à ma mentore de m'appeler, j'ai l'impression que tout le monde serait mieux sans moi",
+            "urgent",
+        ),
+        ("nora", "can we go over sets next time", "normal"),
+    ];
+    for (learner, text, severity) in cases {
+        app.put_learner(learner, "grace").await;
+        let mut ws = app.connect(&app.learner_token(learner)).await;
+        ws.ready().await;
+        ws.send(ClientFrame::RequestMentor {
+            text: Some(text.into()),
+        })
+        .await;
+        let frame = ws.next_frame().await;
+        let ServerFrame::MentorRequested { flag_id } = frame else {
+            panic!("expected mentor_requested, got {frame:?}")
+        };
+        ws.close().await;
+        let body = flags_body(&app, learner).await;
+        let flags = body["flags"].as_array().unwrap();
+        let flag = flags.iter().find(|f| f["id"] == flag_id.as_str()).unwrap();
+        assert_eq!(flag["kind"], "human_requested", "{flag}");
+        assert_eq!(flag["severity"], severity, "{learner}: {flag}");
+        if severity == "urgent" {
+            let reason = flag["reason"].as_str().unwrap();
+            assert!(reason.contains("close to"), "{reason}");
+        }
+    }
 }
 
 /// `companion eval flags` in-process on the shipped set, one model load.
