@@ -104,9 +104,19 @@ impl ChatDeps {
     /// The policy a turn on `course` (and `project`) is held to, the overrides written on any
     /// node included.
     pub async fn policy(&self, course: &str, project: Option<&str>) -> Effective {
+        self.refresh_policies().await;
+        self.policy_read(course, project)
+    }
+
+    /// Reads the policy overrides again if another node changed them.
+    async fn refresh_policies(&self) {
         if let Some(live) = &self.policy_overrides {
             live.refresh().await;
         }
+    }
+
+    /// The policy in force as last read.
+    fn policy_read(&self, course: &str, project: Option<&str>) -> Effective {
         self.policies.course(course).effective(project)
     }
 
@@ -228,13 +238,12 @@ pub async fn answer(
             let _ = events.send(event).await;
         }
     };
-    let knowledge = knowledge(deps, &turn).await;
-    let mut policy = deps
-        .policy(
-            knowledge.course.as_deref().unwrap_or_default(),
-            knowledge.project.as_deref(),
-        )
-        .await;
+    // The learner's context and whether the policies changed: independent reads, made at once.
+    let (knowledge, ()) = tokio::join!(knowledge(deps, &turn), deps.refresh_policies());
+    let mut policy = deps.policy_read(
+        knowledge.course.as_deref().unwrap_or_default(),
+        knowledge.project.as_deref(),
+    );
     let window = policy
         .windows
         .iter()
