@@ -109,7 +109,7 @@ impl ChatDeps {
     }
 
     /// Reads the policy overrides again if another node changed them.
-    async fn refresh_policies(&self) {
+    pub async fn refresh_policies(&self) {
         if let Some(live) = &self.policy_overrides {
             live.refresh().await;
         }

@@ -104,9 +104,7 @@ pub async fn policy(
     claims: Claims,
 ) -> Result<Json<CoursePolicyView>, ApiError> {
     check_access(&claims, &course)?;
-    if let Some(live) = &state.chat.policy_overrides {
-        live.refresh().await;
-    }
+    state.chat.refresh_policies().await;
     let policies = state.chat.policies.course(&course);
     Ok(Json(CoursePolicyView {
         course,
