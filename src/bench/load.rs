@@ -459,7 +459,7 @@ fn report_lines(
         let served = answers.iter().filter(|a| a.server == n).count();
         let ms = |q: f64| window.quantile(q).map_or(f64::NAN, |s| s * 1000.0);
         let mut line = format!(
-            "server {server}: {served} questions ({:.0}%); added before the first token, server side: \
+            "server {server}: {served} questions ({:.0}%); added before the first delta, server side: \
              p50 {:.2} / p99 {:.2} / p999 {:.2} ms over {} answers",
             100.0 * served as f64 / answers.len().max(1) as f64,
             ms(0.5),
@@ -488,7 +488,7 @@ fn report_lines(
     if options.servers.len() > 1 {
         let ms = |q: f64| all.quantile(q).map_or(f64::NAN, |s| s * 1000.0);
         lines.push(format!(
-            "all servers: added before the first token p50 {:.2} / p99 {:.2} / p999 {:.2} ms",
+            "all servers: added before the first delta p50 {:.2} / p99 {:.2} / p999 {:.2} ms",
             ms(0.5),
             ms(0.99),
             ms(0.999)

@@ -23,13 +23,17 @@ pub struct Stages {
     pub store_answer: Option<Duration>,
     /// From the start of the turn to the model's first token.
     pub first_token_after: Option<Duration>,
+    /// From the start of the turn to the first delta sent to the learner (after the output
+    /// guard, which may hold the model's first tokens: a code block until it closes).
+    pub first_delta_after: Option<Duration>,
 }
 
 impl Stages {
-    /// What the turn added before the model's first token: everything but the model's delay.
-    pub fn added_before_first_token(&self) -> Option<Duration> {
+    /// What the turn added before the learner's first delta: everything from the start of the
+    /// turn to that delta but the model's delay to its first token.
+    pub fn added_before_first_delta(&self) -> Option<Duration> {
         Some(
-            self.first_token_after?
+            self.first_delta_after?
                 .saturating_sub(self.llm_first_token?),
         )
     }
@@ -72,17 +76,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn what_the_turn_added_is_its_time_to_the_first_token_less_the_models_delay() {
+    fn what_the_turn_added_is_its_time_to_the_first_delta_less_the_models_delay() {
         let stages = Stages {
             first_token_after: Some(Duration::from_millis(312)),
+            first_delta_after: Some(Duration::from_millis(340)),
             llm_first_token: Some(Duration::from_millis(300)),
             ..Default::default()
         };
         assert_eq!(
-            stages.added_before_first_token(),
-            Some(Duration::from_millis(12))
+            stages.added_before_first_delta(),
+            Some(Duration::from_millis(40))
         );
-        assert_eq!(Stages::default().added_before_first_token(), None);
+        let no_delta = Stages {
+            first_delta_after: None,
+            ..stages
+        };
+        assert_eq!(no_delta.added_before_first_delta(), None);
+        assert_eq!(Stages::default().added_before_first_delta(), None);
     }
 
     #[test]

@@ -43,7 +43,8 @@ impl CodeBlock {
 #[derive(Debug)]
 enum State {
     /// Outside a fence, in a line: `held` is what of it has not been released yet; `released`:
-    /// its start was let through as prose (the rest of it flows as it comes).
+    /// its start was let through as prose (the rest of it flows as it comes), and `held` keeps
+    /// a copy of what went (up to [`JUDGED_LINE`] bytes) to judge the line when it ends.
     Line { held: String, released: bool },
     /// Reading the opening fence line up to its newline.
     Opening {
@@ -59,6 +60,13 @@ enum State {
         line: String,
     },
 }
+
+/// How much of a line let through as prose is kept to read it whole when it ends.
+const JUDGED_LINE: usize = 4096;
+
+/// How far into a line (in bytes) its first letters are read for a sentence's start at every
+/// character; past it, only when a word ends.
+const OPENING: usize = 24;
 
 /// Lines of code outside fences, held together: `blanks` are the blank lines after the last
 /// code line, which join the run if code follows and go out as prose otherwise.
@@ -82,6 +90,8 @@ pub struct Splitter {
     /// again at every character: it cannot open a fence; its start is not prose.
     not_a_fence: bool,
     not_prose: bool,
+    /// The line being let through ended a run of code at its first letters.
+    released_after_run: bool,
 }
 
 impl Default for Splitter {
@@ -95,6 +105,7 @@ impl Default for Splitter {
             run: None,
             not_a_fence: false,
             not_prose: false,
+            released_after_run: false,
         }
     }
 }
@@ -111,7 +122,8 @@ impl Splitter {
     /// Whether code is held: a fenced block opened and not yet closed, or a run of unfenced
     /// lines.
     pub fn is_in_block(&self) -> bool {
-        self.run.is_some() || matches!(self.state, State::Opening { .. } | State::InBlock { .. })
+        self.run.as_ref().is_some_and(|run| !run.body.is_empty())
+            || matches!(self.state, State::Opening { .. } | State::InBlock { .. })
     }
 
     /// Feeds one delta; returns what can be released now, in order.
@@ -135,7 +147,9 @@ impl Splitter {
         };
         match std::mem::replace(&mut self.state, line) {
             State::Line { held, released } => {
-                if released || !self.unfenced {
+                if released {
+                    // Already given out; only a copy was kept.
+                } else if !self.unfenced {
                     prose.push_str(&held);
                 } else if !held.is_empty() {
                     self.judge_line(held, &mut prose, &mut out);
@@ -172,13 +186,24 @@ impl Splitter {
         let state = std::mem::replace(&mut self.state, line);
         self.state = match state {
             State::Line {
-                held: _,
+                mut held,
                 released: true,
             } => {
                 prose.push(c);
-                State::Line {
-                    held: String::new(),
-                    released: c != '\n',
+                if c == '\n' {
+                    self.after_released_line(&held);
+                    State::Line {
+                        held: String::new(),
+                        released: false,
+                    }
+                } else {
+                    if held.len() < JUDGED_LINE {
+                        held.push(c);
+                    }
+                    State::Line {
+                        held,
+                        released: true,
+                    }
                 }
             }
             State::Line {
@@ -221,10 +246,19 @@ impl Splitter {
                         held,
                         released: false,
                     },
-                    FencePrefix::No if !self.unfenced || self.starts_as_prose(&held, c) => {
+                    FencePrefix::No if !self.unfenced => {
                         prose.push_str(&held);
                         State::Line {
                             held: String::new(),
+                            released: true,
+                        }
+                    }
+                    FencePrefix::No if self.starts_as_prose(&held, c) => {
+                        self.released_after_run = self.run.is_some();
+                        self.close_run(prose, out);
+                        prose.push_str(&held);
+                        State::Line {
+                            held,
                             released: true,
                         }
                     }
@@ -292,12 +326,17 @@ impl Splitter {
         };
     }
 
-    /// Whether the line read so far (`held`, ending in `c`) may be let through as prose: no run
-    /// of code is open and its first words are plain words. Read again only when a word ends,
-    /// and no more once its first three words said no.
+    /// Whether the line read so far (`held`, ending in `c`) may be let through as prose: it
+    /// opens as a sentence (which ends a run of code, if one is open) or, with no run open, as
+    /// a Markdown block, or its first three words are plain words. Read at every character of
+    /// its first few, then (with no run open) only when a word ends, and no more once its
+    /// first three words said no.
     fn starts_as_prose(&mut self, held: &str, c: char) -> bool {
-        if self.run.is_some() || self.not_prose || !c.is_whitespace() {
+        if self.not_prose || !(c.is_whitespace() || held.len() <= OPENING) {
             return false;
+        }
+        if self.run.is_some() {
+            return held.len() <= OPENING && super::unfenced::starts_as_sentence(held);
         }
         match super::unfenced::prose_start(held) {
             Some(prose) => {
@@ -305,6 +344,23 @@ impl Splitter {
                 prose
             }
             None => false,
+        }
+    }
+
+    /// A line let through as prose from its start has ended (`line`: what of it was kept, without
+    /// its newline). If, read whole, it was code after all (a capitalised name opened it, or went
+    /// on a run of code), the lines after it are read as going on a run of code, so that at most
+    /// that one line of code was shown unchecked.
+    fn after_released_line(&mut self, line: &str) {
+        use super::unfenced::{continues_code, is_code_line};
+        let after_run = std::mem::take(&mut self.released_after_run);
+        let code = if after_run {
+            continues_code(line)
+        } else {
+            is_code_line(line)
+        };
+        if self.unfenced && self.run.is_none() && line.len() < JUDGED_LINE && code {
+            self.run = Some(Run::default());
         }
     }
 
@@ -338,11 +394,13 @@ impl Splitter {
     /// lines after it go on as prose.
     fn close_run(&mut self, prose: &mut String, out: &mut Vec<Piece>) {
         if let Some(run) = self.run.take() {
-            flush_prose(prose, out);
-            out.push(Piece::Code(CodeBlock {
-                body: run.body,
-                ..CodeBlock::default()
-            }));
+            if !run.body.is_empty() {
+                flush_prose(prose, out);
+                out.push(Piece::Code(CodeBlock {
+                    body: run.body,
+                    ..CodeBlock::default()
+                }));
+            }
             prose.push_str(&run.blanks);
         }
     }
@@ -488,8 +546,9 @@ mod tests {
     #[test]
     fn a_line_that_may_still_be_code_waits_for_its_end_and_no_longer() {
         let mut splitter = Splitter::default();
-        assert_eq!(splitter.push("Hello"), vec![]);
-        assert_eq!(splitter.push("!\n"), vec![Piece::Prose("Hello!\n".into())]);
+        assert_eq!(splitter.push("H"), vec![], "one capital may open a name");
+        assert_eq!(splitter.push("ello"), vec![Piece::Prose("Hello".into())]);
+        assert_eq!(splitter.push("!\n"), vec![Piece::Prose("!\n".into())]);
         assert_eq!(splitter.push("for each row"), vec![]);
         assert_eq!(
             splitter.push(", add it.\n"),
@@ -521,6 +580,44 @@ mod tests {
         let mut splitter = Splitter::default();
         splitter.push("Here it is:\n\ndef total(rows):\n    s = 0\n");
         assert!(splitter.is_in_block());
+        // A sentence after the run ends it at its first letters, not at its end.
+        let next = splitter.push("\nCa");
+        assert!(
+            matches!(&next[..], [Piece::Code(b), Piece::Prose(p)] if b.body.ends_with("s = 0\n") && p == "\nCa"),
+            "{next:?}"
+        );
+        assert!(!splitter.is_in_block());
+        // A comment goes on a run: `#` ends it only with no run open.
+        let mut splitter = Splitter::default();
+        splitter.push("total = 0\n# add them\n");
+        assert!(splitter.is_in_block());
+    }
+
+    #[test]
+    fn a_line_of_code_opened_by_a_capitalised_name_flows_but_the_lines_after_it_are_held() {
+        let text = "Scanner in = new Scanner(System.in);\nint n = in.nextInt();\nreturn n * 2;\n\nThat reads one number.\n";
+        for step in 1..12 {
+            let pieces = split_in_pieces(text, step);
+            assert_eq!(
+                pieces,
+                vec![
+                    Piece::Prose("Scanner in = new Scanner(System.in);\n".into()),
+                    Piece::Code(CodeBlock {
+                        body: "int n = in.nextInt();\nreturn n * 2;\n".into(),
+                        ..CodeBlock::default()
+                    }),
+                    Piece::Prose("\nThat reads one number.\n".into()),
+                ],
+                "step {step}"
+            );
+        }
+        // A sentence's line opens no run: the line after it is judged by itself.
+        assert_eq!(
+            split_in_pieces("The loop ends.\n    and then you print it.\n", 4),
+            vec![Piece::Prose(
+                "The loop ends.\n    and then you print it.\n".into()
+            )]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Code written outside fences: whether a line of an answer reads as code (a statement, a
 //! definition, an indented line that is not a sentence) or as prose, so that the splitter can
 //! hold runs of such lines and the guard check them as it checks fenced blocks. Judged a line
-//! at a time, when the line ends; the start of a line that can only be prose (three plain words,
-//! the first of them no keyword) is let through before its end, so prose keeps streaming.
+//! at a time, when the line ends; a line whose start can only be prose (a sentence's capitalised
+//! first word, a Markdown list item or heading, or three plain words, the first of them no
+//! keyword) is let through from there on, so prose keeps streaming.
 
 /// Words that open a statement in the languages a course teaches; a line starting with one is
 /// held to its end.
@@ -134,12 +135,49 @@ pub fn prose_start(partial: &str) -> Option<bool> {
         return Some(false);
     }
     let t = partial.trim_start();
+    if opens_as_prose(t) {
+        return Some(true);
+    }
     let t = markdown_item(t).unwrap_or(t);
     let mut words = t.split_whitespace();
     let first: Vec<&str> = words.by_ref().take(3).collect();
     // The third word is complete only once something follows it.
     let complete = first.len() == 3 && (words.next().is_some() || t.ends_with(char::is_whitespace));
     complete.then(|| !KEYWORDS.contains(&first[0]) && first.iter().all(|w| is_prose_word(w)))
+}
+
+/// Whether the first characters of a line (indentation aside) open prose, so that it can flow
+/// from its first letter:
+/// - a heading, a table row, a list item or a quote, which [`is_code_line`] reads as prose
+///   whatever follows;
+/// - a sentence's first word: a capital followed by a small letter (`The`, `Voici`), a lone
+///   capital followed by a word (`A loop`, ``A `for` loop``, `I think`; not `A = …`), or a
+///   letter of a script without case (中, ع), after any `*` or `_` of emphasis.
+///
+/// The second is a bet: a line of code opened by a capitalised name (Java's `String s = …;`,
+/// Python's `Total = 0`) flows too. The splitter still reads that line whole when it ends and,
+/// if it was code, holds the lines after it as a run of code (see `Splitter`).
+fn opens_as_prose(t: &str) -> bool {
+    t.starts_with(['#', '|']) || markdown_item(t).is_some() || opens_as_sentence(t)
+}
+
+/// Whether the start of a line still being written, after a run of code, opens a sentence
+/// (see [`opens_as_prose`]; Markdown markers do not count here: `#` opens a comment in a run
+/// of Python). Such a line ends the run at its first letters.
+pub fn starts_as_sentence(partial: &str) -> bool {
+    indent_of(partial) < INDENTED_CODE && opens_as_sentence(partial.trim_start())
+}
+
+fn opens_as_sentence(t: &str) -> bool {
+    let mut chars = t.trim_start_matches(['*', '_']).chars();
+    match (chars.next(), chars.next()) {
+        (Some(a), Some(' ')) if a.is_uppercase() => chars
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || matches!(c, '`' | '"' | '\'' | '“' | '«')),
+        (Some(a), Some(b)) if a.is_uppercase() => b.is_lowercase(),
+        (Some(a), _) => a.is_alphabetic() && !a.is_uppercase() && !a.is_lowercase(),
+        _ => false,
+    }
 }
 
 /// Four words or more, nearly all of them words of a sentence.
@@ -295,6 +333,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_line_opened_like_a_sentence_or_a_markdown_block_flows_from_its_first_letters() {
+        for start in [
+            "Th",
+            "Voici",
+            "I think",
+            "A l",
+            "A `for`",
+            "Él",
+            "**No",
+            "中文",
+            "- ",
+            "1. ",
+            "> ",
+            "# ",
+            "#",
+            "|",
+            "  The",
+        ] {
+            assert!(starts_as_prose(start), "{start:?}");
+        }
+        // Whatever follows a heading, a list marker or a table's bar, the line reads as prose.
+        for (start, line) in [
+            ("#", "#x = 1"),
+            ("- ", "- total = 0"),
+            ("|", "| a | b |"),
+            ("1. ", "1. print(x)"),
+        ] {
+            assert!(starts_as_prose(start) && !is_code_line(line), "{line:?}");
+        }
+    }
+
+    #[test]
     fn statements_and_definitions_read_as_code() {
         for line in [
             "def monthly_summary(transactions, month):",
@@ -358,10 +428,14 @@ mod tests {
 
     #[test]
     fn the_start_of_a_line_is_let_through_only_when_it_can_only_be_prose() {
-        assert!(starts_as_prose("Here is the "));
-        assert!(starts_as_prose("- Use the `sum()` "));
         assert!(starts_as_prose("part0 part1 part2 "));
-        assert!(!starts_as_prose("Here is"), "the third word may still grow");
+        assert!(!starts_as_prose("part0 part1"), "the third word may still grow");
+        assert!(!starts_as_prose("A = np.array"));
+        assert!(!starts_as_prose("A "), "a lone capital may still be a name");
+        assert!(!starts_as_prose("X_train, X_test = "));
+        assert!(!starts_as_prose("SELECT name "));
+        assert!(!starts_as_prose("*args"));
+        assert!(!starts_as_prose("T"), "one capital may open a name");
         assert!(!starts_as_prose("for each row "));
         assert!(!starts_as_prose("total = 0 "));
         assert!(!starts_as_prose("    return the total "));

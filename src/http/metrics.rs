@@ -58,8 +58,9 @@ impl Default for Metrics {
         let added = Histogram::new(buckets());
         registry.register(
             "added_first_token_seconds",
-            "What the service added before the model's first token: from the ask frame's \
-             arrival to the first token, less the model's own delay",
+            "What the service added before the learner's first delta: from the ask frame's \
+             arrival to the first delta sent (past the output guard), less the model's own \
+             delay to its first token",
             added.clone(),
         );
         let errors = Family::<CodeLabel, Counter>::default();
@@ -116,7 +117,7 @@ impl Metrics {
                     .observe(took.as_secs_f64());
             }
         }
-        if let Some(added) = stages.added_before_first_token() {
+        if let Some(added) = stages.added_before_first_delta() {
             self.added.observe((added + admission).as_secs_f64());
         }
     }
@@ -170,6 +171,7 @@ mod tests {
             retrieve: Some(Duration::from_millis(4)),
             llm_first_token: Some(Duration::from_millis(300)),
             first_token_after: Some(Duration::from_millis(309)),
+            first_delta_after: Some(Duration::from_millis(309)),
             ..Default::default()
         };
         metrics.observe_turn(&stages, Duration::from_millis(1));

@@ -422,6 +422,19 @@ impl Flagger {
         }
     }
 
+    /// The kinds read in the note of the "ask my mentor" button: as [`Flagger::read`], with its
+    /// clauses also read one by one (a request and its reason, "call me, no one would notice
+    /// if I was gone").
+    pub async fn read_note(&self, text: &str) -> Vec<Signal> {
+        let Some(intents) = &self.intents else {
+            return rule_signals(text);
+        };
+        intents.classify_clauses(text).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "intent classifier failed on a note: keyword rules only");
+            rule_signals(text)
+        })
+    }
+
     /// Runs every rule on a newly stored question; returns the flags raised (a signal that
     /// joined an open flag raises none). Never fails: a rule that cannot run is logged and
     /// skipped.
@@ -607,7 +620,7 @@ impl Flagger {
         let urgent = match text {
             // The button answers at once: a classifier still warming up (its bank is trained
             // on first use) is not waited for past BUTTON_READ, the keyword rules read alone.
-            Some(text) => tokio::time::timeout(BUTTON_READ, self.read(text))
+            Some(text) => tokio::time::timeout(BUTTON_READ, self.read_note(text))
                 .await
                 .unwrap_or_else(|_| rule_signals(text))
                 .into_iter()

@@ -625,7 +625,17 @@ impl Intents {
     /// The kinds read in `text`, one signal per kind at most (the strongest).
     pub async fn classify(&self, text: &str) -> Result<Vec<Signal>, IntentError> {
         let bank = self.bank().await?;
-        let units = self.units(text, None).await?;
+        let units = self.units(text, None, self.params.segments).await?;
+        Ok(self.decide(text, &units, &bank.head, &bank.features))
+    }
+
+    /// As [`Intents::classify`], with each sentence or clause of `text` read on its own too
+    /// (and the sentences' margin), whatever the bank's parameters say: for a short note that
+    /// is by nature a request ("could my mentor call me") with, perhaps, the reason for it,
+    /// which the request's words would drown when read as a whole.
+    pub async fn classify_clauses(&self, text: &str) -> Result<Vec<Signal>, IntentError> {
+        let bank = self.bank().await?;
+        let units = self.units(text, None, true).await?;
         Ok(self.decide(text, &units, &bank.head, &bank.features))
     }
 
@@ -653,22 +663,25 @@ impl Intents {
             {
                 let text = &self.examples[i].text;
                 // The whole message was embedded with the bank: only its sentences are new.
-                let units = self.units(text, Some(&bank.features[i])).await?;
+                let units = self
+                    .units(text, Some(&bank.features[i]), self.params.segments)
+                    .await?;
                 *slot = self.decide_with(text, &units, &head, &kept, &train);
             }
         }
         Ok(read)
     }
 
-    /// The texts of a message read: the whole and, with `segments`, its sentences, each with
+    /// The texts of a message read: the whole and, with `clauses`, its sentences, each with
     /// its features (the whole's given when it is already known).
     async fn units(
         &self,
         text: &str,
         whole: Option<&Features>,
+        clauses: bool,
     ) -> Result<Vec<(String, Features)>, IntentError> {
         let mut texts = segments(text);
-        if !self.params.segments {
+        if !clauses {
             texts.truncate(1);
         }
         let readings: Vec<String> = texts.iter().map(|t| self.reading(t)).collect();

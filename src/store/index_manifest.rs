@@ -82,7 +82,7 @@ impl Store {
         .bind(manifest)
         .bind(now_ms())
         .bind(by)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

@@ -181,7 +181,7 @@ impl Store {
         .bind(&version.message)
         .bind(version.parent.as_deref().unwrap_or(""))
         .bind(version.created_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if inserted == 0 {
