@@ -73,6 +73,9 @@ pub struct GuardEvalReport {
     /// Milliseconds between the model writing a prose character and the learner getting it.
     pub prose_delay_p50_ms: f64,
     pub prose_delay_p99_ms: f64,
+    /// The same for the characters a learner can see (spaces and line breaks aside: a space
+    /// waits for the next delta when a citation may follow and take it away).
+    pub visible_prose_delay_p99_ms: f64,
     /// Milliseconds between the model ending a line of prose and the learner getting a
     /// character of it, when later (the wait beyond the line's own streaming time).
     pub prose_past_line_p99_ms: f64,
@@ -246,6 +249,7 @@ pub async fn run(
     let mut report = GuardEvalReport::default();
     let mut prose_delays = Vec::new();
     let mut prose_past_line = Vec::new();
+    let mut visible_delays = Vec::new();
     let mut code_overheads = Vec::new();
     for (n, case) in cases.iter().enumerate() {
         let learner_id = format!("eval-learner-{n}");
@@ -297,6 +301,7 @@ pub async fn run(
                 measure(
                     run,
                     &mut prose_delays,
+                    &mut visible_delays,
                     &mut prose_past_line,
                     &mut code_overheads,
                 );
@@ -305,6 +310,7 @@ pub async fn run(
     }
     report.prose_delay_p50_ms = crate::eval::percentile(&mut prose_delays, 0.5);
     report.prose_delay_p99_ms = crate::eval::percentile(&mut prose_delays, 0.99);
+    report.visible_prose_delay_p99_ms = crate::eval::percentile(&mut visible_delays, 0.99);
     report.prose_past_line_p99_ms = crate::eval::percentile(&mut prose_past_line, 0.99);
     report.code_hold_overhead_p50_ms = crate::eval::percentile(&mut code_overheads, 0.5);
     report.code_hold_overhead_p99_ms = crate::eval::percentile(&mut code_overheads, 0.99);
@@ -439,7 +445,13 @@ fn lines_shown(code: &str, delivered: &str) -> (usize, usize) {
 /// Per character, when the model wrote it and when the learner got it; only for answers the
 /// guard passed unchanged, where the two texts are the same. Prose and code are told apart as
 /// the guard tells them.
-fn measure(run: &TurnRun, prose: &mut Vec<f64>, past_line: &mut Vec<f64>, code: &mut Vec<f64>) {
+fn measure(
+    run: &TurnRun,
+    prose: &mut Vec<f64>,
+    visible: &mut Vec<f64>,
+    past_line: &mut Vec<f64>,
+    code: &mut Vec<f64>,
+) {
     let times = |parts: &[(Instant, String)]| -> Vec<Instant> {
         parts
             .iter()
@@ -483,6 +495,9 @@ fn measure(run: &TurnRun, prose: &mut Vec<f64>, past_line: &mut Vec<f64>, code: 
                 for i in start..=last {
                     if chars[i] != '\n' {
                         prose.push(ms(arrived[i], written[i]));
+                        if !chars[i].is_whitespace() {
+                            visible.push(ms(arrived[i], written[i]));
+                        }
                         past_line.push(ms(arrived[i], written[line_end(i)]));
                     }
                 }
@@ -522,8 +537,11 @@ pub fn render(report: &GuardEvalReport) -> String {
         report.false_positive_rate() * 100.0
     ));
     out.push_str(&format!(
-        "prose delay:         p50 {:.2} ms, p99 {:.2} ms (a line that may be code waits for its end; past its end: p99 {:.2} ms)\n",
-        report.prose_delay_p50_ms, report.prose_delay_p99_ms, report.prose_past_line_p99_ms
+        "prose delay:         p50 {:.2} ms, p99 {:.2} ms, visible characters p99 {:.2} ms (a line that may be code waits for its end; past its end: p99 {:.2} ms)\n",
+        report.prose_delay_p50_ms,
+        report.prose_delay_p99_ms,
+        report.visible_prose_delay_p99_ms,
+        report.prose_past_line_p99_ms
     ));
     out.push_str(&format!(
         "code hold overhead:  p50 {:.2} ms, p99 {:.2} ms (beyond the block's own streaming)\n",
