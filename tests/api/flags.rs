@@ -143,7 +143,6 @@ async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
 }
 
 #[tokio::test]
-#[ignore = "the shipped bank's head does not read distress in a note that mixes it with a request (segments are off): mila's note stays normal; see issue 17's report"]
 async fn the_mentor_button_is_urgent_when_the_classifier_reads_distress_in_its_words() {
     let Some(model_dir) = model_dir() else { return };
     let (app, _content) = app_with_model(model_dir).await;
