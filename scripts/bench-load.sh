@@ -8,10 +8,12 @@
 #   scripts/bench-load.sh two   [learners] [seconds]   # two nodes on one PostgreSQL
 #
 # Build first (release for figures worth comparing): cargo build --release; set BIN to the
-# binary (default target/release/companion).
+# binary (default target/release/companion). SERVE_BIN, when set, is the binary the nodes run
+# (an A/B of two builds of the service under the same fake model and load generator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${BIN:-target/release/companion}"
+SERVE_BIN="${SERVE_BIN:-$BIN}"
 what="${1:-load}"
 work="$(mktemp -d)"
 pids=()
@@ -36,7 +38,7 @@ pids+=($!)
 node() { # node NAME PORT [extra env...]
   local name=$1 port=$2; shift 2
   mkdir -p "$work/$name"
-  env "$@" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" > "$work/$name.log" 2>&1 &
+  env "$@" "$SERVE_BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" > "$work/$name.log" 2>&1 &
   pids+=($!)
   echo $! > "$work/$name.pid"
   for _ in $(seq 1 600); do

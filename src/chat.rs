@@ -223,6 +223,13 @@ pub struct Stops {
 }
 
 /// Answers one question, sending events as they happen.
+/// A future's output and how long it took.
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, std::time::Duration) {
+    let started = Instant::now();
+    let out = work.await;
+    (out, started.elapsed())
+}
+
 pub async fn answer(
     deps: &ChatDeps,
     turn: Turn,
@@ -318,22 +325,9 @@ pub async fn answer(
         }
     }
 
-    let retrieval_started = Instant::now();
-    let (passages, mut snippets, retrieval) = retrieve(deps, &turn, &knowledge).await;
-    let mut knowledge = knowledge;
-    let notice = window.map(|w| {
-        // Concepts only: the project stays out of the prompt, and code stays short.
-        knowledge.brief = None;
-        snippets.clear();
-        policy.answer = AnswerMode::Hints;
-        policy.max_code_lines = Some(policy.max_code_lines.unwrap_or(4).min(4));
-        format!("> {}\n\n", w.message(&knowledge.locale))
-    });
-    let retrieval_ms = retrieval_started.elapsed().as_millis() as i64;
-    clock.stages.retrieve = Some(clock.lap());
-
-    // The versions to use, the answer's row and the history are independent reads and writes:
-    // made at once, the turn waits for the slowest of them rather than for their sum.
+    // The search, the versions to use, the answer's row and the history are independent of one
+    // another: made at once, the turn waits for the slowest of them rather than for their sum.
+    let search = timed(retrieve(deps, &turn, &knowledge));
     let answer_id = uuid::Uuid::now_v7().to_string();
     let choose = async {
         match &deps.studio {
@@ -363,10 +357,26 @@ pub async fn answer(
             None => Ok(None),
         }
     };
-    let (chosen, started_row, history) = tokio::join!(choose, start, read_history);
+    let prepare = timed(async { tokio::join!(choose, start, read_history) });
+    let (
+        ((passages, mut snippets, retrieval), searched),
+        ((chosen, started_row, history), prepared),
+    ) = tokio::join!(search, prepare);
+    clock.lap();
+    clock.stages.retrieve = Some(searched);
+    clock.stages.prepare = Some(prepared);
     started_row?;
     let history = history?;
-    clock.stages.prepare = Some(clock.lap());
+    let retrieval_ms = searched.as_millis() as i64;
+    let mut knowledge = knowledge;
+    let notice = window.map(|w| {
+        // Concepts only: the project stays out of the prompt, and code stays short.
+        knowledge.brief = None;
+        snippets.clear();
+        policy.answer = AnswerMode::Hints;
+        policy.max_code_lines = Some(policy.max_code_lines.unwrap_or(4).min(4));
+        format!("> {}\n\n", w.message(&knowledge.locale))
+    });
     // The exact version the answer is written from: the system prompt's, or without a model
     // the offline reply's.
     let prompt_version = match &deps.llm {

@@ -20,8 +20,19 @@ pub struct FakeModel {
     pub answer_tokens: usize,
 }
 
-/// The word every token is: one token in cl100k, so the service counts what was sent.
-const TOKEN: &str = " loop";
+/// The words the answer is made of, over and over: sentences as a model writes them (an
+/// answer's first line opens with a capital), each word one token in cl100k, so the service
+/// counts what was sent. The first token goes without its leading space.
+const WORDS: &[&str] = &[
+    " The", " loop", " runs", " once", " for", " each", " item", " in", " the", " list", ".",
+    " Then", " it", " stops", ".",
+];
+
+/// The `i`-th token of an answer.
+fn token(i: usize) -> &'static str {
+    let word = WORDS[i % WORDS.len()];
+    if i == 0 { word.trim_start() } else { word }
+}
 /// A request body larger than this is refused (the service's prompts are far smaller).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -118,7 +129,7 @@ async fn stream_answer(socket: &mut TcpStream, model: FakeModel) -> std::io::Res
     for i in 0..model.answer_tokens {
         // On a schedule from the request, so a late wake-up does not push every later token.
         tokio::time::sleep_until(start + model.first_token + gap * i as u32).await;
-        socket.write_all(&event(&delta(TOKEN))).await?;
+        socket.write_all(&event(&delta(token(i)))).await?;
     }
     let usage = format!(
         "{{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\
@@ -131,4 +142,19 @@ async fn stream_answer(socket: &mut TcpStream, model: FakeModel) -> std::io::Res
     socket.write_all(&event("[DONE]")).await?;
     socket.write_all(b"0\r\n\r\n").await?;
     socket.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_token_of_the_answer_is_one_cl100k_token_and_the_answer_opens_with_a_capital() {
+        let bpe = tiktoken_rs::cl100k_base_singleton();
+        for i in 0..2 * WORDS.len() {
+            assert_eq!(bpe.encode_ordinary(token(i)).len(), 1, "{:?}", token(i));
+        }
+        assert_eq!(token(0), "The");
+        assert_eq!(token(WORDS.len()), " The");
+    }
 }

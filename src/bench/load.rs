@@ -2,7 +2,8 @@
 //! (tokio-tungstenite) against running `companion serve` nodes whose model is
 //! `companion bench fake-llm`, so that the model's own time is known.
 //!
-//! `load`: each learner connects, asks a question from the set, reads the answer to `done`,
+//! `load`: each learner connects, asks a question from the set (numbered, so that every ask's
+//! text is new to the service), reads the answer to `done`,
 //! waits the think time, asks again, until the run's time is up; then it prints questions per
 //! second, what the service added before the first token (measured by the client, less the
 //! model's delay, and by each server in its `/metrics` histogram, where the client's own cost is
@@ -264,7 +265,13 @@ async fn learner(n: usize, options: Arc<LoadOptions>, until: Instant, tally: Arc
     };
     let mut asked = 0usize;
     while Instant::now() < until {
-        let question = &options.questions[(n + asked) % options.questions.len()];
+        // Each ask's text is its own (the set's question, numbered by learner and ask), as
+        // real learners' questions are: no cache in the service (the question's embedding is
+        // remembered) answers for work a new question needs.
+        let question = format!(
+            "{} ({n}.{asked})",
+            options.questions[(n + asked) % options.questions.len()]
+        );
         let id = format!("b{n}-{asked}");
         asked += 1;
         let ask = json!({"type": "ask", "id": id, "text": question});

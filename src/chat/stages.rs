@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 pub struct Stages {
     /// Committing the question (and its conversation).
     pub store_question: Option<Duration>,
-    /// Embedding the question and searching the course and the learner's files.
+    /// Embedding the question and searching the course and the learner's files (at the same
+    /// time as `prepare`: the turn waits for the slower of the two).
     pub retrieve: Option<Duration>,
-    /// The prompt versions chosen, the answer's row written and the history read (at once).
+    /// The prompt versions chosen, the answer's row written and the history read (at once, and
+    /// at the same time as `retrieve`).
     pub prepare: Option<Duration>,
     /// The prompt assembled within its budget and the output guard set up, until the model is
     /// asked.

@@ -335,21 +335,8 @@ mod tests {
     #[test]
     fn a_line_opened_like_a_sentence_or_a_markdown_block_flows_from_its_first_letters() {
         for start in [
-            "Th",
-            "Voici",
-            "I think",
-            "A l",
-            "A `for`",
-            "Él",
-            "**No",
-            "中文",
-            "- ",
-            "1. ",
-            "> ",
-            "# ",
-            "#",
-            "|",
-            "  The",
+            "Th", "Voici", "I think", "A l", "A `for`", "Él", "**No", "中文", "- ", "1. ", "> ",
+            "# ", "#", "|", "  The",
         ] {
             assert!(starts_as_prose(start), "{start:?}");
         }
@@ -429,7 +416,10 @@ mod tests {
     #[test]
     fn the_start_of_a_line_is_let_through_only_when_it_can_only_be_prose() {
         assert!(starts_as_prose("part0 part1 part2 "));
-        assert!(!starts_as_prose("part0 part1"), "the third word may still grow");
+        assert!(
+            !starts_as_prose("part0 part1"),
+            "the third word may still grow"
+        );
         assert!(!starts_as_prose("A = np.array"));
         assert!(!starts_as_prose("A "), "a lone capital may still be a name");
         assert!(!starts_as_prose("X_train, X_test = "));

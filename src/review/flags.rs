@@ -429,10 +429,13 @@ impl Flagger {
         let Some(intents) = &self.intents else {
             return rule_signals(text);
         };
-        intents.classify_clauses(text).await.unwrap_or_else(|error| {
-            tracing::warn!(%error, "intent classifier failed on a note: keyword rules only");
-            rule_signals(text)
-        })
+        intents
+            .classify_clauses(text)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "intent classifier failed on a note: keyword rules only");
+                rule_signals(text)
+            })
     }
 
     /// Runs every rule on a newly stored question; returns the flags raised (a signal that
