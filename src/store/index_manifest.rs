@@ -82,7 +82,7 @@ impl Store {
         .bind(manifest)
         .bind(now_ms())
         .bind(by)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }

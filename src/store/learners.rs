@@ -39,7 +39,7 @@ impl LearnerStore for Store {
         .bind(&p.mentor_id)
         .bind(&p.mentor_name)
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -77,7 +77,7 @@ impl LearnerStore for Store {
         .bind(&s.notes)
         .bind(rows::to_json(&s.goals))
         .bind(s.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -173,7 +173,7 @@ impl LearnerStore for Store {
         .bind(learner_id)
         .bind(project)
         .bind(path)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
     }

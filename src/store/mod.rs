@@ -1,5 +1,5 @@
 //! Persistence, with one owner: the SQL pool over SQLite (WAL, a file under the data
-//! directory; writes queue for one connection of their own) or PostgreSQL, chosen by the URL; the migrations in `migrations/`; the places
+//! directory) or PostgreSQL, chosen by the URL; the migrations in `migrations/`; the places
 //! where the two dialects differ; row mapping ([`rows`]); and the one error type,
 //! [`StoreError`]. One set of portable queries goes through sqlx's `Any` driver.
 //!
@@ -59,16 +59,9 @@ pub enum Dialect {
 }
 
 /// The database: a pool and its dialect. Clones share the pool.
-///
-/// Writes go through `writer`. On PostgreSQL that is the same pool. On SQLite, which lets one
-/// writer in at a time, it is a pool of one connection: writers queue for it in the process,
-/// in order, instead of meeting SQLite's lock inside the database, where a writer that finds
-/// the lock taken sleeps in steps of up to 100 ms (the `busy_timeout` handler) whether or not
-/// the lock comes free sooner. Reads use `pool` and, in WAL mode, never wait for a writer.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    writer: AnyPool,
     dialect: Dialect,
 }
 
@@ -108,18 +101,9 @@ impl Store {
         if dialect == Dialect::Sqlite {
             create_private_sqlite_file(url)?;
         }
-        let writer_options = options.clone().max_connections(1);
         let pool = options.connect(url).await?;
         MIGRATOR.run(&pool).await?;
-        let writer = match dialect {
-            Dialect::Sqlite => writer_options.connect(url).await?,
-            Dialect::Postgres => pool.clone(),
-        };
-        let store = Self {
-            pool,
-            writer,
-            dialect,
-        };
+        let store = Self { pool, dialect };
         store.fill_search_text().await?;
         Ok(store)
     }
@@ -160,7 +144,6 @@ impl Store {
 
     /// Closes the pool after pending writes.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -180,14 +163,13 @@ impl Store {
         Ok(touched)
     }
 
-    /// Begins a transaction that will write, on the writer's connection. On SQLite it takes
-    /// the write lock up front (`BEGIN IMMEDIATE`), so that another process's writer makes it
-    /// wait on `busy_timeout` instead of failing with SQLITE_BUSY when a read lock cannot be
-    /// upgraded.
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so concurrent writers wait on `busy_timeout` instead of failing
+    /// with SQLITE_BUSY when a read lock cannot be upgraded.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.writer.begin().await,
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
         }
     }
 }

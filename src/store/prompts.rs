@@ -181,7 +181,7 @@ impl Store {
         .bind(&version.message)
         .bind(version.parent.as_deref().unwrap_or(""))
         .bind(version.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?
         .rows_affected();
         if inserted == 0 {

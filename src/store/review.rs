@@ -73,7 +73,7 @@ impl Store {
         .bind(f.rating.as_str())
         .bind(&f.comment)
         .bind(f.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -130,7 +130,7 @@ impl Store {
         .bind(&f.resolved_by)
         .bind(&f.resolution)
         .bind(f.score)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -357,7 +357,7 @@ impl Store {
         .bind(resolved_by)
         .bind(resolution)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -374,7 +374,7 @@ impl Store {
         .bind(a.kind.as_str())
         .bind(&a.text)
         .bind(a.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }

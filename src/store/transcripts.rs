@@ -28,7 +28,7 @@ impl Store {
         let result = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now_ms())
             .bind(stale_before_ms)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
     }
@@ -42,7 +42,7 @@ impl Store {
         )
         .bind(now_ms())
         .bind(node)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
     }
@@ -212,7 +212,7 @@ impl TranscriptStore for Store {
         .bind(question_id)
         .bind(now)
         .bind(owner)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -233,7 +233,7 @@ impl TranscriptStore for Store {
         .bind(now)
         .bind(rows::to_json(&delta_ends))
         .bind(id)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -242,7 +242,7 @@ impl TranscriptStore for Store {
         sqlx::query("UPDATE messages SET heartbeat_at = $1 WHERE id = $2 AND status = 'streaming'")
             .bind(now_ms())
             .bind(id)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -256,7 +256,7 @@ impl TranscriptStore for Store {
             .bind(now_ms())
             .bind(id)
             .bind(stale_before_ms)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -293,7 +293,7 @@ impl TranscriptStore for Store {
         .bind(&r.prompt_experiment)
         .bind(rows::to_json(&r.delta_ends))
         .bind(id)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         if let Some(prompt) = &r.prompt {
             // Idempotent like the update above: a retried final write writes the same.
@@ -306,7 +306,7 @@ impl TranscriptStore for Store {
             .bind(prompt["course_id"].as_str())
             .bind(rows::to_json(prompt))
             .bind(now_ms())
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         }
         Ok(())

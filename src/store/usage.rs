@@ -34,7 +34,7 @@ impl Store {
         .bind(window_start)
         .bind(amount)
         .bind(limit)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| row.try_get::<i64, _>("used")).transpose()?)
     }
@@ -57,7 +57,7 @@ impl Store {
         .bind(kind)
         .bind(window_start)
         .bind(amount)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -88,7 +88,7 @@ impl Store {
     pub async fn purge_usage(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM usage_counters WHERE window_start < $1")
             .bind(before)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
     }
@@ -117,7 +117,7 @@ impl Store {
             .bind(holder)
             .bind(now + lease_ms)
             .bind(now)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&self.pool)
             .await?;
             if taken.is_some() {
                 return Ok(Some(slot));
@@ -137,7 +137,7 @@ impl Store {
             .bind(learner)
             .bind(slot)
             .bind(holder)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -168,7 +168,7 @@ impl Store {
     pub async fn clear_erased(&self, learner: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM erased_learners WHERE learner_id = $1")
             .bind(learner)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
