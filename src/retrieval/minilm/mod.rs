@@ -52,14 +52,15 @@ struct Inner {
     document_lanes: tokio::sync::Semaphore,
 }
 
-/// The encodes of each kind that run at once: half the CPUs (at least one). The model is pure
-/// CPU work on the blocking pool, which has no bound of its own: under load, every question
-/// embedded at once would take the cores from the tasks that store, stream and answer
-/// (measured at 1,000 learners on 2 cores: each stage of the turn ten to thirty times slower).
-/// Questions and documents have lanes of their own, so that a learner's files being indexed
-/// never holds a question up.
+/// The encodes of each kind that run at once: one per CPU. The model is pure CPU work on the
+/// blocking pool, which has no bound of its own: under load, every question embedded at once
+/// would share the cores with each other and with the tasks that store, stream and answer, all
+/// of them slowed alike (1,000 learners, hybrid, 2 cores: server-side added p50 19 / p99 345 ms
+/// unbounded; one lane per CPU 12.2 / 85.8 ms; half a lane per CPU let the queue grow whenever
+/// the machine slowed, p99 61 to 639 ms). Questions and documents have lanes of their own, so
+/// that a learner's files being indexed never holds a question up.
 fn lanes() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl MiniLm {
