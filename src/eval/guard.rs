@@ -76,6 +76,9 @@ pub struct GuardEvalReport {
     /// The same for the characters a learner can see (spaces and line breaks aside: a space
     /// waits for the next delta when a citation may follow and take it away).
     pub visible_prose_delay_p99_ms: f64,
+    /// The same for visible characters outside citation markers (`[2]`, which wait for their
+    /// closing bracket: the number must name a passage of the turn).
+    pub outside_citations_delay_p99_ms: f64,
     /// Milliseconds between the model ending a line of prose and the learner getting a
     /// character of it, when later (the wait beyond the line's own streaming time).
     pub prose_past_line_p99_ms: f64,
@@ -250,6 +253,7 @@ pub async fn run(
     let mut prose_delays = Vec::new();
     let mut prose_past_line = Vec::new();
     let mut visible_delays = Vec::new();
+    let mut outside_citations = Vec::new();
     let mut code_overheads = Vec::new();
     for (n, case) in cases.iter().enumerate() {
         let learner_id = format!("eval-learner-{n}");
@@ -301,7 +305,7 @@ pub async fn run(
                 measure(
                     run,
                     &mut prose_delays,
-                    &mut visible_delays,
+                    [&mut visible_delays, &mut outside_citations],
                     &mut prose_past_line,
                     &mut code_overheads,
                 );
@@ -311,6 +315,7 @@ pub async fn run(
     report.prose_delay_p50_ms = crate::eval::percentile(&mut prose_delays, 0.5);
     report.prose_delay_p99_ms = crate::eval::percentile(&mut prose_delays, 0.99);
     report.visible_prose_delay_p99_ms = crate::eval::percentile(&mut visible_delays, 0.99);
+    report.outside_citations_delay_p99_ms = crate::eval::percentile(&mut outside_citations, 0.99);
     report.prose_past_line_p99_ms = crate::eval::percentile(&mut prose_past_line, 0.99);
     report.code_hold_overhead_p50_ms = crate::eval::percentile(&mut code_overheads, 0.5);
     report.code_hold_overhead_p99_ms = crate::eval::percentile(&mut code_overheads, 0.99);
@@ -448,7 +453,7 @@ fn lines_shown(code: &str, delivered: &str) -> (usize, usize) {
 fn measure(
     run: &TurnRun,
     prose: &mut Vec<f64>,
-    visible: &mut Vec<f64>,
+    [visible, outside_citations]: [&mut Vec<f64>; 2],
     past_line: &mut Vec<f64>,
     code: &mut Vec<f64>,
 ) {
@@ -465,6 +470,7 @@ fn measure(
     let written = times(&run.written);
     let arrived = times(&run.arrived);
     let chars: Vec<char> = written_text.chars().collect();
+    let in_citation = citation_mask(&chars);
     let ms = |later: Instant, earlier: Instant| {
         later.saturating_duration_since(earlier).as_secs_f64() * 1000.0
     };
@@ -497,6 +503,9 @@ fn measure(
                         prose.push(ms(arrived[i], written[i]));
                         if !chars[i].is_whitespace() {
                             visible.push(ms(arrived[i], written[i]));
+                            if !in_citation[i] {
+                                outside_citations.push(ms(arrived[i], written[i]));
+                            }
                         }
                         past_line.push(ms(arrived[i], written[line_end(i)]));
                     }
@@ -514,6 +523,27 @@ fn measure(
         }
         start += len;
     }
+}
+
+/// Which characters are part of a citation marker: `[`, digits, commas and spaces, `]`.
+fn citation_mask(chars: &[char]) -> Vec<bool> {
+    let mut mask = vec![false; chars.len()];
+    // As the guard reads them: not right after a word (`xs[0]` is an index).
+    let opens = |i: usize| {
+        chars[i] == '[' && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'))
+    };
+    for start in (0..chars.len()).filter(|&i| opens(i)) {
+        let end = (start + 1..chars.len().min(start + 24)).find(|&j| chars[j] == ']');
+        if let Some(end) = end
+            && end > start + 1
+            && chars[start + 1..end]
+                .iter()
+                .all(|c| c.is_ascii_digit() || matches!(c, ',' | ' '))
+        {
+            mask[start..=end].iter_mut().for_each(|m| *m = true);
+        }
+    }
+    mask
 }
 
 pub fn render(report: &GuardEvalReport) -> String {
@@ -537,10 +567,11 @@ pub fn render(report: &GuardEvalReport) -> String {
         report.false_positive_rate() * 100.0
     ));
     out.push_str(&format!(
-        "prose delay:         p50 {:.2} ms, p99 {:.2} ms, visible characters p99 {:.2} ms (a line that may be code waits for its end; past its end: p99 {:.2} ms)\n",
+        "prose delay:         p50 {:.2} ms, p99 {:.2} ms; visible characters p99 {:.2} ms, outside citation markers p99 {:.2} ms (a line that may be code waits for its end; past its end: p99 {:.2} ms)\n",
         report.prose_delay_p50_ms,
         report.prose_delay_p99_ms,
         report.visible_prose_delay_p99_ms,
+        report.outside_citations_delay_p99_ms,
         report.prose_past_line_p99_ms
     ));
     out.push_str(&format!(
@@ -558,4 +589,20 @@ pub fn render(report: &GuardEvalReport) -> String {
         out.push_str(&format!("false positive: {id}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::citation_mask;
+
+    #[test]
+    fn citation_markers_are_told_apart_from_other_brackets() {
+        let text: Vec<char> = "Loops [1, 2] and xs[0] or [a] [3".chars().collect();
+        let marked: String = text
+            .iter()
+            .zip(citation_mask(&text))
+            .map(|(c, m)| if m { *c } else { '.' })
+            .collect();
+        assert_eq!(marked, "......[1, 2]....................");
+    }
 }
