@@ -169,11 +169,21 @@ pub fn starts_as_sentence(partial: &str) -> bool {
 }
 
 fn opens_as_sentence(t: &str) -> bool {
+    if let Some(span) = t.strip_prefix('`') {
+        // Inline code that closes and is followed by a word's space: "`print` sends text".
+        return span
+            .find('`')
+            .is_some_and(|close| close > 0 && span[close + 1..].starts_with(' '));
+    }
     let mut chars = t.trim_start_matches(['*', '_']).chars();
     match (chars.next(), chars.next()) {
-        (Some(a), Some(' ')) if a.is_uppercase() => chars
-            .next()
-            .is_some_and(|c| c.is_alphabetic() || matches!(c, '`' | '"' | '\'' | '“' | '«')),
+        (Some(a), Some(' ')) if a.is_uppercase() => chars.next().is_some_and(|c| {
+            c.is_alphabetic() || matches!(c, '`' | '"' | '\'' | '“' | '«' | '*' | '_')
+        }),
+        // French elision: L'erreur, D'abord, J'ai.
+        (Some(a), Some('\'' | '’')) if a.is_uppercase() => {
+            chars.next().is_some_and(char::is_lowercase)
+        }
         (Some(a), Some(b)) if a.is_uppercase() => b.is_lowercase(),
         (Some(a), _) => a.is_alphabetic() && !a.is_uppercase() && !a.is_lowercase(),
         _ => false,
@@ -335,8 +345,24 @@ mod tests {
     #[test]
     fn a_line_opened_like_a_sentence_or_a_markdown_block_flows_from_its_first_letters() {
         for start in [
-            "Th", "Voici", "I think", "A l", "A `for`", "Él", "**No", "中文", "- ", "1. ", "> ",
-            "# ", "#", "|", "  The",
+            "Th",
+            "Voici",
+            "I think",
+            "A l",
+            "A `for`",
+            "A *list",
+            "L'erreur",
+            "`print` sends",
+            "Él",
+            "**No",
+            "中文",
+            "- ",
+            "1. ",
+            "> ",
+            "# ",
+            "#",
+            "|",
+            "  The",
         ] {
             assert!(starts_as_prose(start), "{start:?}");
         }
@@ -422,6 +448,8 @@ mod tests {
         );
         assert!(!starts_as_prose("A = np.array"));
         assert!(!starts_as_prose("A "), "a lone capital may still be a name");
+        assert!(!starts_as_prose("`x"), "an inline span still open");
+        assert!(!starts_as_prose("`x`;"));
         assert!(!starts_as_prose("X_train, X_test = "));
         assert!(!starts_as_prose("SELECT name "));
         assert!(!starts_as_prose("*args"));
