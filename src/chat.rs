@@ -222,7 +222,6 @@ pub struct Stops {
     pub shutdown: CancellationToken,
 }
 
-/// Answers one question, sending events as they happen.
 /// A future's output and how long it took.
 async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, std::time::Duration) {
     let started = Instant::now();
@@ -230,6 +229,7 @@ async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, std::time::
     (out, started.elapsed())
 }
 
+/// Answers one question, sending events as they happen.
 pub async fn answer(
     deps: &ChatDeps,
     turn: Turn,

@@ -71,6 +71,13 @@ impl StageClock {
     pub fn since_start(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Notes that a delta was sent to the learner; only the first counts.
+    pub fn delta_sent(&mut self) {
+        if self.stages.first_delta_after.is_none() {
+            self.stages.first_delta_after = Some(self.since_start());
+        }
+    }
 }
 
 #[cfg(test)]

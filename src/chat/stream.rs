@@ -175,9 +175,7 @@ where
                 // and checked.
                 let shown = guard.push(&text);
                 if !shown.is_empty() {
-                    if ctx.clock.stages.first_delta_after.is_none() {
-                        ctx.clock.stages.first_delta_after = Some(ctx.clock.since_start());
-                    }
+                    ctx.clock.delta_sent();
                     record.text.push_str(&shown);
                     // Where each delta ends is stored with the text: `resume` cuts it there.
                     record.delta_ends.push(record.text.len());
@@ -221,9 +219,7 @@ where
     // Whatever the ending, a held block is checked before it is shown or stored.
     let rest = guard.finish();
     if !rest.is_empty() {
-        if ctx.clock.stages.first_delta_after.is_none() {
-            ctx.clock.stages.first_delta_after = Some(ctx.clock.since_start());
-        }
+        ctx.clock.delta_sent();
         record.text.push_str(&rest);
         record.delta_ends.push(record.text.len());
         send(TurnEvent::Delta { seq, text: rest }).await;

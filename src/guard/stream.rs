@@ -197,7 +197,8 @@ impl Splitter {
                         released: false,
                     }
                 } else {
-                    if held.len() < JUDGED_LINE {
+                    // Kept only where the line will be judged (with unfenced code held).
+                    if self.unfenced && held.len() < JUDGED_LINE {
                         held.push(c);
                     }
                     State::Line {
@@ -354,12 +355,15 @@ impl Splitter {
     fn after_released_line(&mut self, line: &str) {
         use super::unfenced::{continues_code, is_code_line};
         let after_run = std::mem::take(&mut self.released_after_run);
+        if !self.unfenced || self.run.is_some() || line.len() >= JUDGED_LINE {
+            return;
+        }
         let code = if after_run {
             continues_code(line)
         } else {
             is_code_line(line)
         };
-        if self.unfenced && self.run.is_none() && line.len() < JUDGED_LINE && code {
+        if code {
             self.run = Some(Run::default());
         }
     }

@@ -402,11 +402,28 @@ impl Flagger {
     /// The kinds read in `text`: by the classifier when there is one (the keyword rules alone
     /// if it fails, logged), else by the keyword rules.
     pub async fn read(&self, text: &str) -> Vec<Signal> {
+        self.read_with(text, false).await
+    }
+
+    /// The kinds read in the note of the "ask my mentor" button: as [`Flagger::read`], with its
+    /// clauses also read one by one (a request and its reason, "call me, no one would notice
+    /// if I was gone").
+    pub async fn read_note(&self, text: &str) -> Vec<Signal> {
+        self.read_with(text, true).await
+    }
+
+    /// [`Flagger::read`], the clauses read one by one too when `clauses`.
+    async fn read_with(&self, text: &str, clauses: bool) -> Vec<Signal> {
         let Some(intents) = &self.intents else {
             return rule_signals(text);
         };
         let started = Instant::now();
-        match intents.classify(text).await {
+        let read = if clauses {
+            intents.classify_clauses(text).await
+        } else {
+            intents.classify(text).await
+        };
+        match read {
             Ok(signals) => {
                 tracing::debug!(
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -420,22 +437,6 @@ impl Flagger {
                 rule_signals(text)
             }
         }
-    }
-
-    /// The kinds read in the note of the "ask my mentor" button: as [`Flagger::read`], with its
-    /// clauses also read one by one (a request and its reason, "call me, no one would notice
-    /// if I was gone").
-    pub async fn read_note(&self, text: &str) -> Vec<Signal> {
-        let Some(intents) = &self.intents else {
-            return rule_signals(text);
-        };
-        intents
-            .classify_clauses(text)
-            .await
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "intent classifier failed on a note: keyword rules only");
-                rule_signals(text)
-            })
     }
 
     /// Runs every rule on a newly stored question; returns the flags raised (a signal that

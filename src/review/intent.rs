@@ -624,9 +624,7 @@ impl Intents {
 
     /// The kinds read in `text`, one signal per kind at most (the strongest).
     pub async fn classify(&self, text: &str) -> Result<Vec<Signal>, IntentError> {
-        let bank = self.bank().await?;
-        let units = self.units(text, None, self.params.segments).await?;
-        Ok(self.decide(text, &units, &bank.head, &bank.features))
+        self.classify_with(text, self.params.segments).await
     }
 
     /// As [`Intents::classify`], with each sentence or clause of `text` read on its own too
@@ -634,8 +632,13 @@ impl Intents {
     /// is by nature a request ("could my mentor call me") with, perhaps, the reason for it,
     /// which the request's words would drown when read as a whole.
     pub async fn classify_clauses(&self, text: &str) -> Result<Vec<Signal>, IntentError> {
+        self.classify_with(text, true).await
+    }
+
+    /// The kinds read in `text` whole and, with `clauses`, in each of its sentences.
+    async fn classify_with(&self, text: &str, clauses: bool) -> Result<Vec<Signal>, IntentError> {
         let bank = self.bank().await?;
-        let units = self.units(text, None, true).await?;
+        let units = self.units(text, None, clauses).await?;
         Ok(self.decide(text, &units, &bank.head, &bank.features))
     }
 
