@@ -82,7 +82,7 @@ impl Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retrieval::minilm::encoder::tiny;
+    use crate::retrieval::minilm::encoder::{assert_same_embedding, tiny};
     use crate::retrieval::minilm::files::MAX_TOKENS;
     use crate::retrieval::minilm::packed::Kernel;
 
@@ -216,17 +216,12 @@ mod tests {
                 .by_batches(&texts, |ids| encoder.embed_batch(ids))
                 .unwrap();
             for ((text, l), c) in texts.iter().zip(&lean).zip(&candle) {
-                let diff = max_difference(l, c);
-                assert!(diff < 1e-4, "{kernel:?} {text:?}: max difference {diff}");
+                assert_same_embedding(kernel, l, c, &format!("{text:?}"));
             }
             // One by one, unbatched and unpadded, as a question runs.
             for (text, c) in texts.iter().zip(&candle) {
                 let alone = encoder.embed(&tokens.encode(text).unwrap()).unwrap();
-                let diff = max_difference(&alone, c);
-                assert!(
-                    diff < 1e-4,
-                    "{kernel:?} {text:?} alone: max difference {diff}"
-                );
+                assert_same_embedding(kernel, &alone, c, &format!("{text:?} alone"));
             }
         }
     }
