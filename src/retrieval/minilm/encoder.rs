@@ -427,13 +427,18 @@ pub(crate) fn assert_same_embedding(kernel: Kernel, got: &[f32], want: &[f32], w
             "{what} on {kernel:?}: cosine {cosine} with the f32 embedding"
         );
     } else {
-        let diff = got
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_difference(got, want);
         assert!(diff < 1e-4, "{what} on {kernel:?}: max difference {diff}");
     }
+}
+
+/// The largest difference between two vectors' components.
+#[cfg(test)]
+pub(crate) fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 /// The least cosine a BF16 embedding keeps with the exact one.
@@ -586,13 +591,6 @@ pub(crate) mod tiny {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    }
 
     #[test]
     fn a_batch_gives_each_input_the_vector_it_gets_alone_on_every_kernel() {

@@ -175,7 +175,7 @@ pub(crate) mod fetched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retrieval::minilm::encoder::assert_same_embedding;
+    use crate::retrieval::minilm::encoder::{assert_same_embedding, max_difference};
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -252,11 +252,7 @@ mod tests {
         let candle = reference.embed_blocking(&texts).unwrap();
         for ((text, b), c) in texts.iter().zip(&batched).zip(&candle) {
             let single = m.embed_query(text).await.unwrap();
-            let diff = single
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
+            let diff = max_difference(&single, b);
             assert!(diff < 1e-4, "{text:?} one by one: max difference {diff}");
             assert_same_embedding(m.kernel(), b, c, &format!("{text:?} vs candle"));
         }

@@ -82,16 +82,9 @@ impl Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retrieval::minilm::encoder::{assert_same_embedding, tiny};
+    use crate::retrieval::minilm::encoder::{assert_same_embedding, max_difference, tiny};
     use crate::retrieval::minilm::files::MAX_TOKENS;
     use crate::retrieval::minilm::packed::Kernel;
-
-    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    }
 
     /// The tiny random model written as a model directory: `config.json`, `model.safetensors`
     /// and a word-level `tokenizer.json` ("w0" … "w44" after [UNK], [CLS] and [SEP]).
