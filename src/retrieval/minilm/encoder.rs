@@ -2,9 +2,10 @@
 //! question and for batches of documents: the same weights and arithmetic as candle's BERT,
 //! without its per-operation tensors. Every linear layer is a [`PackedLinear`] (weights packed
 //! once at load, Q, K and V fused into one); a batch's tokens are stacked with no padding, so
-//! each layer runs once over all of them, and only attention runs input by input, head by head,
-//! on its own loops. The hidden width and the head width are compile-time constants, so the
-//! loops over them vectorise; depth, feed-forward width and vocabulary come from the weights.
+//! each layer runs once over all of them, and only attention runs input by input, head by head
+//! (its two products per head packed on the fly, on the exact kernel of the layers' width).
+//! The hidden width and the head width are compile-time constants; depth, feed-forward width
+//! and vocabulary come from the weights.
 //! `reference.rs` checks the vectors against candle's.
 use rayon::prelude::*;
 
