@@ -89,6 +89,7 @@ struct RawRetrieval {
     top_k: usize,
     candidates: usize,
     mode: String,
+    dense_weight: f32,
     timeout_ms: u64,
 }
 
@@ -437,6 +438,8 @@ pub struct RetrievalSettings {
     pub top_k: usize,
     pub candidates: usize,
     pub mode: RetrievalMode,
+    /// The dense list's share of a hybrid score, 0 to 1 (BM25 gets the rest).
+    pub dense_weight: f32,
     /// A search that takes longer is abandoned: the answer is written without passages.
     pub timeout: std::time::Duration,
 }
@@ -681,6 +684,12 @@ impl Settings {
                 "must be at least retrieval.top_k",
             ));
         }
+        if !(0.0..=1.0).contains(&raw.retrieval.dense_weight) {
+            return Err(invalid(
+                "retrieval.dense_weight",
+                "must be between 0 and 1 (the dense list's share of a hybrid score)",
+            ));
+        }
         let mode: RetrievalMode = raw
             .retrieval
             .mode
@@ -886,6 +895,7 @@ impl Settings {
                 top_k: raw.retrieval.top_k,
                 candidates: raw.retrieval.candidates,
                 mode,
+                dense_weight: raw.retrieval.dense_weight,
                 timeout: std::time::Duration::from_millis(raw.retrieval.timeout_ms),
             },
             embedding: EmbeddingSettings {
@@ -1461,6 +1471,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn the_fusion_weight_defaults_to_even_and_is_refused_outside_zero_to_one() {
+        let settings = Settings::validate(raw_from("").unwrap(), &NoEnv).unwrap();
+        assert_eq!(settings.retrieval.dense_weight, 0.5);
+        let settings =
+            Settings::validate(raw_from("[retrieval]\ndense_weight = 0.7").unwrap(), &NoEnv)
+                .unwrap();
+        assert_eq!(settings.retrieval.dense_weight, 0.7);
+        for bad in ["-0.1", "1.5", "nan"] {
+            let err = Settings::validate(
+                raw_from(&format!("[retrieval]\ndense_weight = {bad}")).unwrap(),
+                &NoEnv,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("retrieval.dense_weight"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -207,7 +207,10 @@ pub async fn retrieval(settings: &Settings, set: &EvalSet) -> anyhow::Result<Ret
             .map(|c| c as Arc<dyn crate::retrieval::embed::DenseEmbedder>),
         eval_settings.retrieval.mode,
         eval_settings.retrieval.candidates,
-    );
+    )
+    .with_fusion(crate::retrieval::fusion::FusionWeights::dense_share(
+        eval_settings.retrieval.dense_weight,
+    ));
     let started = Instant::now();
     let report =
         crate::index::index_dir(&retriever, &eval_settings, &set.content, false, true, None)

@@ -12,6 +12,7 @@ use crate::retrieval::chunk::ChunkSizes;
 use crate::retrieval::edge_store::EdgeStore;
 use crate::retrieval::embed::{DenseEmbedder, EmbedError};
 use crate::retrieval::embed_memo::MemoEmbedder;
+use crate::retrieval::fusion::FusionWeights;
 use crate::retrieval::ingest::{IngestOptions, Manifest, ingest};
 use crate::retrieval::minilm::MiniLm;
 use crate::retrieval::openai_embed::OpenAiEmbedder;
@@ -46,7 +47,8 @@ pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
         dense,
         settings.retrieval.mode,
         settings.retrieval.candidates,
-    ))
+    )
+    .with_fusion(FusionWeights::dense_share(settings.retrieval.dense_weight)))
 }
 
 /// The dense embedder from settings. A missing local model is fatal unless
@@ -201,6 +203,23 @@ pub async fn index_dir(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_retriever_fuses_with_the_configured_dense_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::defaults(dir.path());
+        settings.embedding.provider = EmbeddingProvider::None;
+        assert_eq!(
+            build_retriever(&settings).await.unwrap().fusion(),
+            FusionWeights::dense_share(0.5)
+        );
+        settings.retrieval.dense_weight = 0.7;
+        let fusion = build_retriever(&settings).await.unwrap().fusion();
+        assert_eq!(fusion.dense, 0.7);
+        assert!((fusion.sparse - 0.3).abs() < 1e-6, "{fusion:?}");
+    }
+
     /// The tools build their index through this module, so none of the three may reach the
     /// HTTP stack (the names are spelled in pieces so this test does not find itself).
     #[test]

@@ -14,6 +14,16 @@ pub struct FusionWeights {
     pub dense: f32,
 }
 
+impl FusionWeights {
+    /// The dense list at `dense` (0 to 1), BM25 at the rest.
+    pub fn dense_share(dense: f32) -> Self {
+        Self {
+            sparse: 1.0 - dense,
+            dense,
+        }
+    }
+}
+
 impl Default for FusionWeights {
     fn default() -> Self {
         Self {
