@@ -294,6 +294,9 @@ pub async fn retrieval(settings: &Settings, options: &BenchOptions) -> anyhow::R
 /// loads it, first).
 fn query_latencies(dir: &Path, widest: &MiniLm) -> anyhow::Result<Vec<QueryLatency>> {
     let mut out = Vec::new();
+    let widest_exact = Kernel::available()
+        .into_iter()
+        .find(|k| !k.rounds_to_bf16());
     for (i, kernel) in Kernel::available().into_iter().enumerate() {
         let narrower;
         let model = if i == 0 {
@@ -316,12 +319,7 @@ fn query_latencies(dir: &Path, widest: &MiniLm) -> anyhow::Result<Vec<QueryLaten
         });
         // The long question on the service's kernel and, where that one rounds to bfloat16,
         // on the widest exact one too (what BF16 buys).
-        let first_exact = !kernel.rounds_to_bf16()
-            && Kernel::available()
-                .into_iter()
-                .find(|k| !k.rounds_to_bf16())
-                .is_some_and(|k| k == kernel);
-        if i == 0 || first_exact {
+        if i == 0 || widest_exact == Some(kernel) {
             // The long question whole (256 tokens), then as retrieval embeds it: its prose
             // and the head of its code (`retrieval::query::dense_text`).
             let long = long_question();

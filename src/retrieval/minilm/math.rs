@@ -47,30 +47,26 @@ pub(super) fn layer_norm<const H: usize>(x: &mut [f32], gamma: &[f32], beta: &[f
 /// (attention's softmax took half of a 256-token question's time).
 #[inline(always)]
 pub(super) fn softmax(row: &mut [f32]) {
-    let (whole, rest) = row.split_at_mut(row.len() / LANES * LANES);
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    for chunk in whole.chunks_exact(LANES) {
-        for l in 0..LANES {
-            lanes[l] = lanes[l].max(chunk[l]);
-        }
-    }
-    let max = rest
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = lane_fold(row, f32::NEG_INFINITY, f32::max);
     for v in row.iter_mut() {
         *v = exp(*v - max);
     }
+    let sum = lane_fold(row, 0.0, |a, b| a + b);
+    row.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// `op` folded over a row of any length in eight running lanes, then over the lanes and the
+/// row's last few values.
+#[inline(always)]
+fn lane_fold(row: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     let (whole, rest) = row.split_at(row.len() / LANES * LANES);
-    let mut lanes = [0f32; LANES];
+    let mut lanes = [init; LANES];
     for chunk in whole.chunks_exact(LANES) {
         for l in 0..LANES {
-            lanes[l] += chunk[l];
+            lanes[l] = op(lanes[l], chunk[l]);
         }
     }
-    let sum: f32 = lanes.iter().sum::<f32>() + rest.iter().sum::<f32>();
-    row.iter_mut().for_each(|v| *v /= sum);
+    lanes.into_iter().chain(rest.iter().copied()).fold(init, op)
 }
 
 /// BERT's erf GELU, with erf from Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7):
