@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 
 const HTML: &str = "text/html; charset=utf-8";
-const JS: &str = "text/javascript; charset=utf-8";
+pub(super) const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// A file of `web/` and where it is served.
@@ -40,64 +40,39 @@ const WIDGET_JS: &str = concat!(
     "})();\n",
 );
 
+/// A file of `web/` served at `url`.
+macro_rules! web_file {
+    ($url:literal, $content_type:ident, $file:literal) => {
+        Asset {
+            url: $url,
+            content_type: $content_type,
+            body: include_str!(concat!("../../web/", $file)),
+        }
+    };
+}
+
 pub const ASSETS: &[Asset] = &[
     Asset {
         url: "/widget.js",
         content_type: JS,
         body: WIDGET_JS,
     },
-    Asset {
-        url: "/widget.css",
-        content_type: CSS,
-        body: include_str!("../../web/widget/widget.css"),
-    },
-    Asset {
-        url: "/static/demo.js",
-        content_type: JS,
-        body: include_str!("../../web/demo.js"),
-    },
-    Asset {
-        url: "/static/site.css",
-        content_type: CSS,
-        body: include_str!("../../web/site.css"),
-    },
-    Asset {
-        url: "/mentor",
-        content_type: HTML,
-        body: include_str!("../../web/mentor.html"),
-    },
-    Asset {
-        url: "/mentor/mentor.js",
-        content_type: JS,
-        body: include_str!("../../web/mentor.js"),
-    },
-    Asset {
-        url: "/mentor/mentor.css",
-        content_type: CSS,
-        body: include_str!("../../web/mentor.css"),
-    },
-    Asset {
-        url: "/studio",
-        content_type: HTML,
-        body: include_str!("../../web/studio.html"),
-    },
-    Asset {
-        url: "/studio/studio.js",
-        content_type: JS,
-        body: include_str!("../../web/studio.js"),
-    },
-    Asset {
-        url: "/studio/studio.css",
-        content_type: CSS,
-        body: include_str!("../../web/studio.css"),
-    },
+    web_file!("/widget.css", CSS, "widget/widget.css"),
+    web_file!("/static/demo.js", JS, "demo.js"),
+    web_file!("/static/site.css", CSS, "site.css"),
+    web_file!("/mentor", HTML, "mentor.html"),
+    web_file!("/mentor/mentor.js", JS, "mentor.js"),
+    web_file!("/mentor/mentor.css", CSS, "mentor.css"),
+    web_file!("/studio", HTML, "studio.html"),
+    web_file!("/studio/studio.js", JS, "studio.js"),
+    web_file!("/studio/studio.css", CSS, "studio.css"),
 ];
 
 /// Each asset's `ETag`, in the order of [`ASSETS`].
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
-        .map(|a| format!("\"{}\"", &hex::encode(Sha256::digest(a.body))[..16]))
+        .map(|a| etag_of(a.body))
         .collect()
 });
 
@@ -115,7 +90,22 @@ pub fn routes() -> Router<AppState> {
 
 async fn serve(idx: usize, headers: HeaderMap) -> Response {
     let asset = &ASSETS[idx];
-    let etag = ETAGS[idx].as_str();
+    revalidated(&headers, &ETAGS[idx], asset.content_type, asset.body)
+}
+
+/// A static body's `ETag`: the first 16 hex digits of its SHA-256, quoted.
+pub(super) fn etag_of(body: &str) -> String {
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..16])
+}
+
+/// `body` with its `ETag` and `Cache-Control: no-cache`, or `304 Not Modified` when the
+/// request's `If-None-Match` already names that tag.
+pub(super) fn revalidated(
+    headers: &HeaderMap,
+    etag: &str,
+    content_type: &'static str,
+    body: impl IntoResponse,
+) -> Response {
     let cache = [(header::ETAG, etag), (header::CACHE_CONTROL, "no-cache")];
     let fresh = headers
         .get(header::IF_NONE_MATCH)
@@ -124,8 +114,8 @@ async fn serve(idx: usize, headers: HeaderMap) -> Response {
     if fresh {
         return (StatusCode::NOT_MODIFIED, cache).into_response();
     }
-    let content_type = [(header::CONTENT_TYPE, asset.content_type)];
-    (content_type, cache, asset.body).into_response()
+    let content_type = [(header::CONTENT_TYPE, content_type)];
+    (content_type, cache, body).into_response()
 }
 
 #[cfg(test)]

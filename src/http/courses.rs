@@ -50,9 +50,7 @@ pub struct CourseCitations {
     params(("course" = String, Path, description = "The course's id"), CitationsQuery),
     responses(
         (status = 200, description = "Uncited answers per prompt version", body = CourseCitations),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::StaffInput,
     )
 )]
 pub async fn citations(

@@ -242,6 +242,51 @@ pub mod refusals {
         description = "A policy that does not load: a TOML syntax error or an unknown key (named with its line), a window that ends before it starts, a reference that is not a file of the project's own `.solution/` folder (or is binary or huge), a project name that is not one; nothing was stored"
     )]
     pub struct InvalidPolicy(#[allow(dead_code)] ErrorBody);
+
+    /// Several refusals documented as one (their status codes differ, so none hides another).
+    macro_rules! refusal_set {
+        ($(#[$doc:meta])* $name:ident = $($part:ident),+) => {
+            $(#[$doc])*
+            pub struct $name;
+
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> std::collections::BTreeMap<
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+                > {
+                    let mut all = std::collections::BTreeMap::new();
+                    $(all.extend(<$part as utoipa::IntoResponses>::responses());)+
+                    all
+                }
+            }
+        };
+    }
+
+    refusal_set!(
+        /// A route for staff (mentors, course teams, admins).
+        Staff = Unauthenticated, WrongRole
+    );
+    refusal_set!(
+        /// A staff route that reads a body or a query.
+        StaffInput = BadInput, Unauthenticated, WrongRole
+    );
+    refusal_set!(
+        /// A route on one learner's data.
+        LearnerInput = BadInput, Unauthenticated, NoSuchLearner
+    );
+    refusal_set!(
+        /// A route that stores a learner's project files.
+        FileUpload = BadInput, Unauthenticated, WrongRole, NoSuchLearner, TooLarge, Unusable
+    );
+    refusal_set!(
+        /// A route that writes a prompt version or an experiment.
+        PromptWrite = BadInput, Unauthenticated, WrongRole, NoSuchPrompt, Conflict, InvalidPrompt
+    );
+    refusal_set!(
+        /// A route that writes a course's policy.
+        PolicyWrite = BadInput, Unauthenticated, WrongRole, NoSuchCourse, PolicyConflict,
+            TooLarge, InvalidPolicy
+    );
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

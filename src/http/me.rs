@@ -38,9 +38,7 @@ pub struct MyConversations {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of the caller's conversations, most recently active first", body = MyConversations),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole
+        crate::http::error::refusals::StaffInput,
     )
 )]
 pub async fn conversations(
@@ -110,8 +108,7 @@ pub struct Transparency {
     tag = "chat",
     responses(
         (status = 200, description = "Who can read the caller's conversations, what the companion knows, how long they are kept", body = Transparency),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole
+        crate::http::error::refusals::Staff,
     )
 )]
 pub async fn transparency(

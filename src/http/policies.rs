@@ -94,8 +94,7 @@ fn in_force(state: &AppState, course: &str, project: Option<&str>) -> Option<Pol
     params(("course" = String, Path, description = "The course's id")),
     responses(
         (status = 200, description = "The course's policy and its projects', with where each comes from", body = CoursePolicyView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
     )
 )]
 pub async fn policy(
@@ -184,13 +183,7 @@ async fn write(
     request_body = PolicyText,
     responses(
         (status = 200, description = "The override, stored and in force instead of the file", body = PolicyInForce),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchCourse,
-        crate::http::error::refusals::PolicyConflict,
-        crate::http::error::refusals::TooLarge,
-        crate::http::error::refusals::InvalidPolicy,
+        crate::http::error::refusals::PolicyWrite,
     )
 )]
 pub async fn put_course(
@@ -234,13 +227,7 @@ pub async fn delete_course(
     request_body = PolicyText,
     responses(
         (status = 200, description = "The override, stored and in force instead of the project's file", body = PolicyInForce),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchCourse,
-        crate::http::error::refusals::PolicyConflict,
-        crate::http::error::refusals::TooLarge,
-        crate::http::error::refusals::InvalidPolicy,
+        crate::http::error::refusals::PolicyWrite,
     )
 )]
 pub async fn put_project(
@@ -284,8 +271,7 @@ pub async fn delete_project(
     params(("course" = String, Path, description = "The course's id")),
     responses(
         (status = 200, description = "Every change of the course's policies through the API, newest first (at most 200)", body = PolicyHistory),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
     )
 )]
 pub async fn history(

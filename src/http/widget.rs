@@ -8,10 +8,9 @@ use std::path::Path;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 
@@ -29,7 +28,7 @@ impl WidgetLibs {
         let path = dir.join(LIBS_FILE);
         match std::fs::read_to_string(&path) {
             Ok(body) => {
-                let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..16]);
+                let etag = super::assets::etag_of(&body);
                 tracing::info!(path = %path.display(), bytes = body.len(), "widget libraries loaded");
                 Self {
                     bundle: Some((body, etag)),
@@ -64,19 +63,7 @@ async fn libs(State(state): State<AppState>, headers: HeaderMap) -> Response {
         )
             .into_response();
     };
-    let cache = [
-        (header::ETAG, etag.as_str()),
-        (header::CACHE_CONTROL, "no-cache"),
-    ];
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag));
-    if fresh {
-        return (StatusCode::NOT_MODIFIED, cache).into_response();
-    }
-    let content_type = [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")];
-    (content_type, cache, body.clone()).into_response()
+    super::assets::revalidated(&headers, etag, super::assets::JS, body.clone())
 }
 
 #[cfg(test)]

@@ -9,13 +9,12 @@ pub mod flags;
 pub mod intent;
 pub mod search;
 
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
-use crate::transcript::{StoredMessage, UnknownValue};
+use crate::transcript::{StoredMessage, stored_as_words};
 
 /// A learner's verdict on an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,26 +24,10 @@ pub enum Rating {
     Down,
 }
 
-impl Rating {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Up => "up",
-            Self::Down => "down",
-        }
-    }
-}
-
-impl FromStr for Rating {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "up" => Ok(Self::Up),
-            "down" => Ok(Self::Down),
-            _ => Err(UnknownValue::new("rating", s)),
-        }
-    }
-}
+stored_as_words!(Rating, "rating", {
+    Up => "up",
+    Down => "down",
+});
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Feedback {
@@ -75,34 +58,14 @@ pub enum FlagKind {
     Policy,
 }
 
-impl FlagKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HumanRequested => "human_requested",
-            Self::Stuck => "stuck",
-            Self::Discouraged => "discouraged",
-            Self::Distress => "distress",
-            Self::Moderation => "moderation",
-            Self::Policy => "policy",
-        }
-    }
-}
-
-impl FromStr for FlagKind {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "human_requested" => Ok(Self::HumanRequested),
-            "stuck" => Ok(Self::Stuck),
-            "discouraged" => Ok(Self::Discouraged),
-            "distress" => Ok(Self::Distress),
-            "moderation" => Ok(Self::Moderation),
-            "policy" => Ok(Self::Policy),
-            _ => Err(UnknownValue::new("flag kind", s)),
-        }
-    }
-}
+stored_as_words!(FlagKind, "flag kind", {
+    HumanRequested => "human_requested",
+    Stuck => "stuck",
+    Discouraged => "discouraged",
+    Distress => "distress",
+    Moderation => "moderation",
+    Policy => "policy",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,26 +74,10 @@ pub enum Severity {
     Urgent,
 }
 
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Urgent => "urgent",
-        }
-    }
-}
-
-impl FromStr for Severity {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "normal" => Ok(Self::Normal),
-            "urgent" => Ok(Self::Urgent),
-            _ => Err(UnknownValue::new("severity", s)),
-        }
-    }
-}
+stored_as_words!(Severity, "severity", {
+    Normal => "normal",
+    Urgent => "urgent",
+});
 
 /// Something that needs the mentor, with its reason and the message it points to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,26 +176,10 @@ pub enum AnnotationKind {
     Comment,
 }
 
-impl AnnotationKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Correction => "correction",
-            Self::Comment => "comment",
-        }
-    }
-}
-
-impl FromStr for AnnotationKind {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "correction" => Ok(Self::Correction),
-            "comment" => Ok(Self::Comment),
-            _ => Err(UnknownValue::new("annotation kind", s)),
-        }
-    }
-}
+stored_as_words!(AnnotationKind, "annotation kind", {
+    Correction => "correction",
+    Comment => "comment",
+});
 
 /// A mentor's note on one message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -422,6 +353,8 @@ pub trait LearnerActivity: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::UnknownValue;
+    use std::str::FromStr;
 
     /// `learners` learners, each with two sessions and, around the latest, questions before
     /// and after it; their overviews and the seam calls they took.

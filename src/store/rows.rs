@@ -29,7 +29,6 @@ pub(super) const FEEDBACK_COLUMNS: &str = "id, message_id, learner_id, rating, c
 pub(super) const ANNOTATION_COLUMNS: &str =
     "id, message_id, learner_id, author_id, kind, text, created_at";
 
-/// The enum stored as a word in `column`.
 /// As [`enum_column`] for a column that may be NULL.
 pub(super) fn optional_enum_column<T: FromStr>(
     row: &AnyRow,
@@ -45,6 +44,7 @@ pub(super) fn optional_enum_column<T: FromStr>(
         .transpose()
 }
 
+/// The enum stored as a word in `column`.
 pub(super) fn enum_column<T: FromStr>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
     let value: String = row.try_get(column)?;
     value

@@ -1,7 +1,6 @@
 //! Transcripts: conversations and their messages, durable before anything else happens.
 //! Plain data, and the seam a turn reads and writes them through, [`TranscriptStore`]: served
 //! by [`crate::store::Store`], and by an in-memory fake in unit tests.
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,33 @@ impl UnknownValue {
     }
 }
 
+/// `as_str` and a strict `FromStr` for an enum stored as a word, from one table of variants and
+/// words, so that the two directions cannot drift apart: a word not in the table is an
+/// [`UnknownValue`], never a plausible wrong variant.
+macro_rules! stored_as_words {
+    ($ty:ident, $kind:literal, { $($variant:ident => $word:literal,)+ }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::transcript::UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err($crate::transcript::UnknownValue::new($kind, s)),
+                }
+            }
+        }
+    };
+}
+pub(crate) use stored_as_words;
+
 /// Final state of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,32 +63,13 @@ pub enum MessageStatus {
     Failed,
 }
 
-impl MessageStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Complete => "complete",
-            Self::Streaming => "streaming",
-            Self::Cancelled => "cancelled",
-            Self::Interrupted => "interrupted",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for MessageStatus {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "complete" => Ok(Self::Complete),
-            "streaming" => Ok(Self::Streaming),
-            "cancelled" => Ok(Self::Cancelled),
-            "interrupted" => Ok(Self::Interrupted),
-            "failed" => Ok(Self::Failed),
-            _ => Err(UnknownValue::new("message status", s)),
-        }
-    }
-}
+stored_as_words!(MessageStatus, "message status", {
+    Complete => "complete",
+    Streaming => "streaming",
+    Cancelled => "cancelled",
+    Interrupted => "interrupted",
+    Failed => "failed",
+});
 
 /// Whether an answer could search the course. `Unavailable`: the vector index failed or was too
 /// slow, and the answer was written without passages (the model was told so).
@@ -74,26 +81,10 @@ pub enum RetrievalStatus {
     Unavailable,
 }
 
-impl RetrievalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Unavailable => "unavailable",
-        }
-    }
-}
-
-impl FromStr for RetrievalStatus {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ok" => Ok(Self::Ok),
-            "unavailable" => Ok(Self::Unavailable),
-            _ => Err(UnknownValue::new("retrieval status", s)),
-        }
-    }
-}
+stored_as_words!(RetrievalStatus, "retrieval status", {
+    Ok => "ok",
+    Unavailable => "unavailable",
+});
 
 /// A source cited by an answer, as stored and as sent to the client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

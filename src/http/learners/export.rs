@@ -64,9 +64,7 @@ pub struct FirstPage {
     params(("id" = String, Path, description = "The learner's id"), ExportQuery),
     responses(
         (status = 200, description = "One page of the history as JSON, or Markdown with `format=md`; `x-next-cursor` continues", body = ExportJson),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::NoSuchLearner
+        crate::http::error::refusals::LearnerInput,
     )
 )]
 pub async fn export(
@@ -159,9 +157,7 @@ async fn first_page_of(
     params(("id" = String, Path, description = "The learner's id"), ExportQuery),
     responses(
         (status = 200, description = "The same export as `/api/v1/learners/{id}/export`", body = ExportJson),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::NoSuchLearner
+        crate::http::error::refusals::LearnerInput,
     )
 )]
 pub async fn mentor_export(

@@ -26,9 +26,7 @@ pub struct ProjectFiles {
     params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name")),
     responses(
         (status = 200, description = "The project's files, without content", body = ProjectFiles),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::NoSuchLearner
+        crate::http::error::refusals::LearnerInput,
     )
 )]
 pub async fn list_files(
@@ -101,12 +99,7 @@ async fn stored_files(
     request_body(content = String, description = "The file's text", content_type = "text/plain"),
     responses(
         (status = 200, description = "The file, stored and indexed", body = Written),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchLearner,
-        crate::http::error::refusals::TooLarge,
-        crate::http::error::refusals::Unusable
+        crate::http::error::refusals::FileUpload,
     )
 )]
 pub async fn put_file(
@@ -139,9 +132,7 @@ pub async fn put_file(
     params(("id" = String, Path, description = "The learner's id"), ("project" = String, Path, description = "The project's name"), ("path" = String, Path, description = "The file's path in the project")),
     responses(
         (status = 204, description = "The file and its chunks, removed"),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::StaffInput,
         (status = 404, description = "No such learner or file", body = ErrorBody)
     )
 )]

@@ -34,12 +34,7 @@ fn yes() -> bool {
     request_body(content = Vec<u8>, description = "A zip, tar or tar.gz archive", content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "The archive's files, stored and indexed", body = Written),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchLearner,
-        crate::http::error::refusals::TooLarge,
-        crate::http::error::refusals::Unusable
+        crate::http::error::refusals::FileUpload,
     )
 )]
 pub async fn post_archive(
@@ -110,12 +105,7 @@ pub struct SkippedFile {
     request_body(content = inline(Object), description = "`url`, optional `branch`, `replace` (default true)"),
     responses(
         (status = 200, description = "The repository's files, stored and indexed; binaries skipped", body = GitImported),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchLearner,
-        crate::http::error::refusals::TooLarge,
-        crate::http::error::refusals::Unusable
+        crate::http::error::refusals::FileUpload,
     )
 )]
 pub async fn post_git(

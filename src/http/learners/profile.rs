@@ -67,9 +67,7 @@ pub struct ProfileWritten {
     responses(
         (status = 200, description = "The profile, updated", body = ProfileWritten),
         (status = 201, description = "The profile, created", body = ProfileWritten),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole
+        crate::http::error::refusals::StaffInput,
     )
 )]
 pub async fn put_profile(

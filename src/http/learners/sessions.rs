@@ -25,9 +25,7 @@ pub struct SessionRecorded {
     request_body(content = inline(Object), description = "`held_on` (YYYY-MM-DD), `notes`, `goals`"),
     responses(
         (status = 201, description = "The session, recorded", body = SessionRecorded),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::NoSuchLearner
+        crate::http::error::refusals::LearnerInput,
     )
 )]
 pub async fn add_session(

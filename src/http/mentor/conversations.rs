@@ -46,9 +46,7 @@ pub struct ListQuery {
     params(("id" = String, Path, description = "The learner's id"), ListQuery),
     responses(
         (status = 200, description = "A page of the learner's conversations, most recently active first", body = LearnerConversations),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::NoSuchLearner
+        crate::http::error::refusals::LearnerInput,
     )
 )]
 pub async fn learner_conversations(

@@ -54,9 +54,7 @@ pub struct LastSession {
     params(LearnersQuery),
     responses(
         (status = 200, description = "The caller's learners, urgent first", body = Dashboard),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole
+        crate::http::error::refusals::StaffInput,
     )
 )]
 pub async fn learners(

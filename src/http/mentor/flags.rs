@@ -37,9 +37,7 @@ pub struct LearnerFlags {
     params(("id" = String, Path, description = "The learner's id"), FlagsQuery),
     responses(
         (status = 200, description = "The learner's flags, newest first", body = LearnerFlags),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::NoSuchLearner
+        crate::http::error::refusals::LearnerInput,
     )
 )]
 pub async fn flags(

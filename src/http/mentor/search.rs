@@ -61,9 +61,7 @@ impl SearchHit {
     params(SearchQuery),
     responses(
         (status = 200, description = "Messages holding every term, newest first", body = SearchResults),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole
+        crate::http::error::refusals::StaffInput,
     )
 )]
 pub async fn search(

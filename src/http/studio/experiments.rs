@@ -105,8 +105,7 @@ async fn view(state: &AppState, experiment: Experiment) -> Result<ExperimentView
     params(("course" = String, Path, description = "The course's id")),
     responses(
         (status = 200, description = "The course's experiments, newest first, with each arm's figures", body = Vec<ExperimentView>),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
     )
 )]
 pub async fn list(
@@ -130,12 +129,7 @@ pub async fn list(
     request_body = StartExperiment,
     responses(
         (status = 201, description = "The experiment, running", body = ExperimentView),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchPrompt,
-        crate::http::error::refusals::Conflict,
-        crate::http::error::refusals::InvalidPrompt,
+        crate::http::error::refusals::PromptWrite,
     )
 )]
 pub async fn start(
@@ -208,12 +202,7 @@ pub async fn stop(
     request_body = Promote,
     responses(
         (status = 200, description = "The experiment, stopped, its arm's version now `production`", body = ExperimentView),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchPrompt,
-        crate::http::error::refusals::Conflict,
-        crate::http::error::refusals::InvalidPrompt,
+        crate::http::error::refusals::PromptWrite,
     )
 )]
 pub async fn promote(

@@ -45,8 +45,7 @@ pub struct PromptView {
     params(("id" = String, Path, description = "An assistant message's id")),
     responses(
         (status = 200, description = "The prompt the model received for this answer", body = PromptView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
         (status = 404, description = "No such model answer, one without a kept prompt (an offline reply), or one the caller may not see", body = crate::http::error::ErrorBody),
     )
 )]

@@ -197,8 +197,7 @@ pub async fn start(
     params(("course" = String, Path, description = "The course's id")),
     responses(
         (status = 200, description = "The course's newest replays, without their turns", body = Vec<Object>),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
     )
 )]
 pub async fn list(
@@ -221,8 +220,7 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The replay, its progress and a page of its turns, side by side", body = ReplayView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
         (status = 404, description = "No such replay of this course", body = crate::http::error::ErrorBody),
     )
 )]
@@ -247,8 +245,7 @@ pub async fn read(
     ),
     responses(
         (status = 200, description = "The replay, cancelled: the turns not yet answered stay unanswered", body = ReplayView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
         (status = 404, description = "No such replay of this course", body = crate::http::error::ErrorBody),
         (status = 409, description = "The replay has already ended", body = crate::http::error::ErrorBody),
     )

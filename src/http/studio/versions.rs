@@ -84,8 +84,7 @@ impl From<PromptVersion> for VersionView {
     params(("course" = String, Path, description = "The course's id, or `*` (admins)")),
     responses(
         (status = 200, description = "Every template the course may override", body = PromptsView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
     )
 )]
 pub async fn overview(
@@ -153,12 +152,7 @@ impl NamedBody for SaveVersion {
     request_body = SaveVersion,
     responses(
         (status = 201, description = "The version, stored", body = VersionView),
-        crate::http::error::refusals::BadInput,
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
-        crate::http::error::refusals::NoSuchPrompt,
-        crate::http::error::refusals::Conflict,
-        crate::http::error::refusals::InvalidPrompt,
+        crate::http::error::refusals::PromptWrite,
     )
 )]
 pub async fn save(
@@ -199,8 +193,7 @@ pub async fn save(
     ),
     responses(
         (status = 200, description = "The version with its text", body = VersionView),
-        crate::http::error::refusals::Unauthenticated,
-        crate::http::error::refusals::WrongRole,
+        crate::http::error::refusals::Staff,
         (status = 404, description = "No such version of this course's template", body = ErrorBody),
     )
 )]
