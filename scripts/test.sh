@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 if ! scripts/fetch-model.sh data/models/all-MiniLM-L6-v2; then
   echo "warning: could not fetch the embedding model; model tests will say they skip" >&2
 fi
+if ! scripts/fetch-e5.sh data/models/multilingual-e5-small; then
+  echo "warning: could not fetch the multilingual model; its tests will say they skip" >&2
+fi
 # Assessment windows name IANA time zones (Europe/Paris), read from the system's tz database.
 if [ ! -d /usr/share/zoneinfo ] && command -v apt-get >/dev/null; then
   apt-get install -y tzdata >/dev/null 2>&1 \

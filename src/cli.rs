@@ -134,7 +134,7 @@ enum EvalCommand {
         examples: Option<PathBuf>,
         /// A classifier parameter, `name=value` (repeatable): a kind's threshold
         /// (`discouraged=0.6`), `rules`, `segments`, `segment_margin`, `normalise`, `negation`,
-        /// `epochs`, `learning_rate`, `l2`, `max_positive_weight`, `lexical_weight`.
+        /// `epochs`, `learning_rate`, `l2`, `max_positive_weight`, `lexical_weight`, `dense_weight`.
         #[arg(long = "param")]
         params: Vec<String>,
         /// Print JSON instead of a table.

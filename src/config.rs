@@ -101,6 +101,11 @@ struct RawEmbedding {
     allow_bm25_fallback: bool,
     openai_model: String,
     openai_dimensions: usize,
+    openai_base_url: String,
+    openai_api_key: String,
+    openai_input_type: bool,
+    flags_model: String,
+    e5_dir: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,13 +453,36 @@ pub struct RetrievalSettings {
 pub enum EmbeddingProvider {
     None,
     Local { model_dir: PathBuf },
-    OpenAi { model: String, dimensions: usize },
+    /// multilingual-e5-small in-process, from `dir`.
+    E5 { dir: PathBuf },
+    OpenAi {
+        model: String,
+        dimensions: usize,
+        /// The embeddings endpoint when it is not the LLM's (`None`: the LLM's).
+        base_url: Option<String>,
+        /// Its key when it is not the LLM's.
+        api_key: Option<SecretString>,
+        /// Send `input_type` (`query` or `passage`) with each request.
+        input_type: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub struct EmbeddingSettings {
     pub provider: EmbeddingProvider,
     pub allow_bm25_fallback: bool,
+    /// What the flag classifier reads learners' messages with.
+    pub flags_model: FlagsModel,
+}
+
+/// The embedder of the flag classifier (`embedding.flags_model`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlagsModel {
+    /// multilingual-e5-small in-process, from `dir` (French and English alike); the retrieval
+    /// embedder when its file is missing.
+    E5 { dir: PathBuf },
+    /// The dense embedder retrieval uses.
+    Retrieval,
 }
 
 #[derive(Debug, Clone)]
@@ -695,6 +723,11 @@ impl Settings {
             .mode
             .parse()
             .map_err(|e: String| invalid("retrieval.mode", e))?;
+        let e5_dir = if raw.embedding.e5_dir.is_empty() {
+            data_dir.join("models").join("multilingual-e5-small")
+        } else {
+            PathBuf::from(&raw.embedding.e5_dir)
+        };
         let provider = match raw.embedding.provider.as_str() {
             "none" => EmbeddingProvider::None,
             "local" => EmbeddingProvider::Local {
@@ -704,6 +737,9 @@ impl Settings {
                     PathBuf::from(raw.embedding.model_dir)
                 },
             },
+            "e5" => EmbeddingProvider::E5 {
+                dir: e5_dir.clone(),
+            },
             "openai" => {
                 if raw.embedding.openai_dimensions == 0 {
                     return Err(invalid("embedding.openai_dimensions", "must be positive"));
@@ -711,12 +747,25 @@ impl Settings {
                 EmbeddingProvider::OpenAi {
                     model: raw.embedding.openai_model,
                     dimensions: raw.embedding.openai_dimensions,
+                    base_url: non_empty(raw.embedding.openai_base_url),
+                    api_key: non_empty(raw.embedding.openai_api_key).map(SecretString::from),
+                    input_type: raw.embedding.openai_input_type,
                 }
             }
             other => {
                 return Err(invalid(
                     "embedding.provider",
-                    format!("unknown provider {other:?}, expected local, openai or none"),
+                    format!("unknown provider {other:?}, expected local, e5, openai or none"),
+                ));
+            }
+        };
+        let flags_model = match raw.embedding.flags_model.as_str() {
+            "e5" => FlagsModel::E5 { dir: e5_dir },
+            "retrieval" => FlagsModel::Retrieval,
+            other => {
+                return Err(invalid(
+                    "embedding.flags_model",
+                    format!("unknown model {other:?}, expected e5 or retrieval"),
                 ));
             }
         };
@@ -901,6 +950,7 @@ impl Settings {
             embedding: EmbeddingSettings {
                 provider,
                 allow_bm25_fallback: raw.embedding.allow_bm25_fallback,
+                flags_model,
             },
             index,
             llm,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 
-use crate::config::{EmbeddingProvider, IndexSettings, Settings};
+use crate::config::{EmbeddingProvider, FlagsModel, IndexSettings, Settings};
 use crate::retrieval::Retriever;
 use crate::retrieval::chunk::ChunkSizes;
+use crate::retrieval::e5::E5;
 use crate::retrieval::edge_store::EdgeStore;
 use crate::retrieval::embed::{DenseEmbedder, EmbedError};
 use crate::retrieval::embed_memo::MemoEmbedder;
@@ -56,35 +57,87 @@ pub async fn build_retriever(settings: &Settings) -> anyhow::Result<Retriever> {
 pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
     match &settings.embedding.provider {
         EmbeddingProvider::None => Ok(None),
-        EmbeddingProvider::Local { model_dir } => match MiniLm::load(model_dir) {
-            Ok(model) => {
-                tracing::info!(dir = %model_dir.display(), "dense embedder: all-MiniLM-L6-v2 in-process");
-                Ok(Some(Arc::new(model)))
-            }
-            Err(error @ EmbedError::ModelMissing { .. })
-                if settings.embedding.allow_bm25_fallback =>
-            {
-                tracing::warn!(%error, "serving with BM25 only (embedding.allow_bm25_fallback = true)");
-                eprintln!("warning: {error}; serving with BM25 only");
-                Ok(None)
-            }
-            Err(error) => Err(anyhow::anyhow!(
-                "{error} (or set embedding.provider = \"none\", or embedding.allow_bm25_fallback = true)"
-            )),
-        },
-        EmbeddingProvider::OpenAi { model, dimensions } => {
-            let Some(llm) = &settings.llm else {
+        EmbeddingProvider::Local { model_dir } => in_process(
+            settings,
+            MiniLm::load(model_dir).map(|m| Arc::new(m) as Arc<dyn DenseEmbedder>),
+            "all-MiniLM-L6-v2",
+        ),
+        EmbeddingProvider::E5 { dir } => in_process(
+            settings,
+            E5::load(dir).map(|m| Arc::new(m) as Arc<dyn DenseEmbedder>),
+            "multilingual-e5-small",
+        ),
+        EmbeddingProvider::OpenAi {
+            model,
+            dimensions,
+            base_url,
+            api_key,
+            input_type,
+        } => {
+            let llm = settings.llm.as_ref();
+            let Some(endpoint) = base_url.as_deref().or(llm.map(|l| l.base_url.as_str())) else {
                 anyhow::bail!(
-                    "embedding.provider \"openai\" needs an endpoint: set llm.base_url or OPENAI_BASE_URL"
+                    "embedding.provider \"openai\" needs an endpoint: set embedding.openai_base_url, llm.base_url or OPENAI_BASE_URL"
                 );
             };
-            Ok(Some(Arc::new(OpenAiEmbedder::new(
-                &llm.base_url,
-                llm.api_key.expose_secret(),
-                model,
-                *dimensions,
-            ))))
+            let key = api_key
+                .as_ref()
+                .or(llm.map(|l| &l.api_key))
+                .map_or("unused", |k| k.expose_secret());
+            tracing::info!(endpoint, model, "dense embedder: an OpenAI-compatible endpoint");
+            Ok(Some(Arc::new(
+                OpenAiEmbedder::new(endpoint, key, model, *dimensions)
+                    .sending_input_type(*input_type),
+            )))
         }
+    }
+}
+
+/// An in-process model as loaded: a missing one means BM25 alone where
+/// `embedding.allow_bm25_fallback` allows it.
+fn in_process(
+    settings: &Settings,
+    loaded: Result<Arc<dyn DenseEmbedder>, EmbedError>,
+    name: &str,
+) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
+    match loaded {
+        Ok(model) => {
+            tracing::info!(model = name, "dense embedder in-process");
+            Ok(Some(model))
+        }
+        Err(error @ EmbedError::ModelMissing { .. }) if settings.embedding.allow_bm25_fallback => {
+            tracing::warn!(%error, "serving with BM25 only (embedding.allow_bm25_fallback = true)");
+            eprintln!("warning: {error}; serving with BM25 only");
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::anyhow!(
+            "{error} (or set embedding.provider = \"none\", or embedding.allow_bm25_fallback = true)"
+        )),
+    }
+}
+
+/// The embedder the flag classifier reads learners' messages with (`embedding.flags_model`):
+/// multilingual-e5-small when configured and its file is present, otherwise `retrieval` (the
+/// retrieval's dense embedder, if any), saying so in the log.
+pub fn build_flags_embedder(
+    settings: &Settings,
+    retrieval: Option<Arc<dyn DenseEmbedder>>,
+) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
+    let FlagsModel::E5 { dir } = &settings.embedding.flags_model else {
+        return Ok(retrieval);
+    };
+    match E5::load(dir) {
+        Ok(model) => {
+            tracing::info!(dir = %dir.display(), kernel = model.kernel().name(), "flags read with multilingual-e5-small in-process");
+            Ok(Some(Arc::new(model)))
+        }
+        Err(error @ EmbedError::ModelMissing { .. }) => {
+            tracing::warn!(%error, "flags read with the retrieval embedder (embedding.flags_model = \"e5\")");
+            Ok(retrieval)
+        }
+        Err(error) => Err(anyhow::anyhow!(
+            "{error} (or set embedding.flags_model = \"retrieval\")"
+        )),
     }
 }
 
@@ -218,6 +271,29 @@ mod tests {
         let fusion = build_retriever(&settings).await.unwrap().fusion();
         assert_eq!(fusion.dense, 0.7);
         assert!((fusion.sparse - 0.3).abs() < 1e-6, "{fusion:?}");
+    }
+
+    #[test]
+    fn an_embeddings_endpoint_of_its_own_needs_no_llm() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::defaults(dir.path());
+        settings.llm = None;
+        let provider = |base_url: Option<&str>| EmbeddingProvider::OpenAi {
+            model: "multilingual-e5-small".into(),
+            dimensions: 384,
+            base_url: base_url.map(String::from),
+            api_key: None,
+            input_type: true,
+        };
+        settings.embedding.provider = provider(None);
+        let err = build_dense(&settings).err().expect("no endpoint at all");
+        assert!(
+            err.to_string().contains("embedding.openai_base_url"),
+            "{err}"
+        );
+        settings.embedding.provider = provider(Some("http://127.0.0.1:9/v1"));
+        let dense = build_dense(&settings).unwrap().expect("an embedder");
+        assert_eq!(dense.id(), "openai:multilingual-e5-small:384:typed");
     }
 
     /// The tools build their index through this module, so none of the three may reach the

@@ -91,10 +91,13 @@ impl Application {
             )
         });
         let mut flagger = crate::review::flags::Flagger::new(store.clone(), moderation);
-        // Intent read against labelled examples with the dense embedder; keyword rules alone
-        // without one. The bank is embedded in the background, before the first question.
-        if let Some(embedder) = retriever.dense() {
-            let intents = Arc::new(crate::review::intent::Intents::builtin(embedder.clone())?);
+        // Intent read against labelled examples with the multilingual model (or the retrieval
+        // embedder); keyword rules alone without either. The bank is embedded in the
+        // background, before the first question.
+        if let Some(embedder) =
+            crate::index::build_flags_embedder(&settings, retriever.dense().cloned())?
+        {
+            let intents = Arc::new(crate::review::intent::Intents::builtin(embedder)?);
             let warming = intents.clone();
             tokio::spawn(async move {
                 if let Err(error) = warming.warm_up().await {

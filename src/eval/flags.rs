@@ -103,9 +103,11 @@ impl Reader {
         examples: Option<&Path>,
         params: Params,
     ) -> anyhow::Result<Self> {
-        let embedder = crate::index::build_dense(settings)?.context(
-            "the flag classifier needs a dense embedder (embedding.provider); use --rules-only for the keyword rules alone",
-        )?;
+        let embedder =
+            crate::index::build_flags_embedder(settings, crate::index::build_dense(settings)?)?
+                .context(
+                    "the flag classifier needs a dense embedder (embedding.flags_model, embedding.provider); use --rules-only for the keyword rules alone",
+                )?;
         let text = match examples {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the examples {}", path.display()))?,

@@ -10,10 +10,13 @@ use super::terms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    #[error(
-        "embedding model files missing in {dir}: {missing}. Fetch them with `scripts/fetch-model.sh` (see README)"
-    )]
-    ModelMissing { dir: String, missing: String },
+    #[error("embedding model files missing in {dir}: {missing}. Fetch them with `{fetch}` (see README)")]
+    ModelMissing {
+        dir: String,
+        missing: String,
+        /// The script that fetches them.
+        fetch: &'static str,
+    },
     #[error("embedding model failed to load: {0}")]
     Load(String),
     #[error("embedding failed: {0}")]

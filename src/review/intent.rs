@@ -112,6 +112,9 @@ pub struct Params {
     pub l2: f32,
     pub max_positive_weight: f32,
     pub lexical_weight: f32,
+    /// How much the embedding weighs (each block has unit length): a model whose vectors all
+    /// lie close together (E5's cosines crowd between 0.7 and 0.9) needs more.
+    pub dense_weight: f32,
 }
 
 impl Default for Params {
@@ -133,6 +136,7 @@ impl Default for Params {
             l2: 1e-4,
             max_positive_weight: 2.0,
             lexical_weight: 1.0,
+            dense_weight: 1.0,
         }
     }
 }
@@ -158,6 +162,7 @@ impl Params {
             "l2" => self.l2 = number(value)?,
             "max_positive_weight" => self.max_positive_weight = number(value)?,
             "lexical_weight" => self.lexical_weight = number(value)?,
+            "dense_weight" => self.dense_weight = number(value)?,
             other => return Err(format!("no parameter {other:?}")),
         }
         Ok(())
@@ -470,6 +475,7 @@ struct Head {
     biases: Vec<f32>,
     dim: usize,
     lexical_weight: f32,
+    dense_weight: f32,
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -485,7 +491,7 @@ impl Head {
             .iter()
             .map(|(i, v)| v * w[self.dim + *i as usize])
             .sum();
-        dense + self.lexical_weight * sparse + self.biases[kind_idx]
+        self.dense_weight * dense + self.lexical_weight * sparse + self.biases[kind_idx]
     }
 
     /// Each kind's probability for `x`, in the order of [`KINDS`].
@@ -499,11 +505,13 @@ impl Head {
         let dim = xs.first().map_or(0, |x| x.embedding.len());
         let n = xs.len().max(1) as f32;
         let lexical_weight = params.lexical_weight;
+        let dense_weight = params.dense_weight;
         let mut head = Head {
             weights: vec![vec![0.0; dim + LEXICAL_DIM]; KINDS.len()],
             biases: vec![0.0; KINDS.len()],
             dim,
             lexical_weight,
+            dense_weight,
         };
         for (k, kind) in KINDS.iter().enumerate() {
             let ys: Vec<bool> = labels.iter().map(|l| l.contains(kind)).collect();
@@ -522,7 +530,7 @@ impl Head {
                     let p = sigmoid(head.logit(k, x));
                     let g = if y { (p - 1.0) * positive_weight } else { p };
                     for (gi, xi) in gradient.iter_mut().zip(&x.embedding) {
-                        *gi += g * xi;
+                        *gi += g * dense_weight * xi;
                     }
                     for (i, v) in &x.lexical {
                         gradient[dim + *i as usize] += g * lexical_weight * v;
@@ -856,6 +864,7 @@ mod tests {
         l2: 1e-4,
         max_positive_weight: 4.0,
         lexical_weight: 1.0,
+        dense_weight: 1.0,
     };
 
     fn bank() -> Vec<Example> {

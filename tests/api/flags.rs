@@ -5,29 +5,45 @@
 //! `companion eval flags` checks, in-process). Skipped, saying so, without the model.
 use std::path::PathBuf;
 
-use companion::config::{EmbeddingProvider, Settings};
+use companion::config::{EmbeddingProvider, FlagsModel, Settings};
 use companion::http::ws::protocol::{ClientFrame, ServerFrame};
 use companion::review::intent::Params;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, repo_root, spawn_app_with};
 
-fn model_dir() -> Option<PathBuf> {
-    let dir = repo_root().join("data/models/all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no model in {} (scripts/fetch-model.sh)",
-            dir.display()
-        );
-        None
+/// The two models: all-MiniLM-L6-v2 for retrieval, multilingual-e5-small for the flags.
+struct Models {
+    minilm: PathBuf,
+    e5: PathBuf,
+}
+
+fn models() -> Option<Models> {
+    let minilm = repo_root().join("data/models/all-MiniLM-L6-v2");
+    let e5 = repo_root().join("data/models/multilingual-e5-small");
+    for (dir, file, script) in [
+        (&minilm, "model.safetensors", "scripts/fetch-model.sh"),
+        (&e5, companion::retrieval::e5::MODEL_FILE, "scripts/fetch-e5.sh"),
+    ] {
+        if !dir.join(file).is_file() {
+            eprintln!("SKIPPED: no model in {} ({script})", dir.display());
+            return None;
+        }
     }
+    Some(Models { minilm, e5 })
+}
+
+/// Retrieval on MiniLM, the flags read with multilingual-e5-small (the service's defaults).
+fn use_models(settings: &mut Settings, models: Models) {
+    settings.embedding.provider = EmbeddingProvider::Local {
+        model_dir: models.minilm,
+    };
+    settings.embedding.flags_model = FlagsModel::E5 { dir: models.e5 };
 }
 
 /// The app with the in-process model on a one-page course (the model's ingest stays quick in
 /// a debug build), and no question quota.
-async fn app_with_model(model_dir: PathBuf) -> (TestApp, tempfile::TempDir) {
+async fn app_with_model(models: Models) -> (TestApp, tempfile::TempDir) {
     let content = tempfile::tempdir().unwrap();
     let file = "python-foundations/02-control-flow/02-while-loops.md";
     let target = content.path().join(file);
@@ -36,7 +52,7 @@ async fn app_with_model(model_dir: PathBuf) -> (TestApp, tempfile::TempDir) {
     let dir = content.path().to_path_buf();
     let app = spawn_app_with(move |s: &mut Settings| {
         s.content.dir = dir;
-        s.embedding.provider = EmbeddingProvider::Local { model_dir };
+        use_models(s, models);
         s.embedding.allow_bm25_fallback = false;
         s.limits.asks_per_minute = 0;
     })
@@ -58,8 +74,8 @@ async fn flags_body(app: &TestApp, learner: &str) -> Value {
 
 #[tokio::test]
 async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
-    let Some(model_dir) = model_dir() else { return };
-    let (app, _content) = app_with_model(model_dir).await;
+    let Some(models) = models() else { return };
+    let (app, _content) = app_with_model(models).await;
     // None of the asks for a human, discouragement or distress below holds the keyword
     // rules' words: only the nearest examples can read them.
     let cases = [
@@ -144,8 +160,8 @@ async fn each_kind_is_read_in_the_learners_own_words_in_english_and_french() {
 
 #[tokio::test]
 async fn the_mentor_button_is_urgent_when_the_classifier_reads_distress_in_its_words() {
-    let Some(model_dir) = model_dir() else { return };
-    let (app, _content) = app_with_model(model_dir).await;
+    let Some(models) = models() else { return };
+    let (app, _content) = app_with_model(models).await;
     // The classifier is warm once a question has been read by it (the button does not wait
     // for its first training).
     app.put_learner("warm", "grace").await;
@@ -195,13 +211,13 @@ async fn the_mentor_button_is_urgent_when_the_classifier_reads_distress_in_its_w
 
 /// `companion eval flags` in-process on the shipped set, one model load.
 async fn shipped_set_report() -> Option<companion::eval::flags::FlagsReport> {
-    let model_dir = model_dir()?;
+    let models = models()?;
     let root = repo_root();
     let cases =
         companion::eval::flags::read_cases(&root.join("tests/eval/flags/messages.jsonl")).unwrap();
     let temp = tempfile::tempdir().unwrap();
     let mut settings = crate::helpers::test_settings(temp.path());
-    settings.embedding.provider = EmbeddingProvider::Local { model_dir };
+    use_models(&mut settings, models);
     let reader =
         companion::eval::flags::Reader::from_settings(&settings, None, Params::default()).unwrap();
     let report = companion::eval::flags::run(&reader, "shipped set", &cases, None)

@@ -9,7 +9,7 @@
 //! `reference.rs` checks the vectors against candle's.
 use rayon::prelude::*;
 
-use super::math::{gelu, layer_norm, normalise, softmax};
+use super::math::{f16_to_f32, gelu, layer_norm, normalise, softmax};
 use super::packed::{Kernel, PackedLinear, VectorUnit, Vectorised};
 use crate::retrieval::embed::EmbedError;
 
@@ -40,10 +40,74 @@ struct Layer {
     ln2_b: Vec<f32>,
 }
 
+/// The word embeddings: one row of the model's width per token id.
+pub(crate) enum Words {
+    /// Rows of f32, row-major.
+    Dense(Vec<f32>),
+    /// Rows quantised in GGML's Q4_0 blocks (per 32 values: an f16 scale, then 16 bytes of
+    /// 4-bit values, byte `j` holding value `j` in its low half and `j + 16` in its high
+    /// half, each less 8): how a large multilingual vocabulary stays about 55 MB instead of
+    /// 380. A row is widened when a token is looked up.
+    Q4 { blocks: Vec<u8>, row_bytes: usize },
+}
+
+/// Bytes of one Q4_0 block of 32 values.
+pub(crate) const Q4_BLOCK_BYTES: usize = 18;
+
+impl Words {
+    /// Rows of `width` values quantised in Q4_0 blocks, checked to be whole.
+    pub(crate) fn q4(blocks: Vec<u8>, width: usize) -> Result<Self, EmbedError> {
+        let row_bytes = width / 32 * Q4_BLOCK_BYTES;
+        if !width.is_multiple_of(32) || blocks.is_empty() || !blocks.len().is_multiple_of(row_bytes)
+        {
+            return Err(EmbedError::Load(format!(
+                "word embeddings of {} bytes are not whole Q4_0 rows of {width} values",
+                blocks.len()
+            )));
+        }
+        Ok(Self::Q4 { blocks, row_bytes })
+    }
+
+    fn vocab(&self, width: usize) -> usize {
+        match self {
+            Self::Dense(rows) => rows.len() / width,
+            Self::Q4 { blocks, row_bytes } => blocks.len() / row_bytes,
+        }
+    }
+
+    /// Adds row `id` to `out`.
+    fn add_row(&self, id: usize, out: &mut [f32]) {
+        match self {
+            Self::Dense(rows) => {
+                let row = &rows[id * out.len()..][..out.len()];
+                out.iter_mut().zip(row).for_each(|(o, w)| *o += w);
+            }
+            Self::Q4 { blocks, row_bytes } => {
+                let row = &blocks[id * row_bytes..][..*row_bytes];
+                for (block, out) in row
+                    .chunks_exact(Q4_BLOCK_BYTES)
+                    .zip(out.chunks_exact_mut(32))
+                {
+                    add_q4_block(block, out);
+                }
+            }
+        }
+    }
+}
+
+/// Adds one Q4_0 block's 32 values to `out`.
+pub(crate) fn add_q4_block(block: &[u8], out: &mut [f32]) {
+    let scale = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+    for (j, &byte) in block[2..].iter().enumerate() {
+        out[j] += (f32::from(byte & 0x0f) - 8.0) * scale;
+        out[j + 16] += (f32::from(byte >> 4) - 8.0) * scale;
+    }
+}
+
 /// The encoder of a BERT `HIDDEN` wide with attention heads `HEAD_DIM` wide: mean-pooled,
 /// L2-normalised embeddings of tokenised inputs.
 pub(crate) struct Encoder<const HIDDEN: usize, const HEAD_DIM: usize> {
-    word: Vec<f32>,
+    word: Words,
     position: Vec<f32>,
     token_type: Vec<f32>,
     ln_g: Vec<f32>,
@@ -73,6 +137,24 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
     pub(crate) fn from_weights(
         depth: Depth,
         get: impl Fn(&str) -> Result<Vec<f32>, EmbedError>,
+        kernel: Kernel,
+    ) -> Result<Self, EmbedError> {
+        let word = get("embeddings.word_embeddings.weight")?;
+        if word.is_empty() || word.len() % HIDDEN != 0 {
+            return Err(EmbedError::Load(format!(
+                "word embeddings have {} values, not a multiple of {HIDDEN}",
+                word.len()
+            )));
+        }
+        Self::from_weights_and_words(depth, get, Words::Dense(word), kernel)
+    }
+
+    /// [`Self::from_weights`] with the word embeddings given apart (`get` is not asked for
+    /// them), as a quantised table may be.
+    pub(crate) fn from_weights_and_words(
+        depth: Depth,
+        get: impl Fn(&str) -> Result<Vec<f32>, EmbedError>,
+        word: Words,
         kernel: Kernel,
     ) -> Result<Self, EmbedError> {
         if !kernel.supported() {
@@ -142,13 +224,6 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
                 token_type.len()
             )));
         }
-        let word = get("embeddings.word_embeddings.weight")?;
-        if word.is_empty() || word.len() % HIDDEN != 0 {
-            return Err(EmbedError::Load(format!(
-                "word embeddings have {} values, not a multiple of {HIDDEN}",
-                word.len()
-            )));
-        }
         Ok(Self {
             word,
             max_positions: position.len() / HIDDEN,
@@ -178,7 +253,7 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
     /// matrix with no padding: every linear layer runs once over all of them, and only
     /// attention (which must not look across inputs) runs input by input.
     pub(crate) fn embed_batch(&self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let vocab = self.word.len() / HIDDEN;
+        let vocab = self.word.vocab(HIDDEN);
         let mut lens = Vec::with_capacity(inputs.len());
         for ids in inputs {
             let n = ids.len();
@@ -202,11 +277,11 @@ impl<const HIDDEN: usize, const HEAD_DIM: usize> Encoder<HIDDEN, HEAD_DIM> {
         for ids in inputs {
             for (t, &id) in ids.iter().enumerate() {
                 let row = rows.next().expect("one row per token");
-                let w = &self.word[id as usize * HIDDEN..][..HIDDEN];
                 let p = &self.position[t * HIDDEN..][..HIDDEN];
                 for j in 0..HIDDEN {
-                    row[j] = w[j] + p[j] + ty[j];
+                    row[j] = p[j] + ty[j];
                 }
+                self.word.add_row(id as usize, row);
             }
         }
         layer_norm::<HIDDEN>(&mut x, &self.ln_g, &self.ln_b, self.eps);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use super::encoder::{Depth, Encoder};
+use super::math::f16_to_f32;
 use super::packed::Kernel;
 use crate::retrieval::embed::EmbedError;
 
@@ -32,6 +33,7 @@ pub(crate) fn check_present(dir: &Path) -> Result<(), EmbedError> {
     Err(EmbedError::ModelMissing {
         dir: dir.display().to_string(),
         missing: missing.join(", "),
+        fetch: "scripts/fetch-model.sh",
     })
 }
 
@@ -148,20 +150,6 @@ fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
     }
 }
 
-/// An IEEE half-precision value widened to f32 (exactly: every f16 is an f32).
-fn f16_to_f32(h: u16) -> f32 {
-    let negative = h >> 15 == 1;
-    let exponent = u32::from((h >> 10) & 0x1f);
-    let mantissa = u32::from(h & 0x3ff);
-    let magnitude = match exponent {
-        // Zero and subnormals: mantissa · 2⁻²⁴.
-        0 => mantissa as f32 * f32::powi(2.0, -24),
-        // Infinity and NaN.
-        0x1f => f32::from_bits(0x7f80_0000 | (mantissa << 13)),
-        e => f32::from_bits(((e + 127 - 15) << 23) | (mantissa << 13)),
-    };
-    if negative { -magnitude } else { magnitude }
-}
 
 /// `tokenizer.json`, cutting inputs at [`MAX_TOKENS`] and padding nothing.
 pub(crate) struct Tokens {
@@ -192,9 +180,8 @@ impl Tokens {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// Tokenises `texts` and runs `embed` over batches of up to [`BATCH_SIZE`] inputs of
-    /// similar length (so that a padded batch pads little, and the lean encoder's batches are
-    /// even); the vectors come back in the order of `texts`.
+    /// Tokenises `texts` and runs `embed` over them [`by_length`]; the vectors come back in
+    /// the order of `texts`.
     pub(crate) fn by_batches<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -215,18 +202,27 @@ impl Tokens {
                 .encode_batch_fast(inputs, true)
                 .map_err(tokenizing)?
         };
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| encodings[i].get_ids().len());
-
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
-        for batch in order.chunks(BATCH_SIZE) {
-            let group: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
-            for (&i, v) in batch.iter().zip(embed(&group)?) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        let ids: Vec<&[u32]> = encodings.iter().map(Encoding::get_ids).collect();
+        by_length(&ids, embed)
     }
+}
+
+/// Runs `embed` over batches of up to [`BATCH_SIZE`] inputs of similar length (so that the
+/// encoder's batches are even); the vectors come back in the order of `inputs`.
+pub(crate) fn by_length(
+    inputs: &[&[u32]],
+    embed: impl Fn(&[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError>,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by_key(|&i| inputs[i].len());
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+    for batch in order.chunks(BATCH_SIZE) {
+        let group: Vec<&[u32]> = batch.iter().map(|&i| inputs[i]).collect();
+        for (&i, v) in batch.iter().zip(embed(&group)?) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
 }
 
 fn tokenizing(e: tokenizers::Error) -> EmbedError {

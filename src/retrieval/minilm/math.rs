@@ -117,6 +117,21 @@ fn exp(x: f32) -> f32 {
     e * f32::from_bits((n + BIAS).to_bits() << 23)
 }
 
+/// An IEEE half-precision value widened to f32 (exactly: every f16 is an f32).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let negative = h >> 15 == 1;
+    let exponent = u32::from((h >> 10) & 0x1f);
+    let mantissa = u32::from(h & 0x3ff);
+    let magnitude = match exponent {
+        // Zero and subnormals: mantissa · 2⁻²⁴.
+        0 => mantissa as f32 * f32::powi(2.0, -24),
+        // Infinity and NaN.
+        0x1f => f32::from_bits(0x7f80_0000 | (mantissa << 13)),
+        e => f32::from_bits(((e + 127 - 15) << 23) | (mantissa << 13)),
+    };
+    if negative { -magnitude } else { magnitude }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

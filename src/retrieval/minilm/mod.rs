@@ -26,6 +26,8 @@ mod packed;
 #[cfg(any(test, feature = "candle-reference"))]
 mod reference;
 
+pub(crate) use encoder::{Depth, Encoder, Q4_BLOCK_BYTES, Words, add_q4_block};
+pub(crate) use files::by_length;
 pub use files::{BATCH_SIZE, MAX_TOKENS, MODEL_FILES};
 pub(crate) use math::normalise;
 pub use packed::Kernel;
@@ -59,7 +61,7 @@ struct Inner {
 /// unbounded; one lane per CPU 12.2 / 85.8 ms; half a lane per CPU let the queue grow whenever
 /// the machine slowed, p99 61 to 639 ms). Questions and documents have lanes of their own, so
 /// that a learner's files being indexed never holds a question up.
-fn lanes() -> usize {
+pub(crate) fn lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -278,7 +280,7 @@ mod tests {
     fn the_files_import_only_downwards() {
         let siblings = ["files", "encoder", "packed", "math", "reference"];
         let files: [(&str, &str, &[&str]); 5] = [
-            ("files", include_str!("files.rs"), &["encoder", "packed"]),
+            ("files", include_str!("files.rs"), &["encoder", "packed", "math"]),
             ("encoder", include_str!("encoder.rs"), &["packed", "math"]),
             ("packed", include_str!("packed.rs"), &[]),
             ("math", include_str!("math.rs"), &[]),
