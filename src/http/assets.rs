@@ -62,6 +62,16 @@ pub const ASSETS: &[Asset] = &[
         body: include_str!("../../web/site.css"),
     },
     Asset {
+        url: "/static/staff.js",
+        content_type: JS,
+        body: include_str!("../../web/staff.js"),
+    },
+    Asset {
+        url: "/static/staff.css",
+        content_type: CSS,
+        body: include_str!("../../web/staff.css"),
+    },
+    Asset {
         url: "/mentor",
         content_type: HTML,
         body: include_str!("../../web/mentor.html"),
