@@ -3,59 +3,19 @@
 (function () {
   "use strict";
 
-  const $ = (id) => document.getElementById(id);
+  const { $, el, notice, callApi, failureMessage, startWithToken } = window.CompanionStaff;
   const state = { token: null, learner: null, onlyActive: false };
   const TOKEN_KEY = "companion-mentor-token";
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
+  const api = (path, options) => callApi(state.token, path, options);
 
   // Only site paths and http(s) links become links.
   function safeUrl(url) {
     return /^(\/(?!\/)|https?:\/\/)/.test(url || "") ? url : "#";
   }
 
-  function notice(message) {
-    const box = $("notice");
-    box.textContent = message || "";
-    box.hidden = !message;
-  }
-
   function when(ms) {
     if (!ms) return "never";
     return new Date(ms).toISOString().replace("T", " ").slice(0, 16) + " UTC";
-  }
-
-  async function api(path, options) {
-    const response = await fetch(path, {
-      ...(options || {}),
-      headers: {
-        Authorization: "Bearer " + state.token,
-        "Content-Type": "application/json",
-        ...((options && options.headers) || {}),
-      },
-    });
-    const body = await response.json().catch(() => null);
-    if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.statusText;
-      const error = new Error(message);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
   }
 
   async function loadLearners() {
@@ -285,7 +245,7 @@
       await loadLearners();
     } catch (e) {
       sessionStorage.removeItem(TOKEN_KEY);
-      notice(e.status === 401 ? "This token is not valid or has expired." : e.message);
+      notice(failureMessage(e));
       $("token-form").hidden = false;
       return;
     }
@@ -309,19 +269,6 @@
       event.preventDefault();
       search($("search-input").value);
     });
-    $("token-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      start($("token-input").value.trim());
-    });
-    const fromUrl = new URLSearchParams(window.location.search).get("token");
-    const token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
-    if (token) {
-      // Keep the token out of the address bar and the history once it is read.
-      window.history.replaceState(null, "", window.location.pathname);
-      start(token);
-    } else {
-      $("token-form").hidden = false;
-      notice("Paste your mentor token to start.");
-    }
+    startWithToken(TOKEN_KEY, start, "Paste your mentor token to start.");
   });
 })();

@@ -4,49 +4,14 @@
 (function () {
   "use strict";
 
-  const $ = (id) => document.getElementById(id);
+  const { $, el, notice, callApi, failureMessage, startWithToken } = window.CompanionStaff;
   const TOKEN_KEY = "companion-studio-token";
   const state = { token: null, course: null, template: "system", overview: null, selected: null, head: null, replay: null, poll: null };
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function notice(message) {
-    const box = $("notice");
-    box.textContent = message || "";
-    box.hidden = !message;
-  }
+  const api = (path, options) => callApi(state.token, path, options);
 
   function short(id) {
     if (!id) return "";
     return id.startsWith("default:") ? id : id.slice(-8);
-  }
-
-  async function api(path, options) {
-    const response = await fetch(path, {
-      ...(options || {}),
-      headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
-    });
-    const body = await response.json().catch(() => null);
-    if (!response.ok) {
-      const error = new Error(body && body.error ? body.error.message : response.statusText);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
   }
 
   const coursePath = (rest) => `/api/v1/courses/${encodeURIComponent(state.course)}${rest}`;
@@ -348,14 +313,13 @@
       notice("");
       $("studio").hidden = false;
     } catch (e) {
-      notice(e.status === 401 ? "This token is not valid or has expired." : e.message);
+      notice(failureMessage(e));
       $("studio").hidden = true;
       if (e.status === 401) { $("token-form").hidden = false; sessionStorage.removeItem(TOKEN_KEY); }
     }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("token-form").addEventListener("submit", (event) => { event.preventDefault(); open($("token-input").value.trim()); });
     $("course-form").addEventListener("submit", (event) => { event.preventDefault(); loadCourse(); });
     $("editor").addEventListener("input", validate);
     $("save").addEventListener("click", save);
@@ -367,10 +331,6 @@
     $("replay-run").addEventListener("click", startReplay);
     $("replay-cancel").addEventListener("click", cancelReplay);
     $("exp-start").addEventListener("click", startExperiment);
-    const fromUrl = new URLSearchParams(window.location.search).get("token");
-    const token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
-    if (fromUrl) history.replaceState(null, "", window.location.pathname);
-    if (token) open(token);
-    else { $("token-form").hidden = false; notice("Paste your course team token to start."); }
+    startWithToken(TOKEN_KEY, open, "Paste your course team token to start.");
   });
 })();

@@ -60,6 +60,8 @@ pub const ASSETS: &[Asset] = &[
     web_file!("/widget.css", CSS, "widget/widget.css"),
     web_file!("/static/demo.js", JS, "demo.js"),
     web_file!("/static/site.css", CSS, "site.css"),
+    web_file!("/static/staff.js", JS, "staff.js"),
+    web_file!("/static/staff.css", CSS, "staff.css"),
     web_file!("/mentor", HTML, "mentor.html"),
     web_file!("/mentor/mentor.js", JS, "mentor.js"),
     web_file!("/mentor/mentor.css", CSS, "mentor.css"),

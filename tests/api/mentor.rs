@@ -1114,9 +1114,17 @@ async fn the_mentor_page_and_its_assets_are_served_without_any_token_inside() {
     let (status, html) = app.call_text("GET", "/mentor", None, None).await;
     assert_eq!(status, 200);
     assert!(html.contains("/mentor/mentor.js") && html.contains("token-input"));
-    let (status, js) = app.call_text("GET", "/mentor/mentor.js", None, None).await;
-    assert_eq!(status, 200);
+    // The page's files: what it shares with the prompt studio, then its own.
+    assert!(html.contains("/static/staff.js") && html.contains("/static/staff.css"));
+    let mut js = String::new();
+    for path in ["/static/staff.js", "/mentor/mentor.js"] {
+        let (status, body) = app.call_text("GET", path, None, None).await;
+        assert_eq!(status, 200, "{path}");
+        js.push_str(&body);
+    }
     assert!(js.contains("Authorization") && !js.contains("demo/token"));
-    let (status, _) = app.call_text("GET", "/mentor/mentor.css", None, None).await;
-    assert_eq!(status, 200);
+    for path in ["/static/staff.css", "/mentor/mentor.css"] {
+        let (status, _) = app.call_text("GET", path, None, None).await;
+        assert_eq!(status, 200, "{path}");
+    }
 }

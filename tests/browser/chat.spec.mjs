@@ -6,35 +6,17 @@
 // saves a screenshot. The last line of stdout is
 // `RESULT {json}` with the ids the caller checks over the HTTP API.
 // Usage: node chat.spec.mjs <base-url> <learner-token> <question> <mentor-text> <png-path>
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { check, finish, launch, newPage, run, screenshot, specArgs } from "./helpers.mjs";
 
-const [base, token, question, mentorText, pngPath] = process.argv.slice(2);
-if (!pngPath) {
-  console.error("usage: node chat.spec.mjs <base-url> <token> <question> <mentor-text> <png>");
-  process.exit(2);
-}
+const [base, token, question, mentorText, pngPath] =
+  specArgs("chat.spec.mjs", ["base-url", "token", "question", "mentor-text", "png"]);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 // What the learner types in the thumbs-down's comment box (returned in RESULT).
 const commentText = "The answer shows a for loop; I asked about while — é, ü and 中 included.";
-const failures = [];
-const check = (ok, what) => { if (!ok) failures.push(what); };
 let result = null;
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") failures.push(`console error: ${message.text()}`);
-  });
+await run(browser, async () => {
+  const page = await newPage(browser);
   // Keep a handle on the widget's sockets so the test can drop the connection.
   await page.addInitScript(() => {
     const Native = window.WebSocket;
@@ -100,8 +82,7 @@ try {
   const commentBox = answer.locator("form.feedback-comment");
   await commentBox.waitFor({ timeout: 10000 });
   await commentBox.locator("textarea").fill(commentText);
-  mkdirSync(dirname(pngPath), { recursive: true });
-  await page.screenshot({ path: pngPath.replace(/\.png$/, "-comment.png") });
+  await screenshot(page, pngPath.replace(/\.png$/, "-comment.png"));
   await commentBox.locator('button[type="submit"]').click();
   await commentBox.waitFor({ state: "detached", timeout: 10000 });
   const commentNote = (await rating.locator(".feedback-note").innerText()).trim();
@@ -119,9 +100,7 @@ try {
   check(await chat.locator("#input").inputValue() === "", "the sent text stays in the box");
   check(await mentor.isEnabled(), "Ask my mentor stays disabled after the confirmation");
 
-  mkdirSync(dirname(pngPath), { recursive: true });
-  await page.screenshot({ path: pngPath });
-  console.log(`screenshot saved to ${pngPath}`);
+  await screenshot(page, pngPath);
 
   const state = await page.evaluate(() => document.getElementById("companion-chat").companion.state());
   const reply = state.messages.find((m) => m.role === "assistant");
@@ -133,14 +112,5 @@ try {
     flagId: state.mentorRequests.length ? state.mentorRequests[0].flagId : null,
     comment: reply && reply.feedbackComment,
   };
-} catch (error) {
-  failures.push(String(error && error.stack ? error.stack : error));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
-console.log("chat: answer, sources, rating, its comment and mentor request work");
-console.log(`RESULT ${JSON.stringify(result)}`);
+});
+finish({ summary: "chat: answer, sources, rating, its comment and mentor request work", result });

@@ -1,28 +1,14 @@
 // Opens the mentor page in headless Chromium on a learner with a discouragement flag, checks
 // that the flag shows its trend over the last weeks, and saves a screenshot.
 // Usage: node discouraged.spec.mjs <base-url> <mentor-token> <learner-id> <png-path>
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { failures, finish, launch, newPage, run, screenshot, specArgs } from "./helpers.mjs";
 
-const [base, token, learnerId, pngPath] = process.argv.slice(2);
-if (!pngPath) {
-  console.error("usage: node discouraged.spec.mjs <base-url> <token> <learner-id> <png>");
-  process.exit(2);
-}
+const [base, token, learnerId, pngPath] =
+  specArgs("discouraged.spec.mjs", ["base-url", "token", "learner-id", "png"]);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const failures = [];
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
+const browser = await launch();
+await run(browser, async () => {
+  const page = await newPage(browser, { consoleErrors: false });
   await page.goto(`${base}/mentor?token=${encodeURIComponent(token)}`);
   const item = page.locator(`.learner[data-learner-id="${learnerId}"]`);
   await item.waitFor({ timeout: 15000 });
@@ -37,13 +23,6 @@ try {
   if (bars !== 8) failures.push(`trend has ${bars} bars, expected 8`);
   const direction = await flag.locator(".trend-direction").textContent();
   console.log(`trend ${trend}: ${direction}`);
-  mkdirSync(dirname(pngPath), { recursive: true });
-  await page.screenshot({ path: pngPath, fullPage: true });
-  console.log(`screenshot saved to ${pngPath}`);
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+  await screenshot(page, pngPath, { fullPage: true });
+});
+finish();

@@ -1,34 +1,15 @@
 // Opens the mentor page in headless Chromium as a mentor, checks that the flagged learner shows
 // its badges and that the digest renders, and saves a screenshot.
 // Usage: node mentor.spec.mjs <base-url> <mentor-token> <learner-id> <expected-goal> <png-path>
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { failures, finish, launch, newPage, run, screenshot, specArgs } from "./helpers.mjs";
 
-const [base, token, learnerId, expectedGoal, pngPath] = process.argv.slice(2);
-if (!pngPath) {
-  console.error("usage: node mentor.spec.mjs <base-url> <token> <learner-id> <goal> <png>");
-  process.exit(2);
-}
+const [base, token, learnerId, expectedGoal, pngPath] =
+  specArgs("mentor.spec.mjs", ["base-url", "token", "learner-id", "goal", "png"]);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const failures = [];
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    // The malformed search below answers 400 on purpose; Chromium logs every non-2xx response.
-    if (message.type() === "error" && !/status of 400/.test(message.text())) {
-      failures.push(`console error: ${message.text()}`);
-    }
-  });
+const browser = await launch();
+await run(browser, async () => {
+  // The malformed search below answers 400 on purpose; Chromium logs every non-2xx response.
+  const page = await newPage(browser, { expected: (text) => /status of 400/.test(text) });
   await page.goto(`${base}/mentor?token=${encodeURIComponent(token)}`);
   const item = page.locator(`.learner[data-learner-id="${learnerId}"]`);
   await item.waitFor({ timeout: 15000 });
@@ -44,9 +25,7 @@ try {
     if (!text.includes(wanted)) failures.push(`digest lacks ${JSON.stringify(wanted)}`);
   }
   if ((await summary.locator("li.goal").count()) === 0) failures.push("no goal line rendered");
-  mkdirSync(dirname(pngPath), { recursive: true });
-  await page.screenshot({ path: pngPath, fullPage: true });
-  console.log(`screenshot saved to ${pngPath}`);
+  await screenshot(page, pngPath, { fullPage: true });
 
   // The conversation view: messages with their sources, and an annotation added through the form.
   await page.locator('.tabs button[data-tab="conversations"]').click();
@@ -72,13 +51,5 @@ try {
   await page.locator("#search-form button").click();
   await malformed.waitFor({ state: "visible", timeout: 15000 });
   if (!/quote/.test(await malformed.innerText())) failures.push("malformed search shows no clear message");
-} catch (error) {
-  failures.push(String(error && error.stack ? error.stack : error));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
-console.log("mentor page: badges and digest rendered");
+});
+finish({ summary: "mentor page: badges and digest rendered" });

@@ -6,29 +6,14 @@
 // again, and replaces the partial text in the same bubble. The last line of stdout is
 // `RESULT {json}`.
 // Usage: node resume.spec.mjs <base-url> <learner-token> <png-path>
-import { chromium } from "playwright-core";
+import { check, finish, launch, newPage, ROUTED_HOST_PAGE, run, specArgs } from "./helpers.mjs";
 
-const [base, token, pngPath] = process.argv.slice(2);
-if (!pngPath) {
-  console.error("usage: node resume.spec.mjs <base-url> <token> <png>");
-  process.exit(2);
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    // The host page is routed by Playwright (no address): Chromium would count it as public
-    // and refuse its socket to the loopback server.
-    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
-  ],
-});
-const failures = [];
-const check = (ok, what) => { if (!ok) failures.push(what); };
+const [base, token, pngPath] = specArgs("resume.spec.mjs", ["base-url", "token", "png"]);
+const browser = await launch([ROUTED_HOST_PAGE]);
 const result = {};
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
+await run(browser, async () => {
+  // The server is killed mid-answer: console errors about the lost socket are expected.
+  const page = await newPage(browser, { consoleErrors: false });
   const frames = [];
   page.on("websocket", (ws) => ws.on("framesent", (f) => frames.push(String(f.payload))));
   await page.route(`${base}/host.html`, (route) => route.fulfill({
@@ -68,13 +53,5 @@ try {
   check(result.resumeFrames >= 1, "the widget did not send resume");
   check(result.askFrames === 1, `the question was sent ${result.askFrames} times`);
   await page.screenshot({ path: pngPath });
-} catch (error) {
-  failures.push(String(error && error.stack ? error.stack : error));
-} finally {
-  await browser.close();
-}
-console.log(`RESULT ${JSON.stringify(result)}`);
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+});
+finish({ result });

@@ -4,33 +4,18 @@
 // Then a preview for a learner, promote and roll back, an experiment, and the coaching note's
 // template (no preview, eval, replay or experiment for it).
 // Usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>
-import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { failures, finish, launch, newPage, run, specArgs } from "./helpers.mjs";
 
-const [base, token, versionA, versionB, learnerId, pngDir] = process.argv.slice(2);
-if (!pngDir) {
-  console.error("usage: node studio.spec.mjs <base-url> <token> <version-a> <version-b> <learner-id> <png-dir>");
-  process.exit(2);
-}
+const [base, token, versionA, versionB, learnerId, pngDir] = specArgs(
+  "studio.spec.mjs", ["base-url", "token", "version-a", "version-b", "learner-id", "png-dir"]);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-const failures = [];
+const browser = await launch();
 const result = {};
-try {
+await run(browser, async () => {
   mkdirSync(pngDir, { recursive: true });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") failures.push(`console error: ${message.text()}`);
-  });
+  const page = await newPage(browser);
   await page.goto(`${base}/studio?token=${encodeURIComponent(token)}`);
   const itemA = page.locator(`.version[data-version="${versionA}"]`);
   const itemB = page.locator(`.version[data-version="${versionB}"]`);
@@ -105,13 +90,5 @@ try {
   await page.click("#course-form button[type=submit]");
   await page.locator('.version[data-version^="default:coaching@"]').waitFor({ timeout: 15000 });
   result.coachingPanels = await page.locator("section.panel:not([hidden]) h2").evaluateAll((titles) => titles.map((t) => t.id));
-} catch (error) {
-  failures.push(String(error && error.stack ? error.stack : error));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
-console.log("RESULT " + JSON.stringify(result));
+});
+finish({ result });

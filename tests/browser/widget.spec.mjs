@@ -10,17 +10,14 @@
 // violation; the French UI for a French learner; no header text cut at 360 px; screenshots at
 // 1280 and 360 px; the widget's gzipped size. The last line of stdout is `RESULT {json}`.
 // Usage: node widget.spec.mjs <base-url> <english-token> <french-token> <png-dir>
-import { chromium } from "playwright-core";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
+import { check, finish, launch, recordErrors, ROUTED_HOST_PAGE, run, specArgs } from "./helpers.mjs";
 
-const [base, tokenEn, tokenFr, pngDir] = process.argv.slice(2);
-if (!pngDir) {
-  console.error("usage: node widget.spec.mjs <base-url> <en-token> <fr-token> <png-dir>");
-  process.exit(2);
-}
+const [base, tokenEn, tokenFr, pngDir] =
+  specArgs("widget.spec.mjs", ["base-url", "en-token", "fr-token", "png-dir"]);
 mkdirSync(pngDir, { recursive: true });
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -34,19 +31,7 @@ const hostPage = (token, extra = "") => `<!doctype html>
 <companion-chat token="${token}" course="python-foundations" page-url="/course/python-foundations/02-control-flow/02-while-loops"${extra}></companion-chat>
 </body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    // The host page is routed by Playwright (no address), so Chromium counts it as public and
-    // would refuse its requests to the loopback server; a real course site reaches a public one.
-    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
-  ],
-});
-const failures = [];
-const check = (ok, what) => { if (!ok) failures.push(what); };
+const browser = await launch([ROUTED_HOST_PAGE]);
 // axe-core reads the stylesheets itself; its cross-origin reads fail, which is not the widget's.
 let axeRunning = false;
 const result = {};
@@ -54,10 +39,7 @@ const result = {};
 async function open(context, token, viewport) {
   const page = await context.newPage({ viewport });
   await page.setViewportSize(viewport);
-  page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error" && !axeRunning) failures.push(`console error: ${message.text()}`);
-  });
+  recordErrors(page, { expected: () => axeRunning });
   await page.route(`${HOST}/**`, (route) => route.fulfill({
     status: 200, contentType: "text/html; charset=utf-8", body: hostPage(token),
   }));
@@ -71,7 +53,7 @@ const inShadow = (page, fn, arg) => page.evaluate(
   [fn.toString(), arg],
 );
 
-try {
+await run(browser, async () => {
   // ------------------------------------------------------------------ size
   const widget = await (await fetch(`${base}/widget.js`)).arrayBuffer();
   const libs = await fetch(`${base}/widget/libs.js`);
@@ -306,15 +288,8 @@ try {
   await small.screenshot({ path: join(pngDir, "widget-360.png") });
   await phone.close();
   await context.close();
-} catch (error) {
-  failures.push(String(error && error.stack ? error.stack : error));
-} finally {
-  await browser.close();
-}
-if (failures.length) {
-  console.error(failures.join("\n"));
-  console.log(`RESULT ${JSON.stringify(result)}`);
-  process.exit(1);
-}
-console.log("widget: rendering while streaming, inert hostile HTML, copy, rating, cancel, history, transparency, axe, French, 360 px");
-console.log(`RESULT ${JSON.stringify(result)}`);
+});
+finish({
+  summary: "widget: rendering while streaming, inert hostile HTML, copy, rating, cancel, history, transparency, axe, French, 360 px",
+  result,
+});

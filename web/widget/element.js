@@ -1334,18 +1334,7 @@ function createChat(host, shadow, server) {
     delete root.dataset.model;
     rememberConversation(newClientId());
     S.restored = true;
-    // The server learns the new id on the next connection.
-    if (S.ws) {
-      const ws = S.ws;
-      socketLost(ws, true);
-      try { ws.close(1000, 'new conversation'); } catch { /* already closed */ }
-    }
-    S.attempt = 0;
-    clearTimeout(S.reconnectTimer);
-    S.reconnectTimer = null;
-    connect();
-    setHistoryOpen(false);
-    ui.input.focus();
+    reconnectForConversation('new conversation');
   }
 
   // ---------------------------------------------------------------- controls
@@ -1500,6 +1489,22 @@ function createChat(host, shadow, server) {
     ui.moreConversations.hidden = !S.conversationsCursor;
   }
 
+  // After the conversation shown changed: the server learns its id on the next connection, so
+  // the socket is closed and opened again at once; the list closes, the question box is focused.
+  function reconnectForConversation(reason) {
+    if (S.ws) {
+      const ws = S.ws;
+      socketLost(ws, true);
+      try { ws.close(1000, reason); } catch { /* already closed */ }
+    }
+    S.attempt = 0;
+    clearTimeout(S.reconnectTimer);
+    S.reconnectTimer = null;
+    connect();
+    setHistoryOpen(false);
+    ui.input.focus();
+  }
+
   function openConversation(id) {
     if (id === S.conversationId) {
       setHistoryOpen(false);
@@ -1511,17 +1516,7 @@ function createChat(host, shadow, server) {
     ui.messages.textContent = '';
     rememberConversation(id, true);
     S.restored = false;
-    if (S.ws) {
-      const ws = S.ws;
-      socketLost(ws, true);
-      try { ws.close(1000, 'other conversation'); } catch { /* already closed */ }
-    }
-    S.attempt = 0;
-    clearTimeout(S.reconnectTimer);
-    S.reconnectTimer = null;
-    connect();
-    setHistoryOpen(false);
-    ui.input.focus();
+    reconnectForConversation('other conversation');
   }
 
   async function copyCode(button) {
