@@ -157,6 +157,15 @@ fn code_of(line: &str) -> &str {
     line.split("//").next().unwrap_or("")
 }
 
+/// The identifier `text` starts with, if any.
+fn leading_ident(text: &str) -> Option<String> {
+    let name: String = text
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Every top-level module a line names through `crate::`, including `crate::{a::X, b}`.
 fn crate_paths(code: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -165,24 +174,13 @@ fn crate_paths(code: &str) -> Vec<String> {
         rest = &rest[at + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.push(name);
-                }
-            }
+            found.extend(
+                group[..end]
+                    .split(',')
+                    .filter_map(|item| leading_ident(item.trim())),
+            );
         } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.push(name);
-            }
+            found.extend(leading_ident(rest));
         }
     }
     found

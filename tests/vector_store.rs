@@ -48,16 +48,30 @@ fn point(chunk: Chunk, learner: Option<&str>, dense: Option<Vec<f32>>) -> Indexe
     }
 }
 
-/// A fresh, empty index with `points` in it.
-async fn fill(store: &dyn VectorStore, schema: IndexSchema, points: Vec<IndexedPoint>) {
-    store.prepare(schema, true).await.unwrap();
+/// Points with no dense vector, one per `(course, source, chunk_idx, text, learner)`.
+fn sparse_points(rows: &[(&str, &str, usize, &str, Option<&str>)]) -> Vec<IndexedPoint> {
+    rows.iter()
+        .map(|&(course, source, chunk_idx, text, learner)| {
+            point(chunk(course, source, chunk_idx, text), learner, None)
+        })
+        .collect()
+}
+
+/// Upserts `points` and commits them.
+async fn write(store: &dyn VectorStore, points: Vec<IndexedPoint>) {
+    store.upsert(points).await.unwrap();
+    store.commit().await.unwrap();
+}
+
+/// A fresh, empty index of [`SCHEMA`] with `points` in it.
+async fn fill(store: &dyn VectorStore, points: Vec<IndexedPoint>) {
+    store.prepare(SCHEMA, true).await.unwrap();
     assert_eq!(
         store.count().await.unwrap(),
         0,
         "prepare with reset empties"
     );
-    store.upsert(points).await.unwrap();
-    store.commit().await.unwrap();
+    write(store, points).await;
 }
 
 async fn bm25_search(
@@ -84,29 +98,16 @@ fn texts(hits: &[Hit]) -> Vec<&str> {
 }
 
 async fn prepare_upsert_and_count(store: &dyn VectorStore) {
-    let points = vec![
-        point(
-            chunk("py", "loops.md", 0, "While loops repeat a block."),
-            None,
-            None,
-        ),
-        point(
-            chunk("py", "loops.md", 1, "For loops walk a sequence."),
-            None,
-            None,
-        ),
-        point(
-            chunk("py", "lists.md", 0, "Lists hold items in order."),
-            None,
-            None,
-        ),
-    ];
-    fill(store, SCHEMA, points.clone()).await;
+    let points = sparse_points(&[
+        ("py", "loops.md", 0, "While loops repeat a block.", None),
+        ("py", "loops.md", 1, "For loops walk a sequence.", None),
+        ("py", "lists.md", 0, "Lists hold items in order.", None),
+    ]);
+    fill(store, points.clone()).await;
     assert_eq!(store.count().await.unwrap(), 3);
 
     // Upserting the same ids again replaces, never duplicates.
-    store.upsert(points).await.unwrap();
-    store.commit().await.unwrap();
+    write(store, points).await;
     assert_eq!(store.count().await.unwrap(), 3);
 
     // Preparing again with the same schema and no reset keeps the points.
@@ -121,24 +122,12 @@ async fn bm25_search_finds_the_right_chunk(store: &dyn VectorStore) {
         0,
         "Functions return values to the caller.",
     );
-    fill(
-        store,
-        SCHEMA,
-        vec![
-            point(
-                chunk("py", "py/loops.md", 0, "While loops repeat a block."),
-                None,
-                None,
-            ),
-            point(functions.clone(), None, None),
-            point(
-                chunk("py", "lists.md", 0, "Lists hold items in order."),
-                None,
-                None,
-            ),
-        ],
-    )
-    .await;
+    let mut points = sparse_points(&[
+        ("py", "py/loops.md", 0, "While loops repeat a block.", None),
+        ("py", "lists.md", 0, "Lists hold items in order.", None),
+    ]);
+    points.insert(1, point(functions.clone(), None, None));
+    fill(store, points).await;
     let hits = bm25_search(store, "how does a function return a value?", None, None).await;
     assert!(!hits.is_empty(), "no hits");
     assert_eq!(hits[0].chunk, functions, "got {:?}", texts(&hits));
@@ -157,7 +146,6 @@ async fn hybrid_search_fuses_both_retrievers(store: &dyn VectorStore) {
     let sparse_only = chunk("py", "dicts.md", 0, "Dictionaries map keys to values.");
     fill(
         store,
-        SCHEMA,
         vec![
             point(dense_only.clone(), None, Some(vec![1.0, 0.0, 0.0, 0.0])),
             point(sparse_only.clone(), None, Some(vec![-1.0, 0.0, 0.0, 0.0])),
@@ -220,38 +208,24 @@ async fn hybrid_search_fuses_both_retrievers(store: &dyn VectorStore) {
 }
 
 async fn course_filter_excludes_other_courses(store: &dyn VectorStore) {
-    fill(
-        store,
-        SCHEMA,
-        vec![
-            point(
-                chunk("py", "py/loops.md", 0, "While loops repeat a block."),
-                None,
-                None,
-            ),
-            point(
-                chunk(
-                    "js",
-                    "js/loops.md",
-                    0,
-                    "While loops repeat a block in JavaScript.",
-                ),
-                None,
-                None,
-            ),
-            point(
-                chunk(
-                    "my course",
-                    "my course/loops.md",
-                    0,
-                    "While loops repeat, with spaces.",
-                ),
-                None,
-                None,
-            ),
-        ],
-    )
-    .await;
+    let points = sparse_points(&[
+        ("py", "py/loops.md", 0, "While loops repeat a block.", None),
+        (
+            "js",
+            "js/loops.md",
+            0,
+            "While loops repeat a block in JavaScript.",
+            None,
+        ),
+        (
+            "my course",
+            "my course/loops.md",
+            0,
+            "While loops repeat, with spaces.",
+            None,
+        ),
+    ]);
+    fill(store, points).await;
     let courses = |hits: Vec<Hit>| {
         let mut c: Vec<String> = hits.into_iter().map(|h| h.chunk.course).collect();
         c.sort();
@@ -287,23 +261,11 @@ async fn course_filter_excludes_other_courses(store: &dyn VectorStore) {
 }
 
 async fn learner_files_are_private(store: &dyn VectorStore) {
-    fill(
-        store,
-        SCHEMA,
-        vec![
-            point(
-                chunk("py", "zoo.md", 0, "A zebra in the course notes."),
-                None,
-                None,
-            ),
-            point(
-                chunk("py", "mine.md", 0, "My own zebra notes."),
-                Some("a"),
-                None,
-            ),
-        ],
-    )
-    .await;
+    let points = sparse_points(&[
+        ("py", "zoo.md", 0, "A zebra in the course notes.", None),
+        ("py", "mine.md", 0, "My own zebra notes.", Some("a")),
+    ]);
+    fill(store, points).await;
     let owners = |hits: &[Hit]| {
         let mut o: Vec<Option<String>> = hits.iter().map(|h| h.learner.clone()).collect();
         o.sort();
@@ -328,44 +290,16 @@ async fn learner_files_are_private(store: &dyn VectorStore) {
 }
 
 async fn delete_source_removes_only_that_source(store: &dyn VectorStore) {
-    fill(
-        store,
-        SCHEMA,
-        vec![
-            point(
-                chunk("py", "notes.md", 0, "Course notes, part one."),
-                None,
-                None,
-            ),
-            point(
-                chunk("py", "notes.md", 1, "Course notes, part two."),
-                None,
-                None,
-            ),
-            point(chunk("py", "other.md", 0, "Other course page."), None, None),
-            point(
-                chunk("py", "notes.md", 0, "Learner a notes, part one."),
-                Some("a"),
-                None,
-            ),
-            point(
-                chunk("py", "notes.md", 1, "Learner a notes, part two."),
-                Some("a"),
-                None,
-            ),
-            point(
-                chunk("py", "notes.md", 0, "Learner b notes."),
-                Some("b"),
-                None,
-            ),
-            point(
-                chunk("py", "my notes.md", 0, "Learner a, spaced name."),
-                Some("a"),
-                None,
-            ),
-        ],
-    )
-    .await;
+    let points = sparse_points(&[
+        ("py", "notes.md", 0, "Course notes, part one.", None),
+        ("py", "notes.md", 1, "Course notes, part two.", None),
+        ("py", "other.md", 0, "Other course page.", None),
+        ("py", "notes.md", 0, "Learner a notes, part one.", Some("a")),
+        ("py", "notes.md", 1, "Learner a notes, part two.", Some("a")),
+        ("py", "notes.md", 0, "Learner b notes.", Some("b")),
+        ("py", "my notes.md", 0, "Learner a, spaced name.", Some("a")),
+    ]);
+    fill(store, points).await;
     assert_eq!(store.count().await.unwrap(), 7);
 
     store.delete_source("notes.md", Some("a")).await.unwrap();
@@ -401,7 +335,6 @@ async fn a_different_schema_resets_the_index(store: &dyn VectorStore) {
     let loops = chunk("py", "loops.md", 0, "While loops repeat a block.");
     fill(
         store,
-        SCHEMA,
         vec![point(loops.clone(), None, Some(vec![1.0, 0.0, 0.0, 0.0]))],
     )
     .await;
@@ -414,11 +347,7 @@ async fn a_different_schema_resets_the_index(store: &dyn VectorStore) {
         0,
         "a new dense size recreates the collection"
     );
-    store
-        .upsert(vec![point(loops.clone(), None, Some(vec![0.5; 8]))])
-        .await
-        .unwrap();
-    store.commit().await.unwrap();
+    write(store, vec![point(loops.clone(), None, Some(vec![0.5; 8]))]).await;
     assert_eq!(store.count().await.unwrap(), 1);
 
     let bm25_only = IndexSchema { dense_dim: None };
@@ -428,11 +357,7 @@ async fn a_different_schema_resets_the_index(store: &dyn VectorStore) {
         0,
         "dropping the dense vector recreates it"
     );
-    store
-        .upsert(vec![point(loops.clone(), None, None)])
-        .await
-        .unwrap();
-    store.commit().await.unwrap();
+    write(store, vec![point(loops.clone(), None, None)]).await;
     store.prepare(bm25_only, false).await.unwrap();
     assert_eq!(
         store.count().await.unwrap(),
@@ -469,7 +394,6 @@ async fn the_payload_round_trips_to_the_same_chunk(store: &dyn VectorStore) {
     };
     fill(
         store,
-        SCHEMA,
         vec![
             point(
                 original.clone(),
@@ -498,33 +422,13 @@ async fn the_payload_round_trips_to_the_same_chunk(store: &dyn VectorStore) {
 }
 
 async fn delete_learner_removes_only_that_learners_chunks(store: &dyn VectorStore) {
-    fill(
-        store,
-        SCHEMA,
-        vec![
-            point(
-                chunk("py", "page.md", 0, "Course page on loops."),
-                None,
-                None,
-            ),
-            point(
-                chunk("py", "game.py", 0, "Learner a game loop."),
-                Some("a"),
-                None,
-            ),
-            point(
-                chunk("py", "util.py", 0, "Learner a helper loop."),
-                Some("a"),
-                None,
-            ),
-            point(
-                chunk("py", "game.py", 0, "Learner b game loop."),
-                Some("b"),
-                None,
-            ),
-        ],
-    )
-    .await;
+    let points = sparse_points(&[
+        ("py", "page.md", 0, "Course page on loops.", None),
+        ("py", "game.py", 0, "Learner a game loop.", Some("a")),
+        ("py", "util.py", 0, "Learner a helper loop.", Some("a")),
+        ("py", "game.py", 0, "Learner b game loop.", Some("b")),
+    ]);
+    fill(store, points).await;
     store.delete_learner("a").await.unwrap();
     store.commit().await.unwrap();
     assert_eq!(store.count().await.unwrap(), 2);
@@ -633,7 +537,7 @@ async fn a_qdrant_cluster_keeps_answering_when_a_peer_is_lost() {
         }))
         .collect();
     let total = points.len();
-    fill(&store(&cluster.peers[0]), SCHEMA, points).await;
+    fill(&store(&cluster.peers[0]), points).await;
 
     let lost = cluster.peers.remove(2);
     drop(lost);
@@ -658,14 +562,7 @@ async fn a_qdrant_cluster_keeps_answering_when_a_peer_is_lost() {
     }
     // Writes go on with a peer down: each shard still has a copy to take them.
     let survivor = store(&cluster.peers[1]);
-    survivor
-        .upsert(vec![point(
-            chunk("py", "decorators.md", 0, "Decorators wrap functions."),
-            None,
-            None,
-        )])
-        .await
-        .unwrap();
-    survivor.commit().await.unwrap();
+    let decorators = ("py", "decorators.md", 0, "Decorators wrap functions.", None);
+    write(&survivor, sparse_points(&[decorators])).await;
     assert_eq!(survivor.count().await.unwrap(), total + 1);
 }

@@ -173,11 +173,7 @@ async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_rea
         )
         .await;
     assert_screenshot(&png);
-    let result: Value = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("RESULT "))
-        .map(|json| serde_json::from_str(json).expect("RESULT is JSON"))
-        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    let result = result_of(&stdout);
     // `/?token=` survives the redirect to the first page: the chat is Lin's, not the demo's.
     assert_eq!(result["learnerId"], "lin", "{result}");
     let conversation_id = result["conversationId"].as_str().expect("conversation id");
@@ -185,15 +181,7 @@ async fn the_chat_answers_and_its_thumbs_down_its_comment_and_mentor_request_rea
     let flag_id = result["flagId"].as_str().expect("flag id");
 
     let admin = app.token(Role::Admin, "root");
-    let (status, view) = app
-        .call(
-            "GET",
-            &format!("/api/v1/mentor/conversations/{conversation_id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{view}");
+    let view = app.mentor_view(&admin, conversation_id).await;
     let feedback = view["feedback"].as_array().expect("feedback list");
     assert_eq!(feedback.len(), 1, "one rating per answer: {view}");
     assert_eq!(feedback[0]["rating"], "down", "{view}");
@@ -298,15 +286,7 @@ async fn the_widget_on_a_plain_host_page_renders_while_streaming_and_keeps_hosti
     // What the widget showed is what was stored: the rating and its comment, the stopped answer.
     let admin = app.token(Role::Admin, "root");
     let conversation_id = result["conversationId"].as_str().expect("conversation id");
-    let (status, view) = app
-        .call(
-            "GET",
-            &format!("/api/v1/mentor/conversations/{conversation_id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{view}");
+    let view = app.mentor_view(&admin, conversation_id).await;
     let feedback = view["feedback"].as_array().expect("feedback list");
     assert_eq!(feedback.len(), 1, "{view}");
     assert_eq!(feedback[0]["rating"], "down", "{view}");
@@ -440,7 +420,7 @@ async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromiu
     .await;
     use_fake_llm(&mut settings, &other);
     let app = TestApp::start(settings, temp).await;
-    let token = app.token_with_course(Role::CourseTeam, "course-team", course);
+    let token = app.course_team(course);
     let mut versions = Vec::new();
     for (text, message) in [
         (
@@ -527,15 +507,7 @@ async fn the_studio_shows_an_inline_error_a_diff_an_eval_and_a_replay_in_chromiu
     assert_screenshot(&dir.join("studio.png"));
     assert_screenshot(&dir.join("studio-replay.png"));
     // What the page did went through the API: production rolled back, one experiment running.
-    let (status, experiments) = app
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{course}/experiments"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{experiments}");
+    let experiments = app.experiments(&token, course).await;
     assert_eq!(experiments[0]["running"], true, "{experiments}");
     assert_eq!(experiments[0]["arms"][1]["version"], versions[1].as_str());
 }

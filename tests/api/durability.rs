@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     Answer, FakeLlm, FakeScript, TestApp, WsClient, ask_frame, spawn_app, spawn_app_with,
-    use_fake_llm,
+    spawn_app_with_llm,
 };
 use crate::pg;
 
@@ -24,18 +24,9 @@ async fn slow_llm() -> FakeLlm {
     .await
 }
 
-async fn node_on(database_url: &str, llm: &FakeLlm) -> TestApp {
-    let url = database_url.to_string();
-    spawn_app_with(|settings| {
-        use_fake_llm(settings, llm);
-        settings.database.url = url;
-    })
-    .await
-}
-
 async fn a_node_starting_leaves_another_nodes_live_answer_streaming(database_url: &str) {
     let llm = slow_llm().await;
-    let node_a = node_on(database_url, &llm).await;
+    let node_a = spawn_app_with_llm(&llm, Some(database_url)).await;
     let token = node_a.learner_token("ada");
     let mut ws = node_a.connect(&token).await;
     let conversation = ws.ready().await.conversation_id;
@@ -47,7 +38,7 @@ async fn a_node_starting_leaves_another_nodes_live_answer_streaming(database_url
     // Once a delta arrives, node A's answer row exists as `streaming`.
     let mut frames = ws.until(|f| matches!(f, ServerFrame::Delta { .. })).await;
 
-    let node_b = node_on(database_url, &llm).await;
+    let node_b = spawn_app_with_llm(&llm, Some(database_url)).await;
 
     let (status, body) = node_b.conversation(&token, &conversation).await;
     assert_eq!(status, 200, "{body}");
@@ -91,7 +82,7 @@ async fn all_pages(app: &TestApp, token: &str, path: &str, field: &str) -> Vec<V
             None => format!("{path}?limit=3"),
             Some(cursor) => format!("{path}?limit=3&after={cursor}"),
         };
-        let (status, body) = app.call("GET", &url, Some(token), None).await;
+        let (status, body) = app.get(&url, token).await;
         assert_eq!(status, 200, "{url}: {body}");
         let items = body[field].as_array().cloned().unwrap_or_default();
         assert!(
@@ -155,21 +146,17 @@ async fn a_conversation_comes_back_page_by_page_with_every_message_exactly_once(
     // Backwards: `before` a cursor gives the messages just before the one it points at (the
     // last of the first page, every[3]).
     let (status, body) = app
-        .call(
-            "GET",
+        .get(
             &format!("/api/v1/conversations/{conversation}?limit=4"),
-            Some(&token),
-            None,
+            &token,
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let first = body["next_cursor"].as_str().unwrap().to_string();
     let (status, body) = app
-        .call(
-            "GET",
+        .get(
             &format!("/api/v1/conversations/{conversation}?limit=2&before={first}"),
-            Some(&token),
-            None,
+            &token,
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -216,11 +203,9 @@ async fn a_page_size_out_of_range_or_a_bad_cursor_is_a_clear_400() {
         "after=1.a&before=1.b",
     ] {
         let (status, body) = app
-            .call(
-                "GET",
+            .get(
                 &format!("/api/v1/conversations/{conversation}?{query}"),
-                Some(&token),
-                None,
+                &token,
             )
             .await;
         assert_eq!(status, 400, "{query}: {body}");

@@ -67,7 +67,7 @@ fn of_kind<'a>(flags: &'a [Value], kind: &str) -> Vec<&'a Value> {
 async fn flags_body(app: &TestApp, learner: &str) -> Value {
     let admin = app.token(companion::auth::Role::Admin, "root");
     let path = format!("/api/v1/mentor/learners/{learner}/flags?status=all");
-    let (status, body) = app.call("GET", &path, Some(&admin), None).await;
+    let (status, body) = app.get(&path, &admin).await;
     assert_eq!(status, 200, "{body}");
     body
 }

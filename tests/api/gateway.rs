@@ -226,9 +226,7 @@ async fn an_erased_learner_cannot_keep_chatting_nor_bring_the_profile_back_by_re
         .await
         .err();
     assert_eq!(refused, Some(403));
-    let (status, body) = app
-        .call("GET", "/api/v1/learners/gone", Some(&admin), None)
-        .await;
+    let (status, body) = app.get("/api/v1/learners/gone", &admin).await;
     assert_eq!(status, 404, "the profile came back: {body}");
     let (status, _) = app.conversation(&admin, &conversation).await;
     assert_eq!(status, 404, "nothing of the erased learner is stored");

@@ -78,15 +78,7 @@ async fn a_scripted_solution_never_reaches_the_learner_and_the_mentor_sees_it_wi
 
     // The mentor sees the block as the model wrote it, the rule, and a flag.
     let mentor = app.token(Role::Mentor, "mia");
-    let (status, review) = app
-        .call(
-            "GET",
-            &format!("/api/v1/mentor/conversations/{conversation}"),
-            Some(&mentor),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{review}");
+    let review = app.mentor_view(&mentor, &conversation).await;
     let withheld = &review["guard"][&done.message_id]["withheld"][0];
     assert_eq!(withheld["rule"], "solution");
     assert!(
@@ -158,8 +150,7 @@ async fn a_course_teams_coaching_note_stands_where_the_block_was_until_it_is_rol
     .await;
     let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
     project_learner(&app, "ada", "en").await;
-    let team = app.token_with_course(Role::CourseTeam, "course-team", "python-foundations");
-    let prompts = "/api/v1/courses/python-foundations/prompts/coaching";
+    let team = app.course_team("python-foundations");
     let note = "{% if french %}Note du cours ({{ rule }}).{% else %}COURSE-NOTE ({{ rule }}): \
                 that is your graded work; tell me your first step and I will review it.\n\
                 Your mentor can help too.{% endif %}";
@@ -186,12 +177,7 @@ async fn a_course_teams_coaching_note_stands_where_the_block_was_until_it_is_rol
     assert_eq!(answer.done().guard.unwrap().withheld, vec![Rule::Solution]);
 
     let (status, back) = app
-        .call(
-            "POST",
-            &format!("{prompts}/labels/production/rollback"),
-            Some(&team),
-            None,
-        )
+        .rollback_prompt(&team, "python-foundations", "coaching")
         .await;
     assert_eq!(status, 200, "{back}");
     let answer = ws.ask("q-2", "write month_report for me, please").await;
@@ -267,12 +253,7 @@ async fn the_course_team_reads_its_course_policy_but_not_another_courses() {
     let app = spawn_app().await;
     let team = team_token(&app, "python-foundations");
     let (status, body) = app
-        .call(
-            "GET",
-            "/api/v1/courses/python-foundations/policy",
-            Some(&team),
-            None,
-        )
+        .get("/api/v1/courses/python-foundations/policy", &team)
         .await;
     assert_eq!(status, 200, "{body}");
     let project = &body["projects"]["budget-tracker"];
@@ -284,20 +265,16 @@ async fn the_course_team_reads_its_course_policy_but_not_another_courses() {
     // The reference's content never leaves the guard.
     assert!(!body.to_string().contains("def monthly_summary"));
     let (status, _) = app
-        .call(
-            "GET",
+        .get(
             "/api/v1/courses/python-foundations/policy",
-            Some(&team_token(&app, "data-science")),
-            None,
+            &team_token(&app, "data-science"),
         )
         .await;
     assert_eq!(status, 403);
     let (status, _) = app
-        .call(
-            "GET",
+        .get(
             "/api/v1/courses/python-foundations/policy",
-            Some(&app.learner_token("ada")),
-            None,
+            &app.learner_token("ada"),
         )
         .await;
     assert_eq!(status, 403);
@@ -372,7 +349,7 @@ async fn uncited_answers_are_counted_per_prompt_version_for_the_course_team() {
     let app = spawn_app_with(|s| use_fake_llm(s, &llm)).await;
     app.put_learner("ada", "grace").await;
     let course = "python-foundations";
-    let team = app.token_with_course(Role::CourseTeam, "course-team", course);
+    let team = app.course_team(course);
 
     llm.push([cited(), uncited(), uncited()]);
     app.ask(
@@ -399,7 +376,7 @@ async fn uncited_answers_are_counted_per_prompt_version_for_the_course_team() {
     .await;
 
     let path = format!("/api/v1/courses/{course}/citations");
-    let (status, body) = app.call("GET", &path, Some(&team), None).await;
+    let (status, body) = app.get(&path, &team).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["days"], 30, "{body}");
     let row = |id: &str| {
@@ -434,15 +411,11 @@ async fn uncited_answers_are_counted_per_prompt_version_for_the_course_team() {
 
     // Another course's team and the learner are refused; a bad window is a clear 400.
     let other = app.token_with_course(Role::CourseTeam, "other-team", "web-basics");
-    let (status, _) = app.call("GET", &path, Some(&other), None).await;
+    let (status, _) = app.get(&path, &other).await;
     assert_eq!(status, 403);
-    let (status, _) = app
-        .call("GET", &path, Some(&app.learner_token("ada")), None)
-        .await;
+    let (status, _) = app.get(&path, &app.learner_token("ada")).await;
     assert_eq!(status, 403);
-    let (status, refused) = app
-        .call("GET", &format!("{path}?days=0"), Some(&team), None)
-        .await;
+    let (status, refused) = app.get(&format!("{path}?days=0"), &team).await;
     assert_eq!(status, 400, "{refused}");
     assert!(refused.to_string().contains("days"), "{refused}");
 }

@@ -11,7 +11,9 @@ use companion::http::ws::protocol::{ClientFrame, ServerFrame};
 use companion::review::Rating;
 use serde_json::{Value, json};
 
-use crate::helpers::{Behaviour, FakeLlm, FakeScript, TestApp, spawn_app_with, use_fake_llm};
+use crate::helpers::{
+    Behaviour, FakeLlm, FakeScript, TestApp, spawn_app_with, spawn_app_with_llm, use_fake_llm,
+};
 
 const COURSE: &str = "python-foundations";
 const MARKER: &str = "REPLAY-CANDIDATE-3";
@@ -25,12 +27,23 @@ async fn app_with(llm: &FakeLlm, passage_tokens: usize) -> TestApp {
     .await
 }
 
-fn team(app: &TestApp) -> String {
-    app.token_with_course(Role::CourseTeam, "course-team", COURSE)
+/// The stored prompt of `message`, read with `token`; the status and the reply.
+async fn prompt_of(app: &TestApp, token: Option<&str>, message: &str) -> (u16, Value) {
+    let path = format!("/api/v1/messages/{message}/prompt");
+    app.call("GET", &path, token, None).await
 }
 
-fn prompt_path(message: &str) -> String {
-    format!("/api/v1/messages/{message}/prompt")
+/// Ada, a learner of the course, and the plan of her last session with Grace, her mentor.
+async fn ada_with_a_mentor_plan(app: &TestApp) {
+    app.put_learner("ada", "grace").await;
+    app.add_session(
+        "grace",
+        "ada",
+        &crate::helpers::today(),
+        "Ada mixes up while and for.",
+        &["Write a loop that stops on a flag"],
+    )
+    .await;
 }
 
 /// The messages of a request the fake model received, as `(role, content)`.
@@ -53,41 +66,20 @@ async fn the_inspector_shows_exactly_what_the_model_received_to_the_team_the_men
     let llm = FakeLlm::start(FakeScript::default()).await;
     // A small passage budget, so that the budget leaves passages out.
     let app = app_with(&llm, 300).await;
-    app.put_learner("ada", "grace").await;
-    app.add_session(
-        "grace",
-        "ada",
-        &crate::helpers::today(),
-        "Ada mixes up while and for.",
-        &["Write a loop that stops on a flag"],
-    )
-    .await;
+    ada_with_a_mentor_plan(&app).await;
     let asked = app.ask("ada", &["How do I stop a while loop?"]).await;
     let requests = llm.requests();
     assert_eq!(requests.len(), 1);
     let sent = request_messages(&requests[0]);
 
-    let (status, body) = app
-        .call(
-            "GET",
-            &prompt_path(&asked[0].answer_id),
-            Some(&team(&app)),
-            None,
-        )
-        .await;
+    let team = app.course_team(COURSE);
+    let (status, body) = prompt_of(&app, Some(&team), &asked[0].answer_id).await;
     assert_eq!(status, 200, "{body}");
-    let shown: Vec<(String, String)> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_string(),
-                m["content"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(shown, sent, "the inspector shows the very messages sent");
+    assert_eq!(
+        request_messages(&body),
+        sent,
+        "the inspector shows the very messages sent"
+    );
     for message in body["messages"].as_array().unwrap() {
         assert!(message["tokens"].as_u64().unwrap() > 0, "{message}");
     }
@@ -147,9 +139,7 @@ async fn the_inspector_shows_exactly_what_the_model_received_to_the_team_the_men
         app.token(Role::Mentor, "grace"),
         app.token(Role::Admin, "root"),
     ] {
-        let (status, again) = app
-            .call("GET", &prompt_path(&asked[0].answer_id), Some(&token), None)
-            .await;
+        let (status, again) = prompt_of(&app, Some(&token), &asked[0].answer_id).await;
         assert_eq!(status, 200, "{again}");
         assert_eq!(again["messages"], body["messages"]);
     }
@@ -164,22 +154,16 @@ async fn the_inspector_shows_exactly_what_the_model_received_to_the_team_the_men
         (app.token(Role::Mentor, "linus"), 404),
     ];
     for (token, expected) in refused {
-        let (status, reply) = app
-            .call("GET", &prompt_path(&asked[0].answer_id), Some(&token), None)
-            .await;
+        let (status, reply) = prompt_of(&app, Some(&token), &asked[0].answer_id).await;
         assert_eq!(status, expected, "{reply}");
         assert!(reply.get("messages").is_none(), "{reply}");
     }
     // A question has no prompt; nor has an id that is no message.
     for id in [asked[0].question_id.as_str(), "no-such-message"] {
-        let (status, reply) = app
-            .call("GET", &prompt_path(id), Some(&team(&app)), None)
-            .await;
+        let (status, reply) = prompt_of(&app, Some(&team), id).await;
         assert_eq!(status, 404, "{reply}");
     }
-    let (status, _) = app
-        .call("GET", &prompt_path(&asked[0].answer_id), None, None)
-        .await;
+    let (status, _) = prompt_of(&app, None, &asked[0].answer_id).await;
     assert_eq!(status, 401);
 
     // An answer the model failed keeps the prompt it was sent, too.
@@ -200,14 +184,7 @@ async fn the_inspector_shows_exactly_what_the_model_received_to_the_team_the_men
         .find(|m| m["id"] == failed[0].answer_id.as_str())
         .unwrap();
     assert_eq!(answer["status"], "failed", "{answer}");
-    let (status, body) = app
-        .call(
-            "GET",
-            &prompt_path(&failed[0].answer_id),
-            Some(&team(&app)),
-            None,
-        )
-        .await;
+    let (status, body) = prompt_of(&app, Some(&team), &failed[0].answer_id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["messages"].as_array().unwrap().len(), sent.len());
     assert_eq!(body["messages"][0]["content"], sent[0].1.as_str());
@@ -232,11 +209,9 @@ pub async fn thumbs_down(app: &TestApp, learner: &str, answer: &str) {
 
 async fn replay_state(app: &TestApp, id: &str, query: &str) -> Value {
     let (status, body) = app
-        .call(
-            "GET",
+        .get(
             &format!("/api/v1/courses/{COURSE}/replays/{id}{query}"),
-            Some(&team(app)),
-            None,
+            &app.course_team(COURSE),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -255,13 +230,29 @@ async fn wait_ended(app: &TestApp, id: &str) -> Value {
 }
 
 async fn start_replay(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
-    app.call(
-        "POST",
-        &format!("/api/v1/courses/{COURSE}/replays"),
-        Some(token),
-        Some(body),
-    )
-    .await
+    app.post(&format!("/api/v1/courses/{COURSE}/replays"), token, body)
+        .await
+}
+
+/// `POST`s `body` to the course's system prompt's `rest` (`/validate`, `/preview`, `/eval`) as
+/// `token`; the status and the reply.
+async fn post_system(app: &TestApp, token: &str, rest: &str, body: Value) -> (u16, Value) {
+    let path = format!("/api/v1/courses/{COURSE}/prompts/system{rest}");
+    app.post(&path, token, body).await
+}
+
+/// The course's replays, read with `token`; asserts the call worked.
+async fn replays(app: &TestApp, token: &str) -> Value {
+    let path = format!("/api/v1/courses/{COURSE}/replays");
+    let (status, list) = app.get(&path, token).await;
+    assert_eq!(status, 200, "{list}");
+    list
+}
+
+/// Cancels replay `id` with `token`; the status and the reply.
+async fn cancel_replay(app: &TestApp, token: &str, id: &str) -> (u16, Value) {
+    let path = format!("/api/v1/courses/{COURSE}/replays/{id}/cancel");
+    app.call("POST", &path, Some(token), None).await
 }
 
 #[tokio::test]
@@ -280,14 +271,8 @@ async fn a_replay_answers_from_the_stored_context_on_postgresql_too() {
 
 async fn replay_from_the_stored_context(database_url: Option<String>) {
     let llm = FakeLlm::start(FakeScript::default()).await;
-    let app = spawn_app_with(|settings| {
-        use_fake_llm(settings, &llm);
-        if let Some(url) = database_url {
-            settings.database.url = url;
-        }
-    })
-    .await;
-    let token = team(&app);
+    let app = spawn_app_with_llm(&llm, database_url.as_deref()).await;
+    let token = app.course_team(COURSE);
     app.put_learner("ada", "grace").await;
     app.upload_project_file(
         "ada",
@@ -331,11 +316,10 @@ async fn replay_from_the_stored_context(database_url: Option<String>) {
         "You are the {MARKER} tutor of {{{{ learner_name }}}} on {{{{ course }}}}. Cite passages."
     );
     let (status, saved) = app
-        .call(
-            "POST",
+        .post(
             &format!("/api/v1/courses/{COURSE}/prompts/system/versions"),
-            Some(&token),
-            Some(json!({"text": candidate, "message": "a replay candidate"})),
+            &token,
+            json!({"text": candidate, "message": "a replay candidate"}),
         )
         .await;
     assert_eq!(status, 201, "{saved}");
@@ -407,15 +391,7 @@ async fn replay_from_the_stored_context(database_url: Option<String>) {
     assert_eq!(history_after["messages"], history_before["messages"]);
 
     // Listed for the course.
-    let (status, list) = app
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{COURSE}/replays"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{list}");
+    let list = replays(&app, &token).await;
     assert_eq!(list[0]["id"], id.as_str());
 
     // Erasing the learner takes the kept prompts and the replayed turns with the answers.
@@ -424,9 +400,7 @@ async fn replay_from_the_stored_context(database_url: Option<String>) {
         .call("DELETE", "/api/v1/learners/ada", Some(&admin), None)
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = app
-        .call("GET", &prompt_path(&asked[0].answer_id), Some(&admin), None)
-        .await;
+    let (status, _) = prompt_of(&app, Some(&admin), &asked[0].answer_id).await;
     assert_eq!(status, 404);
     let erased = replay_state(&app, &id, "").await;
     assert_eq!(erased["turns"], json!([]), "{erased}");
@@ -436,7 +410,7 @@ async fn replay_from_the_stored_context(database_url: Option<String>) {
 async fn a_replay_is_paged_cancellable_and_bounded() {
     let llm = FakeLlm::start(FakeScript::default()).await;
     let app = app_with(&llm, 3000).await;
-    let token = team(&app);
+    let token = app.course_team(COURSE);
     app.put_learner("ada", "grace").await;
     app.ask(
         "ada",
@@ -491,15 +465,7 @@ async fn a_replay_is_paged_cancellable_and_bounded() {
         let (status, reply) = start_replay(&app, &token, json!({"candidate": default_id})).await;
         assert_eq!(status, 403, "{reply}");
     }
-    let (status, list) = app
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{COURSE}/replays"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{list}");
+    let list = replays(&app, &token).await;
     assert_eq!(list, json!([]));
 
     // Paged: three turns, two a page.
@@ -540,14 +506,7 @@ async fn a_replay_is_paged_cancellable_and_bounded() {
     let (status, started) = start_replay(&app, &token, json!({"candidate": default_id})).await;
     assert_eq!(status, 202, "{started}");
     let id = started["id"].as_str().unwrap().to_string();
-    let (status, cancelled) = app
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{COURSE}/replays/{id}/cancel"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let (status, cancelled) = cancel_replay(&app, &token, &id).await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -558,21 +517,12 @@ async fn a_replay_is_paged_cancellable_and_bounded() {
         assert_eq!(turn["status"], "cancelled", "{turn}");
         assert_eq!(turn["candidate"], Value::Null, "{turn}");
     }
-    let (status, again) = app
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{COURSE}/replays/{id}/cancel"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let (status, again) = cancel_replay(&app, &token, &id).await;
     assert_eq!(status, 409, "{again}");
     let (status, missing) = app
-        .call(
-            "GET",
+        .get(
             &format!("/api/v1/courses/web-basics/replays/{id}"),
-            Some(&app.token(Role::Admin, "root")),
-            None,
+            &app.token(Role::Admin, "root"),
         )
         .await;
     assert_eq!(
@@ -599,7 +549,7 @@ async fn flagged_turns_can_be_chosen_and_without_a_model_the_replay_says_it_is_o
     let (mut settings, temp) = app.stop().await;
     settings.llm = None;
     let app = TestApp::start(settings, temp).await;
-    let token = team(&app);
+    let token = app.course_team(COURSE);
     let default_id = companion::prompt::TemplateName::System.default_version_id();
     let (status, started) = start_replay(
         &app,
@@ -638,55 +588,31 @@ async fn flagged_turns_can_be_chosen_and_without_a_model_the_replay_says_it_is_o
 async fn the_studio_validates_previews_for_a_learner_of_the_course_and_runs_the_evals() {
     // No model: the evals use the deterministic fake, which a bad candidate fails.
     let app = crate::helpers::spawn_app().await;
-    let token = team(&app);
-    app.put_learner("ada", "grace").await;
-    app.add_session(
-        "grace",
-        "ada",
-        &crate::helpers::today(),
-        "Ada mixes up while and for.",
-        &["Write a loop that stops on a flag"],
-    )
-    .await;
+    let token = app.course_team(COURSE);
+    ada_with_a_mentor_plan(&app).await;
     app.put_profile(
         "zoe",
         json!({"name": "Zoe", "locale": "en", "course": "web-basics"}),
     )
     .await;
-    let path = |rest: &str| format!("/api/v1/courses/{COURSE}/prompts/system{rest}");
 
-    let (status, checked) = app
-        .call(
-            "POST",
-            &path("/validate"),
-            Some(&token),
-            Some(json!({"text": "Hello {{ learner_name }}\n{% if french %}\n"})),
-        )
-        .await;
+    let broken = json!({"text": "Hello {{ learner_name }}\n{% if french %}\n"});
+    let (status, checked) = post_system(&app, &token, "/validate", broken).await;
     assert_eq!(status, 200, "{checked}");
     assert_eq!(checked["valid"], false);
     assert_eq!(checked["line"], 2, "{checked}");
-    let (_, checked) = app
-        .call(
-            "POST",
-            &path("/validate"),
-            Some(&token),
-            Some(json!({"text": "Hello {{ learner_name }}"})),
-        )
-        .await;
+    let fine = json!({"text": "Hello {{ learner_name }}"});
+    let (_, checked) = post_system(&app, &token, "/validate", fine).await;
     assert_eq!(checked["valid"], true, "{checked}");
 
     let text = format!("You are the {MARKER} tutor of {{{{ learner_name }}}}.");
-    let (status, preview) = app
-        .call(
-            "POST",
-            &path("/preview"),
-            Some(&token),
-            Some(
-                json!({"text": text, "learner": "ada", "question": "How do I stop a while loop?"}),
-            ),
-        )
-        .await;
+    let (status, preview) = post_system(
+        &app,
+        &token,
+        "/preview",
+        json!({"text": text, "learner": "ada", "question": "How do I stop a while loop?"}),
+    )
+    .await;
     assert_eq!(status, 200, "{preview}");
     let messages = preview["messages"].as_array().unwrap();
     assert_eq!(messages[0]["role"], "system");
@@ -706,32 +632,25 @@ async fn the_studio_validates_previews_for_a_learner_of_the_course_and_runs_the_
     }
     // Nothing was asked or stored for it.
     let (_, conversations) = app
-        .call(
-            "GET",
-            "/api/v1/me/conversations",
-            Some(&app.learner_token("ada")),
-            None,
-        )
+        .get("/api/v1/me/conversations", &app.learner_token("ada"))
         .await;
     assert_eq!(conversations["conversations"], json!([]), "{conversations}");
     // A learner of another course is not previewed; a broken text is refused.
-    let (status, body) = app
-        .call(
-            "POST",
-            &path("/preview"),
-            Some(&token),
-            Some(json!({"text": text, "learner": "zoe"})),
-        )
-        .await;
+    let (status, body) = post_system(
+        &app,
+        &token,
+        "/preview",
+        json!({"text": text, "learner": "zoe"}),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = app
-        .call(
-            "POST",
-            &path("/preview"),
-            Some(&token),
-            Some(json!({"text": "{{ learner_email }}", "learner": "ada"})),
-        )
-        .await;
+    let (status, body) = post_system(
+        &app,
+        &token,
+        "/preview",
+        json!({"text": "{{ learner_email }}", "learner": "ada"}),
+    )
+    .await;
     assert_eq!(status, 422, "{body}");
 
     // The shipped cases: the shipped prompt passes, the deliberately bad candidate regresses.
@@ -739,14 +658,7 @@ async fn the_studio_validates_previews_for_a_learner_of_the_course_and_runs_the_
         crate::helpers::repo_root().join("prompts/evals/candidates/bad-system.md"),
     )
     .unwrap();
-    let (status, report) = app
-        .call(
-            "POST",
-            &path("/eval"),
-            Some(&token),
-            Some(json!({"text": bad})),
-        )
-        .await;
+    let (status, report) = post_system(&app, &token, "/eval", json!({"text": bad})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["offline"], true);
     assert_eq!(report["model"], "instructed-fake");
@@ -756,14 +668,7 @@ async fn the_studio_validates_previews_for_a_learner_of_the_course_and_runs_the_
         "{report}"
     );
     let default_id = companion::prompt::TemplateName::System.default_version_id();
-    let (status, report) = app
-        .call(
-            "POST",
-            &path("/eval"),
-            Some(&token),
-            Some(json!({"version": default_id})),
-        )
-        .await;
+    let (status, report) = post_system(&app, &token, "/eval", json!({"version": default_id})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["regressions"], json!([]), "{report}");
 }

@@ -64,12 +64,7 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
 
     // Per-learner reads: the mentor and admins; everyone else gets the 404 of a missing learner.
     let (_, missing) = app
-        .call(
-            "GET",
-            "/api/v1/mentor/learners/nobody/digest",
-            Some(&mentor),
-            None,
-        )
+        .get("/api/v1/mentor/learners/nobody/digest", &mentor)
         .await;
     assert_eq!(missing["error"]["code"], "not_found");
     for path in [
@@ -84,7 +79,7 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
             ("course team", &course_team, 404),
             ("the learner", &learner, 404),
         ] {
-            let (status, body) = app.call("GET", path, Some(token), None).await;
+            let (status, body) = app.get(path, token).await;
             assert_eq!(status, expected, "{who} GET {path}: {body}");
             if expected == 404 {
                 assert_eq!(
@@ -118,11 +113,9 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
     // A conversation, a message to annotate, a flag to resolve: the same rule, by their owner.
     let conversation_path = format!("/api/v1/mentor/conversations/{conversation}");
     let (_, missing_conversation) = app
-        .call(
-            "GET",
+        .get(
             "/api/v1/mentor/conversations/0190aaaa-0000-7000-8000-000000000000",
-            Some(&admin),
-            None,
+            &admin,
         )
         .await;
     let annotate_path = format!("/api/v1/mentor/messages/{answer}/annotations");
@@ -132,42 +125,36 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
         ("course team", &course_team),
         ("the learner", &learner),
     ] {
-        let (status, body) = app.call("GET", &conversation_path, Some(token), None).await;
+        let (status, body) = app.get(&conversation_path, token).await;
         assert_eq!(
             (status, &body),
             (404, &missing_conversation),
             "{who} reads the conversation"
         );
         let (status, _) = app
-            .call(
-                "POST",
+            .post(
                 &annotate_path,
-                Some(token),
-                Some(json!({"kind": "comment", "text": "hi"})),
+                token,
+                json!({"kind": "comment", "text": "hi"}),
             )
             .await;
         assert_eq!(status, 404, "{who} annotates");
-        let (status, _) = app
-            .call("POST", &resolve_path, Some(token), Some(json!({})))
-            .await;
+        let (status, _) = app.post(&resolve_path, token, json!({})).await;
         assert_eq!(status, 404, "{who} resolves");
     }
     for token in [&mentor, &admin] {
-        let (status, body) = app.call("GET", &conversation_path, Some(token), None).await;
+        let (status, body) = app.get(&conversation_path, token).await;
         assert_eq!(status, 200, "{body}");
         let (status, body) = app
-            .call(
-                "POST",
+            .post(
                 &annotate_path,
-                Some(token),
-                Some(json!({"kind": "comment", "text": "Good question."})),
+                token,
+                json!({"kind": "comment", "text": "Good question."}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
     }
-    let (status, body) = app
-        .call("POST", &resolve_path, Some(&mentor), Some(json!({})))
-        .await;
+    let (status, body) = app.post(&resolve_path, &mentor, json!({})).await;
     assert_eq!(status, 200, "{body}");
 
     // Collections: mentors see their own learners, admins everyone, other roles are refused.
@@ -179,23 +166,17 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
             .map(|l| l["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, body) = app
-        .call("GET", "/api/v1/mentor/learners", Some(&mentor), None)
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/learners", &mentor).await;
     assert_eq!(ids(&body), vec!["ada"]);
-    let (_, body) = app
-        .call("GET", "/api/v1/mentor/learners", Some(&other_mentor), None)
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/learners", &other_mentor).await;
     assert_eq!(ids(&body), vec!["bob"]);
-    let (_, body) = app
-        .call("GET", "/api/v1/mentor/learners", Some(&admin), None)
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/learners", &admin).await;
     let mut all = ids(&body);
     all.sort();
     assert_eq!(all, vec!["ada", "bob"]);
     for token in [&learner, &course_team] {
         for path in ["/api/v1/mentor/learners", "/api/v1/mentor/search?q=loop"] {
-            let (status, _) = app.call("GET", path, Some(token), None).await;
+            let (status, _) = app.get(path, token).await;
             assert_eq!(status, 403, "{path}");
         }
     }
@@ -210,22 +191,11 @@ async fn every_mentor_endpoint_follows_the_authorization_matrix() {
         ids.dedup();
         ids
     };
-    let (_, body) = app
-        .call("GET", "/api/v1/mentor/search?q=loop", Some(&mentor), None)
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/search?q=loop", &mentor).await;
     assert_eq!(learners_of(&body), vec!["ada"]);
-    let (_, body) = app
-        .call(
-            "GET",
-            "/api/v1/mentor/search?q=loop",
-            Some(&other_mentor),
-            None,
-        )
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/search?q=loop", &other_mentor).await;
     assert_eq!(learners_of(&body), vec!["bob"]);
-    let (_, body) = app
-        .call("GET", "/api/v1/mentor/search?q=loop", Some(&admin), None)
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/search?q=loop", &admin).await;
     assert_eq!(learners_of(&body), vec!["ada", "bob"]);
 
     // Deleting a learner: admins and the platform only; a refusal looks like a missing learner.
@@ -429,14 +399,7 @@ async fn the_digest_groups_questions_since_the_session_and_tracks_goals() {
     app.wait_flags("eve", |f| count_kind(f, "human_requested") > 0)
         .await;
     let mentor = app.token(Role::Mentor, "grace");
-    let (status, digest) = app
-        .call(
-            "GET",
-            "/api/v1/mentor/learners/eve/digest",
-            Some(&mentor),
-            None,
-        )
-        .await;
+    let (status, digest) = app.get("/api/v1/mentor/learners/eve/digest", &mentor).await;
     assert_eq!(status, 200, "{digest}");
     // Only what came after the session.
     assert_eq!(digest["n_questions"], 2, "{digest}");
@@ -519,11 +482,9 @@ async fn with_an_llm_the_digest_is_written_from_the_template_and_the_facts() {
     app.ask("fay", &["How does range work in a for loop?"])
         .await;
     let (status, digest) = app
-        .call(
-            "GET",
+        .get(
             "/api/v1/mentor/learners/fay/digest",
-            Some(&app.token(Role::Admin, "root")),
-            None,
+            &app.token(Role::Admin, "root"),
         )
         .await;
     assert_eq!(status, 200, "{digest}");
@@ -555,8 +516,7 @@ async fn a_course_teams_digest_version_writes_the_digest_of_its_learners_until_r
     .await;
     app.ask("fay", &["How does range work in a for loop?"])
         .await;
-    let team = app.token_with_course(Role::CourseTeam, "course-team", "python-foundations");
-    let prompts = "/api/v1/courses/python-foundations/prompts/digest";
+    let team = app.course_team("python-foundations");
     let text = format!(
         "{MARKER}: for the mentor of {{{{ learner }}}}, in {{{{ language }}}}, since \
          {{{{ since }}}}, three bullet points.\n<facts>\n{{{{ data }}}}\n</facts>\n"
@@ -570,12 +530,7 @@ async fn a_course_teams_digest_version_writes_the_digest_of_its_learners_until_r
         let (app, admin, llm) = (&app, admin.clone(), &llm);
         async move {
             let (status, digest) = app
-                .call(
-                    "GET",
-                    &format!("/api/v1/mentor/learners/{learner}/digest"),
-                    Some(&admin),
-                    None,
-                )
+                .get(&format!("/api/v1/mentor/learners/{learner}/digest"), &admin)
                 .await;
             assert_eq!(status, 200, "{digest}");
             assert_eq!(digest["written_by"], "llm", "{digest}");
@@ -602,12 +557,7 @@ async fn a_course_teams_digest_version_writes_the_digest_of_its_learners_until_r
     assert_eq!(digest["prompt_version"], shipped.as_str(), "{digest}");
 
     let (status, back) = app
-        .call(
-            "POST",
-            &format!("{prompts}/labels/production/rollback"),
-            Some(&team),
-            None,
-        )
+        .rollback_prompt(&team, "python-foundations", "digest")
         .await;
     assert_eq!(status, 200, "{back}");
     let (digest, request) = digest_of("fay").await;
@@ -625,9 +575,7 @@ async fn a_question_whose_case_folding_changes_lengths_is_found_not_a_crash() {
     let question = "\u{212A}€loop İİ why does my loop never stop?";
     app.ask("ines", &[question]).await;
     let mentor = app.token(Role::Mentor, "grace");
-    let (status, body) = app
-        .call("GET", "/api/v1/mentor/search?q=loop", Some(&mentor), None)
-        .await;
+    let (status, body) = app.get("/api/v1/mentor/search?q=loop", &mentor).await;
     assert_eq!(status, 200, "{body}");
     let snippets = body["hits"].to_string();
     assert!(snippets.contains("€loop İİ"), "{body}");
@@ -650,7 +598,7 @@ async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
         let path = format!("/api/v1/mentor/search?q={}", urlencode(q));
         let app = &app;
         let mentor = mentor.clone();
-        async move { app.call("GET", &path, Some(&mentor), None).await }
+        async move { app.get(&path, &mentor).await }
     };
     let (status, body) = search("100%").await;
     assert_eq!(status, 200, "{body}");
@@ -698,12 +646,7 @@ async fn search_finds_phrases_literally_and_refuses_malformed_queries() {
         );
     }
     let (status, _) = app
-        .call(
-            "GET",
-            "/api/v1/mentor/search?q=loop&limit=0",
-            Some(&mentor),
-            None,
-        )
+        .get("/api/v1/mentor/search?q=loop&limit=0", &mentor)
         .await;
     assert_eq!(status, 400);
 }
@@ -729,23 +672,15 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
     let mentor = app.token(Role::Mentor, "grace");
     let path = format!("/api/v1/mentor/messages/{}/annotations", asked[0].answer_id);
     let (status, body) = app
-        .call(
-            "POST",
+        .post(
             &path,
-            Some(&mentor),
-            Some(json!({"kind": "correction", "text": "Use enumerate when you need the index."})),
+            &mentor,
+            json!({"kind": "correction", "text": "Use enumerate when you need the index."}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["annotation"]["author_id"], "grace");
-    let (_, view) = app
-        .call(
-            "GET",
-            &format!("/api/v1/mentor/conversations/{}", asked[0].conversation_id),
-            Some(&mentor),
-            None,
-        )
-        .await;
+    let view = app.mentor_view(&mentor, &asked[0].conversation_id).await;
     let annotations = view["annotations"].as_array().unwrap();
     assert_eq!(annotations.len(), 1);
     assert_eq!(annotations[0]["kind"], "correction");
@@ -775,7 +710,7 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
             "1 to 4000",
         ),
     ] {
-        let (status, response) = app.call("POST", &path, Some(&mentor), Some(body)).await;
+        let (status, response) = app.post(&path, &mentor, body).await;
         assert_eq!(status, 400, "{response}");
         assert!(
             response["error"]["message"]
@@ -786,11 +721,10 @@ async fn annotations_show_in_the_conversation_and_bad_ones_are_refused() {
         );
     }
     let (status, _) = app
-        .call(
-            "POST",
+        .post(
             "/api/v1/mentor/messages/no-such-message/annotations",
-            Some(&mentor),
-            Some(json!({"kind": "comment", "text": "hi"})),
+            &mentor,
+            json!({"kind": "comment", "text": "hi"}),
         )
         .await;
     assert_eq!(status, 404);
@@ -811,9 +745,7 @@ async fn the_export_is_complete_paginated_and_bounded() {
         )
         .await;
     let learner = app.learner_token("ivy");
-    let (status, body) = app
-        .call("GET", "/api/v1/learners/ivy/export", Some(&learner), None)
-        .await;
+    let (status, body) = app.get("/api/v1/learners/ivy/export", &learner).await;
     assert_eq!(status, 200, "{body}");
     let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 6);
@@ -830,7 +762,7 @@ async fn the_export_is_complete_paginated_and_bounded() {
             Some(c) => format!("/api/v1/learners/ivy/export?limit=1&cursor={c}"),
             None => "/api/v1/learners/ivy/export?limit=1".to_string(),
         };
-        let (status, page) = app.call("GET", &path, Some(&learner), None).await;
+        let (status, page) = app.get(&path, &learner).await;
         assert_eq!(status, 200, "{page}");
         let page_messages = page["messages"].as_array().unwrap();
         assert!(page_messages.len() <= 1);
@@ -886,12 +818,7 @@ async fn the_export_is_complete_paginated_and_bounded() {
         ("format=pdf", "format"),
     ] {
         let (status, body) = app
-            .call(
-                "GET",
-                &format!("/api/v1/learners/ivy/export?{query}"),
-                Some(&learner),
-                None,
-            )
+            .get(&format!("/api/v1/learners/ivy/export?{query}"), &learner)
             .await;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(
@@ -947,25 +874,16 @@ async fn deleting_a_learner_removes_everything_about_them() {
         "/api/v1/mentor/learners/kim/flags",
         "/api/v1/mentor/learners/kim/digest",
     ] {
-        let (status, _) = app.call("GET", path, Some(&admin), None).await;
+        let (status, _) = app.get(path, &admin).await;
         assert_eq!(status, 404, "{path}");
     }
-    let (_, body) = app
-        .call(
-            "GET",
-            "/api/v1/mentor/search?q=recursion",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/search?q=recursion", &admin).await;
     let hits = body["hits"].as_array().unwrap();
     assert!(
         !hits.is_empty() && hits.iter().all(|h| h["learner_id"] == "lou"),
         "{body}"
     );
-    let (_, body) = app
-        .call("GET", "/api/v1/mentor/learners", Some(&admin), None)
-        .await;
+    let (_, body) = app.get("/api/v1/mentor/learners", &admin).await;
     assert!(!body.to_string().contains("\"kim\""), "{body}");
     let (status, _) = app
         .call("DELETE", "/api/v1/learners/kim", Some(&admin), None)
@@ -973,9 +891,7 @@ async fn deleting_a_learner_removes_everything_about_them() {
     assert_eq!(status, 404, "a second delete finds nothing");
     // Back as a new learner: nothing of the old one remains, project files included.
     app.put_learner("kim", "grace").await;
-    let (status, export) = app
-        .call("GET", "/api/v1/learners/kim/export", Some(&admin), None)
-        .await;
+    let (status, export) = app.get("/api/v1/learners/kim/export", &admin).await;
     assert_eq!(status, 200, "{export}");
     assert!(
         export["messages"].as_array().unwrap().is_empty(),
@@ -1094,13 +1010,8 @@ async fn feedback_frames_are_checked_against_the_learners_own_answers() {
         ServerFrame::FeedbackSaved { .. }
     ));
     ws.close().await;
-    let (_, view) = app
-        .call(
-            "GET",
-            &format!("/api/v1/mentor/conversations/{}", mine[0].conversation_id),
-            Some(&app.token(Role::Admin, "root")),
-            None,
-        )
+    let view = app
+        .mentor_view(&app.token(Role::Admin, "root"), &mine[0].conversation_id)
         .await;
     let feedback = view["feedback"].as_array().unwrap();
     assert_eq!(feedback.len(), 1, "{view}");

@@ -25,17 +25,6 @@ fn model() -> FakeScript {
     }
 }
 
-async fn node(llm: &FakeLlm, database_url: Option<&str>) -> TestApp {
-    let url = database_url.map(str::to_string);
-    spawn_app_with(|settings| {
-        use_fake_llm(settings, llm);
-        if let Some(url) = url {
-            settings.database.url = url;
-        }
-    })
-    .await
-}
-
 fn team(app: &TestApp, course: &str) -> String {
     app.token_with_course(Role::CourseTeam, "team-1", course)
 }
@@ -77,7 +66,7 @@ const FORBID: &str = "answer = \"hints\"\nforbidden = [\"grocery\"]\n";
 #[tokio::test]
 async fn a_course_team_edits_its_course_policy_and_answers_are_held_to_it_until_it_is_deleted() {
     let llm = FakeLlm::start(model()).await;
-    let app = node(&llm, None).await;
+    let app = spawn_app_with_llm(&llm, None).await;
     course_learner(&app, "ada").await;
     let token = team(&app, COURSE);
     assert_eq!(withheld(&app, "ada", "q-1").await, vec![]);
@@ -93,7 +82,7 @@ async fn a_course_team_edits_its_course_policy_and_answers_are_held_to_it_until_
     assert_eq!(withheld(&app, "ada", "q-2").await, vec![Rule::Forbidden]);
 
     // The course's policy in force is the override; the project's is still its file.
-    let (status, view) = app.call("GET", &path("/policy"), Some(&token), None).await;
+    let (status, view) = app.get(&path("/policy"), &token).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["policy"]["source"]["kind"], "override", "{view}");
     assert_eq!(view["policy"]["forbidden"], json!(["grocery"]));
@@ -108,9 +97,7 @@ async fn a_course_team_edits_its_course_policy_and_answers_are_held_to_it_until_
     assert_eq!(body["policy"]["source"]["kind"], "file", "{body}");
     assert_eq!(withheld(&app, "ada", "q-3").await, vec![]);
 
-    let (status, history) = app
-        .call("GET", &path("/policy/history"), Some(&token), None)
-        .await;
+    let (status, history) = app.get(&path("/policy/history"), &token).await;
     assert_eq!(status, 200, "{history}");
     let changes = history["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 2, "{history}");
@@ -171,13 +158,11 @@ async fn a_project_policy_edit_is_checked_like_a_file_and_a_refused_one_changes_
     assert!(message.contains("line 1"), "the line is named: {message}");
 
     // The last good text stays in force, and the history has only it.
-    let (_, view) = app.call("GET", &path("/policy"), Some(&token), None).await;
+    let (_, view) = app.get(&path("/policy"), &token).await;
     let in_force = &view["projects"]["budget-tracker"];
     assert_eq!(in_force["forbidden"], json!(["ledger"]), "{view}");
     assert_eq!(in_force["source"]["version"], 1);
-    let (_, history) = app
-        .call("GET", &path("/policy/history"), Some(&token), None)
-        .await;
+    let (_, history) = app.get(&path("/policy/history"), &token).await;
     assert_eq!(history["changes"].as_array().unwrap().len(), 1, "{history}");
     assert_eq!(history["changes"][0]["project"], "budget-tracker");
 
@@ -225,14 +210,7 @@ async fn another_courses_team_a_learner_and_a_mentor_cannot_edit_a_course_policy
             assert_eq!(status, 403, "{method} {rest}: {body}");
         }
     }
-    let (_, history) = app
-        .call(
-            "GET",
-            &path("/policy/history"),
-            Some(&team(&app, COURSE)),
-            None,
-        )
-        .await;
+    let (_, history) = app.get(&path("/policy/history"), &team(&app, COURSE)).await;
     assert_eq!(history["changes"], json!([]), "nothing was written");
 }
 
@@ -242,8 +220,8 @@ async fn an_edit_through_node_a_is_enforced_by_node_b_at_its_next_answer() {
         return;
     };
     let (llm_a, llm_b) = (FakeLlm::start(model()).await, FakeLlm::start(model()).await);
-    let node_a = node(&llm_a, Some(&url)).await;
-    let node_b = node(&llm_b, Some(&url)).await;
+    let node_a = spawn_app_with_llm(&llm_a, Some(&url)).await;
+    let node_b = spawn_app_with_llm(&llm_b, Some(&url)).await;
     course_learner(&node_a, "ada").await;
     let token = team(&node_a, COURSE);
     // Node B has answered (and read the policies) before the change.
@@ -255,9 +233,7 @@ async fn an_edit_through_node_a_is_enforced_by_node_b_at_its_next_answer() {
     assert_eq!(withheld(&node_b, "ada", "q-2").await, vec![Rule::Forbidden]);
     // Sooner than the 5 s the files are read again: the generation, not the file loop.
     assert!(edited.elapsed() < Duration::from_secs(5));
-    let (_, view) = node_b
-        .call("GET", &path("/policy"), Some(&token), None)
-        .await;
+    let (_, view) = node_b.get(&path("/policy"), &token).await;
     assert_eq!(view["policy"]["source"]["kind"], "override", "{view}");
 
     // Deleted through node B: node A's next answer is held to the file again.
@@ -266,8 +242,6 @@ async fn an_edit_through_node_a_is_enforced_by_node_b_at_its_next_answer() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(withheld(&node_a, "ada", "q-3").await, vec![]);
-    let (_, history) = node_a
-        .call("GET", &path("/policy/history"), Some(&token), None)
-        .await;
+    let (_, history) = node_a.get(&path("/policy/history"), &token).await;
     assert_eq!(history["changes"].as_array().unwrap().len(), 2, "{history}");
 }

@@ -128,12 +128,7 @@ async fn attachments_ratings_and_mentor_requests_past_their_rates_are_refused_wi
     let token = app.learner_token("ada");
     let mut ws = app.connect(&token).await;
     ws.ready().await;
-    let snippet = |n: u32| ClientFrame::Attach {
-        id: Some(format!("a-{n}")),
-        name: None,
-        content: format!("x = {n}"),
-        project: None,
-    };
+    let snippet = |n: u32| attach_frame(&format!("a-{n}"), None, &format!("x = {n}"));
     for n in 0..2 {
         ws.send(snippet(n)).await;
         assert!(
@@ -293,12 +288,7 @@ async fn projects_and_upload_bytes_per_learner_are_capped_with_a_429() {
     );
     // What was accepted is there.
     let (status, body) = app
-        .call(
-            "GET",
-            "/api/v1/learners/ada/projects/one/files",
-            Some(&service),
-            None,
-        )
+        .get("/api/v1/learners/ada/projects/one/files", &service)
         .await;
     assert_eq!(status, 200, "{body}");
     let text = body.to_string();

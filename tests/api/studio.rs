@@ -5,14 +5,13 @@
 //! experiment keeps each learner on one arm and counts each arm's answers.
 use std::time::{Duration, Instant};
 
-use companion::auth::Role;
 use companion::http::ws::protocol::ClientFrame;
 use companion::prompt::TemplateName;
 use companion::prompt::experiment::{Arm, assign};
 use companion::review::Rating;
 use serde_json::{Value, json};
 
-use crate::helpers::{FakeLlm, FakeScript, TestApp, spawn_app_with, use_fake_llm};
+use crate::helpers::{FakeLlm, FakeScript, TestApp, spawn_app_with_llm};
 use crate::pg;
 
 const COURSE: &str = "python-foundations";
@@ -27,19 +26,14 @@ fn new_system_prompt() -> String {
     )
 }
 
-async fn node(llm: &FakeLlm, database_url: Option<&str>) -> TestApp {
-    let url = database_url.map(str::to_string);
-    spawn_app_with(|settings| {
-        use_fake_llm(settings, llm);
-        if let Some(url) = url {
-            settings.database.url = url;
-        }
-    })
-    .await
-}
-
-fn team(app: &TestApp) -> String {
-    app.token_with_course(Role::CourseTeam, "course-team", COURSE)
+/// The arms of a split: each version with its percent.
+fn split(arms: &[(&str, u32)]) -> Vec<Arm> {
+    arms.iter()
+        .map(|&(version, percent)| Arm {
+            version: version.to_string(),
+            percent,
+        })
+        .collect()
 }
 
 fn prompts_path(rest: &str) -> String {
@@ -77,33 +71,35 @@ async fn stored_version(app: &TestApp, learner: &str, conversation: &str, answer
     message["prompt_version"].as_str().unwrap().to_string()
 }
 
-async fn save(app: &TestApp, token: &str, text: &str, parent: Option<&str>) -> (u16, Value) {
+/// Saves `text` as a new version of `template`, on `parent` if given; the status and the reply.
+async fn save(
+    app: &TestApp,
+    token: &str,
+    template: &str,
+    text: &str,
+    parent: Option<&str>,
+) -> (u16, Value) {
     let mut body = json!({"text": text, "message": "a sharper voice"});
     if let Some(parent) = parent {
         body["parent"] = json!(parent);
     }
-    app.call(
-        "POST",
-        &prompts_path("/system/versions"),
-        Some(token),
-        Some(body),
-    )
-    .await
+    app.post(&prompts_path(&format!("/{template}/versions")), token, body)
+        .await
 }
 
 #[tokio::test]
 async fn a_course_team_promotes_a_new_system_prompt_and_a_rollback_restores_the_old_one() {
     let llm = FakeLlm::start(FakeScript::default()).await;
-    let app = node(&llm, None).await;
+    let app = spawn_app_with_llm(&llm, None).await;
     app.put_learner("ada", "grace").await;
-    let token = team(&app);
+    let token = app.course_team(COURSE);
     let default_id = TemplateName::System.default_version_id();
 
     let (system, version) = ask(&app, &llm, "ada").await;
     assert!(system.starts_with("You are Companion"), "{system}");
     assert_eq!(version, default_id);
 
-    let (status, saved) = save(&app, &token, &new_system_prompt(), None).await;
+    let (status, saved) = save(&app, &token, "system", &new_system_prompt(), None).await;
     assert_eq!(status, 201, "{saved}");
     let new_id = saved["id"].as_str().unwrap().to_string();
     assert_eq!(saved["author"], "course-team");
@@ -113,12 +109,7 @@ async fn a_course_team_promotes_a_new_system_prompt_and_a_rollback_restores_the_
     assert_eq!(version, default_id);
 
     let (status, moved) = app
-        .call(
-            "PUT",
-            &prompts_path("/system/labels/production"),
-            Some(&token),
-            Some(json!({"version": new_id})),
-        )
+        .label_prompt(&token, COURSE, "system", "production", &new_id)
         .await;
     assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["from"], Value::Null);
@@ -130,14 +121,7 @@ async fn a_course_team_promotes_a_new_system_prompt_and_a_rollback_restores_the_
     assert!(!system.contains("You are Companion"), "{system}");
     assert_eq!(version, new_id);
 
-    let (status, back) = app
-        .call(
-            "POST",
-            &prompts_path("/system/labels/production/rollback"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let (status, back) = app.rollback_prompt(&token, COURSE, "system").await;
     assert_eq!(status, 200, "{back}");
     assert_eq!(back["from"], new_id.as_str());
     assert_eq!(back["to"], Value::Null);
@@ -149,15 +133,14 @@ async fn a_course_team_promotes_a_new_system_prompt_and_a_rollback_restores_the_
 
     // Nothing left to roll back: a clear 409, the label untouched.
     let (status, body) = app
-        .call(
-            "POST",
+        .post(
             &prompts_path("/system/labels/production/rollback"),
-            Some(&token),
-            Some(json!({})),
+            &token,
+            json!({}),
         )
         .await;
     assert_eq!(status, 409, "{body}");
-    let (status, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    let (status, overview) = app.get(&prompts_path(""), &token).await;
     assert_eq!(status, 200, "{overview}");
     let system = &overview["templates"][0];
     assert_eq!(system["template"], "system");
@@ -175,24 +158,19 @@ async fn two_nodes_on_one_postgresql_both_switch_and_both_roll_back() {
         FakeLlm::start(FakeScript::default()).await,
         FakeLlm::start(FakeScript::default()).await,
     );
-    let node_a = node(&llm_a, Some(&url)).await;
-    let node_b = node(&llm_b, Some(&url)).await;
+    let node_a = spawn_app_with_llm(&llm_a, Some(&url)).await;
+    let node_b = spawn_app_with_llm(&llm_b, Some(&url)).await;
     node_a.put_learner("ada", "grace").await;
-    let token = team(&node_a);
+    let token = node_a.course_team(COURSE);
     // Node B has answered (and read the versions) before the change.
     let (system, _) = ask(&node_b, &llm_b, "ada").await;
     assert!(!system.contains(MARKER));
 
-    let (status, saved) = save(&node_a, &token, &new_system_prompt(), None).await;
+    let (status, saved) = save(&node_a, &token, "system", &new_system_prompt(), None).await;
     assert_eq!(status, 201, "{saved}");
     let new_id = saved["id"].as_str().unwrap().to_string();
     let (status, body) = node_a
-        .call(
-            "PUT",
-            &prompts_path("/system/labels/production"),
-            Some(&token),
-            Some(json!({"version": new_id})),
-        )
+        .label_prompt(&token, COURSE, "system", "production", &new_id)
         .await;
     assert_eq!(status, 200, "{body}");
 
@@ -204,14 +182,7 @@ async fn two_nodes_on_one_postgresql_both_switch_and_both_roll_back() {
 
     // Rolled back through node B: node A's next answer is on the old text again.
     let started = Instant::now();
-    let (status, body) = node_b
-        .call(
-            "POST",
-            &prompts_path("/system/labels/production/rollback"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let (status, body) = node_b.rollback_prompt(&token, COURSE, "system").await;
     assert_eq!(status, 200, "{body}");
     for (name, app, llm) in [("A", &node_a, &llm_a), ("B", &node_b, &llm_b)] {
         let (system, version) = ask(app, llm, "ada").await;
@@ -226,42 +197,19 @@ async fn two_nodes_on_one_postgresql_both_switch_and_both_roll_back() {
     // An experiment started through node A splits node B's learners, and its figures are
     // counted in PostgreSQL.
     let default_id = TemplateName::System.default_version_id();
-    let arms = json!([{"version": default_id, "percent": 30}, {"version": new_id, "percent": 70}]);
+    let arms = split(&[(default_id.as_str(), 30), (new_id.as_str(), 70)]);
     let (status, experiment) = node_a
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            Some(json!({"template": "system", "arms": arms})),
-        )
+        .start_experiment(&token, COURSE, "system", json!(arms))
         .await;
     assert_eq!(status, 201, "{experiment}");
     let id = experiment["id"].as_str().unwrap();
-    let arms = [
-        Arm {
-            version: default_id.clone(),
-            percent: 30,
-        },
-        Arm {
-            version: new_id.clone(),
-            percent: 70,
-        },
-    ];
     for n in 0..4 {
         let learner = format!("pg-learner-{n}");
         node_a.put_learner(&learner, "grace").await;
         let (_, version) = ask(&node_b, &llm_b, &learner).await;
         assert_eq!(version, assign(id, &learner, &arms).unwrap().version);
     }
-    let (status, list) = node_a
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{list}");
+    let list = node_a.experiments(&token, COURSE).await;
     let answers: u64 = list[0]["stats"]
         .as_array()
         .unwrap()
@@ -274,164 +222,130 @@ async fn two_nodes_on_one_postgresql_both_switch_and_both_roll_back() {
 #[tokio::test]
 async fn bad_versions_labels_and_splits_are_refused_and_nothing_changes() {
     let llm = FakeLlm::start(FakeScript::default()).await;
-    let app = node(&llm, None).await;
-    let token = team(&app);
-    let call = |method: &'static str, path: String, body: Value| {
-        let token = token.clone();
-        let app = &app;
-        async move { app.call(method, &path, Some(&token), Some(body)).await }
-    };
-
-    // Syntax error: the line is named.
-    let (status, body) = save(
-        &app,
-        &token,
-        "Hello {{ learner_name }}\n{% if french %}\n",
-        None,
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["code"], "unprocessable");
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("line"),
-        "{body}"
-    );
-    // A variable the header does not document.
-    let (status, body) = save(&app, &token, "Hello {{ learner_email }}", None).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("learner_email"),
-        "{body}"
-    );
-    // Past the token budget.
+    let app = spawn_app_with_llm(&llm, None).await;
+    let token = app.course_team(COURSE);
     let long = format!(
         "{{{{ learner_name }}}} {}",
         "Always be kind and precise. ".repeat(3_000)
     );
-    let (status, body) = save(&app, &token, &long, None).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tokens"),
-        "{body}"
-    );
+    for (what, text, says) in [
+        // Syntax error: the line is named.
+        (
+            "syntax error",
+            "Hello {{ learner_name }}\n{% if french %}\n",
+            "line",
+        ),
+        (
+            "undocumented variable",
+            "Hello {{ learner_email }}",
+            "learner_email",
+        ),
+        ("past the token budget", long.as_str(), "tokens"),
+    ] {
+        let (status, body) = save(&app, &token, "system", text, None).await;
+        assert_eq!(status, 422, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "unprocessable", "{what}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{what}: {body}"
+        );
+    }
     // An unknown template, another course, a learner.
-    let (status, body) = call(
-        "POST",
-        prompts_path("/digest-v9/versions"),
-        json!({"text": "x", "message": "m"}),
-    )
-    .await;
+    let (status, body) = save(&app, &token, "digest-v9", "x", None).await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = app
-        .call(
-            "POST",
+        .post(
             "/api/v1/courses/web-basics/prompts/system/versions",
-            Some(&token),
-            Some(json!({"text": "Hi {{ learner_name }}", "message": "m"})),
+            &token,
+            json!({"text": "Hi {{ learner_name }}", "message": "m"}),
         )
         .await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = app
-        .call(
-            "GET",
-            &prompts_path(""),
-            Some(&app.learner_token("ada")),
-            None,
-        )
-        .await;
+    let (status, body) = app.get(&prompts_path(""), &app.learner_token("ada")).await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = app
-        .call("GET", "/api/v1/courses/*/prompts", Some(&token), None)
-        .await;
+    let (status, body) = app.get("/api/v1/courses/*/prompts", &token).await;
     assert_eq!(
         status, 403,
         "a course team cannot change every course: {body}"
     );
 
     // Two editors on the same parent: the second is told, nothing is overwritten.
-    let (status, first) = save(&app, &token, "First {{ learner_name }}", None).await;
+    let (status, first) = save(&app, &token, "system", "First {{ learner_name }}", None).await;
     assert_eq!(status, 201, "{first}");
     let first = first["id"].as_str().unwrap().to_string();
-    let (status, second) = save(&app, &token, "Second {{ learner_name }}", Some(&first)).await;
+    let (status, second) = save(
+        &app,
+        &token,
+        "system",
+        "Second {{ learner_name }}",
+        Some(&first),
+    )
+    .await;
     assert_eq!(status, 201, "{second}");
     assert_eq!(second["parent"], first.as_str());
     let second = second["id"].as_str().unwrap().to_string();
-    let (status, body) = save(&app, &token, "Third {{ learner_name }}", Some(&first)).await;
+    let (status, body) = save(
+        &app,
+        &token,
+        "system",
+        "Third {{ learner_name }}",
+        Some(&first),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     assert!(
         body["error"]["message"].as_str().unwrap().contains(&second),
         "{body}"
     );
-    let (_, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    let (_, overview) = app.get(&prompts_path(""), &token).await;
     let versions = overview["templates"][0]["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 2, "{overview}");
     assert_eq!(overview["templates"][0]["head"], second.as_str());
     let (status, text) = app
-        .call(
-            "GET",
-            &prompts_path(&format!("/system/versions/{first}")),
-            Some(&token),
-            None,
-        )
+        .get(&prompts_path(&format!("/system/versions/{first}")), &token)
         .await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(text["text"], "First {{ learner_name }}");
 
     // Labels: an unknown version, a bad name; the live version is untouched.
-    let (status, body) = call(
-        "PUT",
-        prompts_path("/system/labels/production"),
-        json!({"version": "no-such-version"}),
-    )
-    .await;
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = call(
-        "PUT",
-        prompts_path("/system/labels/Prod%20uction"),
-        json!({"version": first}),
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
-    // An offline version cannot be the system prompt's label.
-    let (status, body) = call(
-        "PUT",
-        prompts_path("/offline/labels/production"),
-        json!({"version": first}),
-    )
-    .await;
-    assert_eq!(status, 404, "{body}");
+    for (what, template, label, version, expected) in [
+        (
+            "an unknown version",
+            "system",
+            "production",
+            "no-such-version",
+            404,
+        ),
+        ("a bad name", "system", "Prod%20uction", first.as_str(), 422),
+        // An offline version cannot be the system prompt's label.
+        (
+            "the offline template",
+            "offline",
+            "production",
+            first.as_str(),
+            404,
+        ),
+    ] {
+        let (status, body) = app
+            .label_prompt(&token, COURSE, template, label, version)
+            .await;
+        assert_eq!(status, expected, "{what}: {body}");
+    }
     // Splits that do not add up to 100.
     for arms in [
         json!([{"version": first, "percent": 50}, {"version": second, "percent": 40}]),
         json!([{"version": first, "percent": 100}]),
         json!([{"version": first, "percent": 50}, {"version": first, "percent": 50}]),
     ] {
-        let (status, body) = call(
-            "POST",
-            format!("/api/v1/courses/{COURSE}/experiments"),
-            json!({"template": "system", "arms": arms}),
-        )
-        .await;
+        let (status, body) = app
+            .start_experiment(&token, COURSE, "system", arms.clone())
+            .await;
         assert_eq!(status, 422, "{arms}: {body}");
     }
-    let (_, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    let (_, overview) = app.get(&prompts_path(""), &token).await;
     assert_eq!(overview["templates"][0]["labels"], json!([]), "{overview}");
-    let (_, experiments) = app
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(experiments, json!([]));
+    assert_eq!(app.experiments(&token, COURSE).await, json!([]));
     app.put_learner("ada", "grace").await;
     let (system, version) = ask(&app, &llm, "ada").await;
     assert!(system.starts_with("You are Companion"), "{system}");
@@ -441,50 +355,26 @@ async fn bad_versions_labels_and_splits_are_refused_and_nothing_changes() {
 #[tokio::test]
 async fn an_experiment_keeps_each_learner_on_one_arm_and_counts_each_arm() {
     let llm = FakeLlm::start(FakeScript::default()).await;
-    let app = node(&llm, None).await;
-    let token = team(&app);
+    let app = spawn_app_with_llm(&llm, None).await;
+    let token = app.course_team(COURSE);
     let default_id = TemplateName::System.default_version_id();
-    let (status, saved) = save(&app, &token, &new_system_prompt(), None).await;
+    let (status, saved) = save(&app, &token, "system", &new_system_prompt(), None).await;
     assert_eq!(status, 201, "{saved}");
     let new_id = saved["id"].as_str().unwrap().to_string();
+    let arms = split(&[(default_id.as_str(), 50), (new_id.as_str(), 50)]);
     let (status, experiment) = app
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            Some(json!({"template": "system", "arms": [
-                {"version": default_id, "percent": 50},
-                {"version": new_id, "percent": 50},
-            ]})),
-        )
+        .start_experiment(&token, COURSE, "system", json!(arms))
         .await;
     assert_eq!(status, 201, "{experiment}");
     let id = experiment["id"].as_str().unwrap().to_string();
     assert_eq!(experiment["running"], true);
     // A second one on the same template is refused while this one runs.
+    let other = split(&[(default_id.as_str(), 90), (new_id.as_str(), 10)]);
     let (status, body) = app
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            Some(json!({"template": "system", "arms": [
-                {"version": default_id, "percent": 90},
-                {"version": new_id, "percent": 10},
-            ]})),
-        )
+        .start_experiment(&token, COURSE, "system", json!(other))
         .await;
     assert_eq!(status, 409, "{body}");
 
-    let arms = [
-        Arm {
-            version: default_id.clone(),
-            percent: 50,
-        },
-        Arm {
-            version: new_id.clone(),
-            percent: 50,
-        },
-    ];
     let mut seen = std::collections::HashSet::new();
     let mut first_answer = None;
     for n in 0..6 {
@@ -520,15 +410,7 @@ async fn an_experiment_keeps_each_learner_on_one_arm_and_counts_each_arm() {
     ws.next_frame().await;
     ws.close().await;
 
-    let (status, list) = app
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{list}");
+    let list = app.experiments(&token, COURSE).await;
     let stats = list[0]["stats"].as_array().unwrap();
     let answers: u64 = stats.iter().map(|s| s["answers"].as_u64().unwrap()).sum();
     assert_eq!(answers, 13, "{list}");
@@ -548,11 +430,10 @@ async fn an_experiment_keeps_each_learner_on_one_arm_and_counts_each_arm() {
 
     // Promote the new version: the experiment stops and production points at it.
     let (status, promoted) = app
-        .call(
-            "POST",
+        .post(
             &format!("/api/v1/courses/{COURSE}/experiments/{id}/promote"),
-            Some(&token),
-            Some(json!({"version": new_id})),
+            &token,
+            json!({"version": new_id}),
         )
         .await;
     assert_eq!(status, 200, "{promoted}");
@@ -568,8 +449,8 @@ async fn an_experiment_keeps_each_learner_on_one_arm_and_counts_each_arm() {
 #[tokio::test]
 async fn bad_coaching_and_digest_versions_are_refused_and_nothing_is_stored() {
     let llm = FakeLlm::start(FakeScript::default()).await;
-    let app = node(&llm, None).await;
-    let token = team(&app);
+    let app = spawn_app_with_llm(&llm, None).await;
+    let token = app.course_team(COURSE);
     let refused: [(&str, &str, &str); 6] = [
         // A syntax error: its line is named.
         (
@@ -598,31 +479,23 @@ async fn bad_coaching_and_digest_versions_are_refused_and_nothing_is_stored() {
         ("digest", "Write a digest in {{ language }}.", "data"),
     ];
     for (template, text, says) in refused {
-        let (status, body) = app
-            .call(
-                "POST",
-                &prompts_path(&format!("/{template}/versions")),
-                Some(&token),
-                Some(json!({"text": text, "message": "try"})),
-            )
-            .await;
+        let (status, body) = save(&app, &token, template, text, None).await;
         assert_eq!(status, 422, "{template}: {text:?}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{template}: {message}");
         // The studio's inline check says the same, as data.
         let (status, checked) = app
-            .call(
-                "POST",
+            .post(
                 &prompts_path(&format!("/{template}/validate")),
-                Some(&token),
-                Some(json!({"text": text})),
+                &token,
+                json!({"text": text}),
             )
             .await;
         assert_eq!(status, 200, "{checked}");
         assert_eq!(checked["valid"], false, "{checked}");
     }
     // Nothing was stored and no label moved.
-    let (status, overview) = app.call("GET", &prompts_path(""), Some(&token), None).await;
+    let (status, overview) = app.get(&prompts_path(""), &token).await;
     assert_eq!(status, 200, "{overview}");
     for template in ["coaching", "digest"] {
         let view = overview["templates"]
@@ -644,35 +517,15 @@ async fn bad_coaching_and_digest_versions_are_refused_and_nothing_is_stored() {
     }
     // A coaching note is chosen by label, not split by an experiment (whose figures are the
     // answers'): refused, nothing started.
-    let (status, saved) = app
-        .call(
-            "POST",
-            &prompts_path("/coaching/versions"),
-            Some(&token),
-            Some(json!({"text": "Try the first step yourself ({{ rule }}).", "message": "m"})),
-        )
-        .await;
+    let note = "Try the first step yourself ({{ rule }}).";
+    let (status, saved) = save(&app, &token, "coaching", note, None).await;
     assert_eq!(status, 201, "{saved}");
     let default_id = TemplateName::Coaching.default_version_id();
+    let saved_id = saved["id"].as_str().unwrap();
+    let arms = split(&[(default_id.as_str(), 50), (saved_id, 50)]);
     let (status, body) = app
-        .call(
-            "POST",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            Some(json!({"template": "coaching", "arms": [
-                {"version": default_id, "percent": 50},
-                {"version": saved["id"], "percent": 50},
-            ]})),
-        )
+        .start_experiment(&token, COURSE, "coaching", json!(arms))
         .await;
     assert_eq!(status, 422, "{body}");
-    let (_, experiments) = app
-        .call(
-            "GET",
-            &format!("/api/v1/courses/{COURSE}/experiments"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(experiments, json!([]));
+    assert_eq!(app.experiments(&token, COURSE).await, json!([]));
 }

@@ -53,7 +53,7 @@ async fn two_demo_visitors_cannot_see_each_others_history_export_or_files() {
         format!("/api/v1/learners/{visitor_a}"),
         format!("/api/v1/learners/{visitor_a}/projects/demo/files"),
     ] {
-        let (status, body) = app.call("GET", &path, Some(&token_b), None).await;
+        let (status, body) = app.get(&path, &token_b).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!body.to_string().contains("secret question"), "{body}");
     }
@@ -83,11 +83,10 @@ async fn a_demo_visitor_gets_403_on_upload_and_git_import_and_its_attachments_ar
             "archive",
         ),
         (
-            app.call(
-                "POST",
+            app.post(
                 &format!("{base}/git"),
-                Some(&token),
-                Some(json!({"url": "https://github.com/octocat/Hello-World.git"})),
+                &token,
+                json!({"url": "https://github.com/octocat/Hello-World.git"}),
             )
             .await,
             "git import",
@@ -111,9 +110,7 @@ async fn a_demo_visitor_gets_403_on_upload_and_git_import_and_its_attachments_ar
         other => panic!("expected attached, got {other:?}"),
     }
     let admin = app.token(Role::Admin, "root");
-    let (status, body) = app
-        .call("GET", &format!("{base}/files"), Some(&admin), None)
-        .await;
+    let (status, body) = app.get(&format!("{base}/files"), &admin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["files"].as_array().map(Vec::len), Some(0), "{body}");
 }
@@ -315,9 +312,7 @@ async fn a_token_living_longer_than_the_configured_maximum_is_refused() {
     let app = spawn_app().await;
     let claims = companion::auth::claims_for(Role::Admin, "root", None, None, 400 * 86_400);
     let token = keys().mint(&claims).unwrap();
-    let (status, body) = app
-        .call("GET", "/api/v1/learners/ada", Some(&token), None)
-        .await;
+    let (status, body) = app.get("/api/v1/learners/ada", &token).await;
     assert_eq!(status, 401, "{body}");
     let message: &Value = &body["error"]["message"];
     assert!(message.to_string().contains("lifetime"), "{body}");

@@ -53,6 +53,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp::start(settings, Some(temp)).await
 }
 
+/// The app answering with the fake LLM; on the PostgreSQL database at `database_url` when one
+/// is given (a node that shares it with others), else on its own SQLite file.
+pub async fn spawn_app_with_llm(llm: &FakeLlm, database_url: Option<&str>) -> TestApp {
+    spawn_app_with(|settings| {
+        use_fake_llm(settings, llm);
+        if let Some(url) = database_url {
+            settings.database.url = url.to_string();
+        }
+    })
+    .await
+}
+
 /// Logs go to the test's captured output (shown when it fails); `RUST_LOG` filters them.
 fn init_tracing() {
     static INIT: Once = Once::new();
@@ -192,6 +204,17 @@ impl TestApp {
     ) -> (u16, Value) {
         let (status, text) = self.call_text(method, path, token, body).await;
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `GET path` with `token`; the status and the JSON body, as [`TestApp::call`].
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    /// `POST path` with `token` and a JSON `body`; the status and the JSON body, as
+    /// [`TestApp::call`].
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(token), Some(body)).await
     }
 
     /// As [`TestApp::call`], the body as text.
@@ -376,15 +399,69 @@ impl TestApp {
         assert_eq!(status, 201, "{saved}");
         let version = saved["id"].as_str().unwrap().to_string();
         let (status, moved) = self
-            .call(
-                "PUT",
-                &format!("{prompts}/labels/production"),
-                Some(token),
-                Some(json!({ "version": version })),
-            )
+            .label_prompt(token, course, template, "production", &version)
             .await;
         assert_eq!(status, 200, "{moved}");
         version
+    }
+
+    /// Points `course`'s `template` label `label` at `version`, with `token`; the status and
+    /// the reply.
+    pub async fn label_prompt(
+        &self,
+        token: &str,
+        course: &str,
+        template: &str,
+        label: &str,
+        version: &str,
+    ) -> (u16, Value) {
+        let path = format!("/api/v1/courses/{course}/prompts/{template}/labels/{label}");
+        let body = json!({ "version": version });
+        self.call("PUT", &path, Some(token), Some(body)).await
+    }
+
+    /// The token of `course`'s team (`course-team`), for that course only.
+    pub fn course_team(&self, course: &str) -> String {
+        self.token_with_course(Role::CourseTeam, "course-team", course)
+    }
+
+    /// Moves `course`'s `template` production label back, with `token`; the status and the
+    /// reply.
+    pub async fn rollback_prompt(&self, token: &str, course: &str, template: &str) -> (u16, Value) {
+        let path =
+            format!("/api/v1/courses/{course}/prompts/{template}/labels/production/rollback");
+        self.call("POST", &path, Some(token), None).await
+    }
+
+    /// Starts an experiment splitting `course`'s `template` between `arms`, with `token`; the
+    /// status and the reply.
+    pub async fn start_experiment(
+        &self,
+        token: &str,
+        course: &str,
+        template: &str,
+        arms: Value,
+    ) -> (u16, Value) {
+        let path = format!("/api/v1/courses/{course}/experiments");
+        let body = json!({"template": template, "arms": arms});
+        self.post(&path, token, body).await
+    }
+
+    /// `course`'s experiments, read with `token`; asserts the call worked.
+    pub async fn experiments(&self, token: &str, course: &str) -> Value {
+        let path = format!("/api/v1/courses/{course}/experiments");
+        let (status, experiments) = self.get(&path, token).await;
+        assert_eq!(status, 200, "{experiments}");
+        experiments
+    }
+
+    /// A conversation as a mentor or an admin reviews it, read with `token`; asserts the call
+    /// worked.
+    pub async fn mentor_view(&self, token: &str, conversation: &str) -> Value {
+        let path = format!("/api/v1/mentor/conversations/{conversation}");
+        let (status, view) = self.get(&path, token).await;
+        assert_eq!(status, 200, "{view}");
+        view
     }
 
     /// Polls a learner's flags (as an admin) until `done` holds; returns the last list.

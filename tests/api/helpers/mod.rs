@@ -16,12 +16,15 @@ use std::time::Duration;
 use companion::auth::TokenKeys;
 use secrecy::SecretString;
 
-pub use app::{Asked, TestApp, spawn_app, spawn_app_with, test_settings, today, use_fake_llm};
+pub use app::{
+    Asked, TestApp, spawn_app, spawn_app_with, spawn_app_with_llm, test_settings, today,
+    use_fake_llm,
+};
 pub use fake_llm::{Behaviour, FakeLlm, FakeScript};
 pub use fault_proxy::FaultProxy;
 pub use process::SpawnedApp;
 pub use qdrant::{QdrantCluster, QdrantServer};
-pub use ws::{Answer, WsClient, ask_frame};
+pub use ws::{Answer, WsClient, ask_frame, attach_frame};
 
 pub const SECRET: &str = "test-secret-for-companion-at-least-32-bytes";
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);

@@ -303,6 +303,17 @@ pub fn ask_frame(id: &str, text: &str) -> ClientFrame {
     }
 }
 
+/// An `attach` of `content` outside any project: a pasted snippet, or a file when `name` is
+/// given.
+pub fn attach_frame(id: &str, name: Option<&str>, content: &str) -> ClientFrame {
+    ClientFrame::Attach {
+        id: Some(id.into()),
+        name: name.map(Into::into),
+        content: content.into(),
+        project: None,
+    }
+}
+
 /// A frame's wire `type`.
 pub fn kind(frame: &ServerFrame) -> &'static str {
     match frame {
