@@ -452,9 +452,13 @@ pub struct RetrievalSettings {
 #[derive(Debug, Clone)]
 pub enum EmbeddingProvider {
     None,
-    Local { model_dir: PathBuf },
+    Local {
+        model_dir: PathBuf,
+    },
     /// multilingual-e5-small in-process, from `dir`.
-    E5 { dir: PathBuf },
+    E5 {
+        dir: PathBuf,
+    },
     OpenAi {
         model: String,
         dimensions: usize,

@@ -84,7 +84,11 @@ pub fn build_dense(settings: &Settings) -> anyhow::Result<Option<Arc<dyn DenseEm
                 .as_ref()
                 .or(llm.map(|l| &l.api_key))
                 .map_or("unused", |k| k.expose_secret());
-            tracing::info!(endpoint, model, "dense embedder: an OpenAI-compatible endpoint");
+            tracing::info!(
+                endpoint,
+                model,
+                "dense embedder: an OpenAI-compatible endpoint"
+            );
             Ok(Some(Arc::new(
                 OpenAiEmbedder::new(endpoint, key, model, *dimensions)
                     .sending_input_type(*input_type),

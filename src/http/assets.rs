@@ -71,12 +71,8 @@ pub const ASSETS: &[Asset] = &[
 ];
 
 /// Each asset's `ETag`, in the order of [`ASSETS`].
-static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    ASSETS
-        .iter()
-        .map(|a| etag_of(a.body))
-        .collect()
-});
+static ETAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| ASSETS.iter().map(|a| etag_of(a.body)).collect());
 
 pub fn routes() -> Router<AppState> {
     ASSETS

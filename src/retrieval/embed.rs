@@ -10,7 +10,9 @@ use super::terms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    #[error("embedding model files missing in {dir}: {missing}. Fetch them with `{fetch}` (see README)")]
+    #[error(
+        "embedding model files missing in {dir}: {missing}. Fetch them with `{fetch}` (see README)"
+    )]
     ModelMissing {
         dir: String,
         missing: String,

@@ -210,8 +210,8 @@ mod tests {
         );
         assert_eq!(e.id(), "openai:text-embedding-3-small:1536");
         assert_eq!(e.dimensions(), 1536);
-        let typed = OpenAiEmbedder::new("http://localhost:1/v1", "key", "e5", 384)
-            .sending_input_type(true);
+        let typed =
+            OpenAiEmbedder::new("http://localhost:1/v1", "key", "e5", 384).sending_input_type(true);
         assert_eq!(typed.id(), "openai:e5:384:typed");
     }
 

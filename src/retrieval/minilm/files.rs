@@ -150,7 +150,6 @@ fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
     }
 }
 
-
 /// `tokenizer.json`, cutting inputs at [`MAX_TOKENS`] and padding nothing.
 pub(crate) struct Tokens {
     tokenizer: Tokenizer,

@@ -28,6 +28,7 @@ mod reference;
 
 pub(crate) use encoder::{Depth, Encoder, Q4_BLOCK_BYTES, Words, add_q4_block};
 pub(crate) use files::by_length;
+
 pub use files::{BATCH_SIZE, MAX_TOKENS, MODEL_FILES};
 pub(crate) use math::normalise;
 pub use packed::Kernel;
@@ -63,6 +64,17 @@ struct Inner {
 /// that a learner's files being indexed never holds a question up.
 pub(crate) fn lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `work`, CPU-heavy, on the blocking pool once `lane` lets it in (see [`lanes`]).
+pub(crate) async fn in_lane<T: Send + 'static>(
+    lane: &tokio::sync::Semaphore,
+    work: impl FnOnce() -> Result<T, EmbedError> + Send + 'static,
+) -> Result<T, EmbedError> {
+    let _lane = lane.acquire().await;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
 }
 
 impl MiniLm {
@@ -129,20 +141,14 @@ impl DenseEmbedder for MiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let _lane = self.inner.document_lanes.acquire().await;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.embed(&texts))
-            .await
-            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
+        in_lane(&self.inner.document_lanes, move || inner.embed(&texts)).await
     }
 
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let _lane = self.inner.query_lanes.acquire().await;
         let inner = Arc::clone(&self.inner);
         let text = text.to_string();
-        tokio::task::spawn_blocking(move || inner.embed_one(&text))
-            .await
-            .map_err(|e| EmbedError::Embed(format!("embedding task failed: {e}")))?
+        in_lane(&self.inner.query_lanes, move || inner.embed_one(&text)).await
     }
 }
 
@@ -280,7 +286,11 @@ mod tests {
     fn the_files_import_only_downwards() {
         let siblings = ["files", "encoder", "packed", "math", "reference"];
         let files: [(&str, &str, &[&str]); 5] = [
-            ("files", include_str!("files.rs"), &["encoder", "packed", "math"]),
+            (
+                "files",
+                include_str!("files.rs"),
+                &["encoder", "packed", "math"],
+            ),
             ("encoder", include_str!("encoder.rs"), &["packed", "math"]),
             ("packed", include_str!("packed.rs"), &[]),
             ("math", include_str!("math.rs"), &[]),
