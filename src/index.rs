@@ -121,15 +121,20 @@ fn in_process(
 }
 
 /// The embedder the flag classifier reads learners' messages with (`embedding.flags_model`):
-/// multilingual-e5-small when configured and its file is present, otherwise `retrieval` (the
-/// retrieval's dense embedder, if any), saying so in the log.
+/// multilingual-e5-small when configured and its file is present, otherwise the retrieval's
+/// dense embedder (if any), saying so in the log. `retrieval` is asked for only when it is
+/// used: when retrieval runs on the same e5 file (one model in memory, not two) or as the
+/// fallback.
 pub fn build_flags_embedder(
     settings: &Settings,
-    retrieval: Option<Arc<dyn DenseEmbedder>>,
+    retrieval: impl FnOnce() -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>>,
 ) -> anyhow::Result<Option<Arc<dyn DenseEmbedder>>> {
     let FlagsModel::E5 { dir } = &settings.embedding.flags_model else {
-        return Ok(retrieval);
+        return retrieval();
     };
+    if matches!(&settings.embedding.provider, EmbeddingProvider::E5 { dir: same } if same == dir) {
+        return retrieval();
+    }
     match E5::load(dir) {
         Ok(model) => {
             tracing::info!(dir = %dir.display(), kernel = model.kernel().name(), "flags read with multilingual-e5-small in-process");
@@ -137,7 +142,7 @@ pub fn build_flags_embedder(
         }
         Err(error @ EmbedError::ModelMissing { .. }) => {
             tracing::warn!(%error, "flags read with the retrieval embedder (embedding.flags_model = \"e5\")");
-            Ok(retrieval)
+            retrieval()
         }
         Err(error) => Err(anyhow::anyhow!(
             "{error} (or set embedding.flags_model = \"retrieval\")"
@@ -298,6 +303,28 @@ mod tests {
         settings.embedding.provider = provider(Some("http://127.0.0.1:9/v1"));
         let dense = build_dense(&settings).unwrap().expect("an embedder");
         assert_eq!(dense.id(), "openai:multilingual-e5-small:384:typed");
+    }
+
+    #[test]
+    fn flags_on_the_retrieval_s_own_e5_file_reuse_its_model() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file that does not load: only a second load of it could fail.
+        std::fs::write(crate::retrieval::e5::model_path(dir.path()), b"not a model").unwrap();
+        let mut settings = Settings::defaults(dir.path());
+        let e5 = dir.path().to_path_buf();
+        settings.embedding.flags_model = FlagsModel::E5 { dir: e5.clone() };
+        let err = build_flags_embedder(&settings, || Ok(None)).err();
+        assert!(
+            err.is_some(),
+            "a file of its own is loaded, and this one fails"
+        );
+        settings.embedding.provider = EmbeddingProvider::E5 { dir: e5 };
+        let asked = std::cell::Cell::new(false);
+        let reused = build_flags_embedder(&settings, || {
+            asked.set(true);
+            Ok(None)
+        });
+        assert!(reused.unwrap().is_none() && asked.get());
     }
 
     /// The tools build their index through this module, so none of the three may reach the

@@ -95,7 +95,7 @@ impl Application {
         // embedder); keyword rules alone without either. The bank is embedded in the
         // background, before the first question.
         if let Some(embedder) =
-            crate::index::build_flags_embedder(&settings, retriever.dense().cloned())?
+            crate::index::build_flags_embedder(&settings, || Ok(retriever.dense().cloned()))?
         {
             let intents = Arc::new(crate::review::intent::Intents::builtin(embedder)?);
             let warming = intents.clone();

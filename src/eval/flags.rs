@@ -104,7 +104,7 @@ impl Reader {
         params: Params,
     ) -> anyhow::Result<Self> {
         let embedder =
-            crate::index::build_flags_embedder(settings, crate::index::build_dense(settings)?)?
+            crate::index::build_flags_embedder(settings, || crate::index::build_dense(settings))?
                 .context(
                     "the flag classifier needs a dense embedder (embedding.flags_model, embedding.provider); use --rules-only for the keyword rules alone",
                 )?;

@@ -27,6 +27,20 @@ pub enum EmbedError {
     Endpoint(String),
 }
 
+/// A model fetched by a script, for tests: `None` when its files are missing (the test then
+/// skips, saying which files and which script fetches them); any other failure panics.
+#[cfg(test)]
+pub(crate) fn fetched_or_skip<T>(loaded: Result<T, EmbedError>) -> Option<T> {
+    match loaded {
+        Ok(model) => Some(model),
+        Err(error @ EmbedError::ModelMissing { .. }) => {
+            eprintln!("skipping: {error}");
+            None
+        }
+        Err(error) => panic!("model present but failed to load: {error}"),
+    }
+}
+
 /// A dense text embedder; vectors are L2-normalised.
 #[async_trait]
 pub trait DenseEmbedder: Send + Sync {

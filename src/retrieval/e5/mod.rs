@@ -236,24 +236,14 @@ impl DenseEmbedder for E5 {
 pub(crate) mod fetched {
     use std::path::{Path, PathBuf};
 
-    use super::{E5, EmbedError};
+    use super::E5;
 
     pub(crate) fn dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/multilingual-e5-small")
     }
 
     pub(crate) fn model() -> Option<E5> {
-        match E5::load(&dir()) {
-            Ok(m) => Some(m),
-            Err(EmbedError::ModelMissing { .. }) => {
-                eprintln!(
-                    "skipping: no model in {} (run scripts/fetch-e5.sh)",
-                    dir().display()
-                );
-                None
-            }
-            Err(e) => panic!("model present but failed to load: {e}"),
-        }
+        crate::retrieval::embed::fetched_or_skip(E5::load(&dir()))
     }
 }
 

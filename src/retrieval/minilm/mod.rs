@@ -157,7 +157,7 @@ impl DenseEmbedder for MiniLm {
 pub(crate) mod fetched {
     use std::path::{Path, PathBuf};
 
-    use super::{EmbedError, MiniLm};
+    use super::MiniLm;
 
     pub(crate) fn dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/all-MiniLM-L6-v2")
@@ -165,18 +165,7 @@ pub(crate) mod fetched {
 
     /// The model, or None (the test then skips).
     pub(crate) fn model() -> Option<MiniLm> {
-        let dir = dir();
-        match MiniLm::load(&dir) {
-            Ok(m) => Some(m),
-            Err(EmbedError::ModelMissing { .. }) => {
-                eprintln!(
-                    "skipping: no model in {} (run scripts/fetch-model.sh)",
-                    dir.display()
-                );
-                None
-            }
-            Err(e) => panic!("model present but failed to load: {e}"),
-        }
+        crate::retrieval::embed::fetched_or_skip(MiniLm::load(&dir()))
     }
 }
 
